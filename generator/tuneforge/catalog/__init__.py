@@ -1,0 +1,28 @@
+"""The catalog: models, techniques, hardware, targets and compute platforms, kept as YAML data."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).parent
+SECTIONS = ("models", "techniques", "hardware", "targets", "compute", "architectures")
+
+
+@functools.cache
+def load(section: str) -> dict[str, dict]:
+    """Return one catalog section as {id: facts}, in file order."""
+    if section not in SECTIONS:
+        raise KeyError(f"unknown catalog section {section!r}; known: {', '.join(SECTIONS)}")
+    with open(HERE / f"{section}.yaml", encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def model_by_hf_id(hf_id: str) -> tuple[str, dict] | None:
+    """Find a catalog model by its Hugging Face id, ignoring case."""
+    for model_id, facts in load("models").items():
+        if facts["hf_id"].lower() == hf_id.lower():
+            return model_id, facts
+    return None

@@ -1,0 +1,209 @@
+"""tuneforge's command line: argument parsing and exit codes, nothing else.
+
+Exit status: 0 done, 2 bad input (nothing written), 1 anything else that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+BAD_INPUT = 2
+
+
+def _answer_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="an answer (repeatable); lists are comma-separated: --set targets=onnx-cpu,pytorch")
+    parser.add_argument("--answers", metavar="FILE", help="a YAML file of answers")
+    parser.add_argument("--defaults", action="store_true", help="take defaults for anything not given; ask nothing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tuneforge import __version__
+
+    parser = argparse.ArgumentParser(prog="tuneforge", description="Generate a fine-tuning workspace that runs for real.")
+    parser.add_argument("--version", action="version", version=f"tuneforge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    new = sub.add_parser("new", help="generate a new workspace", description="Generate a new workspace at DEST.")
+    new.add_argument("dest", metavar="DEST")
+    _answer_options(new)
+    new.add_argument("--force", action="store_true", help="render into a non-empty DEST")
+    new.add_argument("--open", action="store_true", help="open the workspace in VS Code afterwards")
+
+    update = sub.add_parser("update", help="regenerate a workspace after changing answers, keeping your edits",
+                            description="Regenerate DEST with changed answers by a 3-way merge.")
+    update.add_argument("dest", metavar="DEST", nargs="?", default=".")
+    _answer_options(update)
+    update.add_argument("--force", action="store_true", help="commit uncommitted changes first instead of refusing")
+
+    plan = sub.add_parser("plan", help="show the resolved plan and memory estimate; write nothing")
+    _answer_options(plan)
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+
+    cat = sub.add_parser("catalog", help="list models, techniques, hardware or targets")
+    cat.add_argument("section", nargs="?", default="models",
+                     choices=["models", "techniques", "hardware", "targets", "compute"])
+    cat.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from tuneforge.answers import AnswerError
+    from tuneforge.render import RenderError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (AnswerError, RenderError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return BAD_INPUT
+    except KeyboardInterrupt:
+        print("\ninterrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+def _interactive(args) -> bool:
+    return not args.defaults and sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _given(args, previous: dict | None = None):
+    from tuneforge.answers import Given, parse_sets, read_answers_file
+
+    given = Given()
+    if previous:
+        explicit = previous.get("explicit_answers") or []
+        given.add({k: v for k, v in read_answers_file_dict(previous).items() if k in explicit}, "previous answers")
+    if args.answers:
+        given.add(read_answers_file(args.answers), f"answers file {args.answers}")
+    given.add(parse_sets(args.sets), "--set")
+    return given
+
+
+def read_answers_file_dict(data: dict) -> dict:
+    from tuneforge.answers import DERIVED_KEYS, coerce
+
+    return {k: coerce(k, v) for k, v in data.items() if not k.startswith("_") and k not in DERIVED_KEYS}
+
+
+def _resolve(args, given, previous: dict | None = None):
+    from tuneforge.plan import resolve
+
+    if _interactive(args):
+        from tuneforge.prompts import ask
+
+        defaults = read_answers_file_dict(previous) if previous else {}
+        return ask(given, previous=defaults)
+    return resolve(given)
+
+
+def _refuse(plan) -> int:
+    print("error: this combination cannot work:", file=sys.stderr)
+    for problem in plan.problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return BAD_INPUT
+
+
+def cmd_new(args) -> int:
+    from tuneforge.render import render_workspace
+
+    dest = Path(args.dest)
+    given = _given(args)
+    if "project_name" not in given.values:
+        given.add({"project_name": dest.resolve().name}, "DEST folder name")
+    plan = _resolve(args, given)
+    if plan.problems:
+        return _refuse(plan)
+    _warn_fit(plan)
+    render_workspace(dest, plan.copier_data(), force=args.force)
+    print(f"created {dest}/ ({plan.values['model']}, {plan.values['technique']}, {plan.values['hardware']})")
+    print(f"next: cd {dest} && python smoke.py")
+    if args.open:
+        _open_in_vscode(dest)
+    return 0
+
+
+def cmd_update(args) -> int:
+    from tuneforge.render import read_workspace_answers, update_workspace
+
+    dest = Path(args.dest)
+    previous = read_workspace_answers(dest)
+    given = _given(args, previous)
+    plan = _resolve(args, given, previous)
+    if plan.problems:
+        return _refuse(plan)
+    _warn_fit(plan)
+    result = update_workspace(dest, plan.copier_data(), force=args.force)
+    for path in result.kept:
+        print(f"warning: kept {path}: its feature is no longer chosen, but you had edited it", file=sys.stderr)
+    if result.conflicts:
+        print("conflicts (marked inline with <<<<<<< before updating ... >>>>>>> after updating):", file=sys.stderr)
+        for path in result.conflicts:
+            print(f"  {path}", file=sys.stderr)
+    changed = len(result.changed) + len(result.removed)
+    print(f"updated {dest}/: {changed} file{'s' if changed != 1 else ''} changed"
+          f"{', ' + str(len(result.conflicts)) + ' with conflicts' if result.conflicts else ''}. "
+          "Review with `git diff`, then commit.")
+    return 1 if result.conflicts else 0
+
+
+def _warn_fit(plan) -> None:
+    if plan.fits:
+        return
+    print(f"warning: training needs about {plan.memory.total_gb:g} GB per device, more than the "
+          f"{plan.available_gb:g} GB given. What would fit:", file=sys.stderr)
+    for suggestion in plan.suggestions:
+        print(f"  --set {' --set '.join(f'{k}={_plain(v)}' for k, v in suggestion.changes.items())}"
+              f"  (about {suggestion.estimate.total_gb:g} GB)", file=sys.stderr)
+
+
+def _plain(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(value)
+    return str(value)
+
+
+def cmd_plan(args) -> int:
+    import json
+
+    from tuneforge.render import render_files
+
+    plan = _resolve(args, _given(args))
+    files = render_files(plan.copier_data()) if not plan.problems else []
+    if args.json:
+        print(json.dumps({**plan.as_dict(), "files": files}, indent=2))
+        return BAD_INPUT if plan.problems else 0
+    from tuneforge.report import format_plan
+
+    print(format_plan(plan, files))
+    return BAD_INPUT if plan.problems else 0
+
+
+def cmd_catalog(args) -> int:
+    import json
+
+    from tuneforge import catalog
+    from tuneforge.report import format_catalog
+
+    data = catalog.load(args.section)
+    print(json.dumps(data, indent=2) if args.json else format_catalog(args.section, data))
+    return 0
+
+
+def _open_in_vscode(dest: Path) -> None:
+    code = shutil.which("code")
+    if code is None:
+        print(f"VS Code's `code` command is not on PATH; open the folder {dest.resolve()} in VS Code "
+              "(File > Open Folder), or enable `code` via the command palette: 'Shell Command: Install code in PATH'.")
+        return
+    subprocess.Popen([code, str(dest)], env=os.environ.copy())
+    print(f"opened {dest} in VS Code")
+
+
+COMMANDS = {"new": cmd_new, "update": cmd_update, "plan": cmd_plan, "catalog": cmd_catalog}

@@ -1,0 +1,118 @@
+"""Estimate peak training memory per device, and find what would fit when the choice does not.
+
+The model (see shared ANCHORS): weights + trainable parameters x optimizer bytes + activations +
+logits + device context, with ZeRO sharding or offloading optimizer state and weights. Calibrated
+against LLaMA-Factory's rule of thumb, unsloth's minimums and torchtune's measurements (tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+GB = 1024**3
+NF4_BYTES = 0.55  # 4-bit weights plus quantization constants (double quantization)
+
+
+@dataclass(frozen=True)
+class Setup:
+    technique: str
+    precision: str  # fp32, bf16, fp16
+    batch: int
+    max_length: int
+    gradient_checkpointing: bool
+    distributed: str
+    devices: int  # data-parallel devices in total (gpu_count x num_nodes)
+    lora_r: int
+    hardware: str
+
+
+@dataclass(frozen=True)
+class Estimate:
+    weights_gb: float
+    trainable_params: int
+    optimizer_gb: float
+    activations_gb: float
+    logits_gb: float
+    overhead_gb: float
+    total_gb: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def trainable_parameters(shape: dict, technique: str, lora_r: int, total_params: float) -> int:
+    h, layers = shape["hidden_size"], shape["num_hidden_layers"]
+    heads, kv = shape["num_attention_heads"], shape.get("num_key_value_heads") or shape["num_attention_heads"]
+    kv_dim = h // heads * kv
+    inter = shape["intermediate_size"]
+    if technique == "full":
+        return int(total_params)
+    # (in, out) of each adapted linear layer in one block
+    linears = [(h, h), (h, kv_dim), (h, kv_dim), (h, h), (h, inter), (h, inter), (inter, h)]
+    if technique == "ia3":
+        return layers * (kv_dim * 2 + inter)
+    per_layer = sum(lora_r * (i + o) for i, o in linears)
+    if technique == "dora":
+        per_layer += sum(o for _, o in linears)
+    return layers * per_layer
+
+
+def plan_memory(facts: dict, setup: Setup, overhead_gb: float) -> Estimate:
+    shape = facts["shape"]
+    params = facts["params_b"] * 1e9
+    h, layers, vocab = shape["hidden_size"], shape["num_hidden_layers"], shape["vocab_size"]
+    embed = vocab * h * (1 if shape.get("tie_word_embeddings") else 2)
+    stage = _zero_stage(setup.distributed)
+    shards = setup.devices if setup.distributed != "none" else 1
+    offload = setup.distributed == "deepspeed-zero3-offload"
+    half = 4 if setup.precision == "fp32" else 2
+
+    if setup.technique == "qlora":
+        weights = embed * 2 + (params - embed) * NF4_BYTES
+    else:
+        weights = params * half
+    if stage == 3 or setup.distributed == "fsdp":
+        weights /= shards
+    if offload:
+        weights = weights * 0.1  # only the layer being computed is gathered on the device
+
+    trainable = trainable_parameters(shape, setup.technique, setup.lora_r, params)
+    if setup.technique == "full":
+        # grads in the training dtype, AdamW moments in fp32 (and fp32 master weights for 16-bit)
+        grads = trainable * half
+        states = trainable * (8 if setup.precision == "fp32" else 12)
+    else:
+        # adapters are trained in fp32 whatever the base's dtype
+        grads = trainable * 4
+        states = trainable * 8
+    if stage >= 1 or setup.distributed == "fsdp":
+        states /= shards
+    if stage >= 2 or setup.distributed == "fsdp":
+        grads /= shards
+    if offload:
+        states, grads = 0, grads / shards
+    optimizer = grads + states
+
+    tokens = setup.batch * setup.max_length
+    act_bytes = 2 if setup.precision != "fp32" else 4
+    if setup.gradient_checkpointing:
+        # layer inputs kept for every layer, one layer's full activations recomputed at a time
+        activations = tokens * h * act_bytes * layers + tokens * h * 17 * act_bytes
+    else:
+        activations = tokens * h * 17 * act_bytes * layers
+    logits = tokens * vocab * 4  # fp32 logits; their gradient reuses the buffer
+    total = weights + optimizer + activations + logits + overhead_gb * GB
+    return Estimate(
+        weights_gb=_gb(weights), trainable_params=int(trainable), optimizer_gb=_gb(optimizer),
+        activations_gb=_gb(activations), logits_gb=_gb(logits), overhead_gb=overhead_gb, total_gb=_gb(total),
+    )
+
+
+def _zero_stage(distributed: str) -> int:
+    if distributed.startswith("deepspeed-zero"):
+        return int(distributed[len("deepspeed-zero")])
+    return 0
+
+
+def _gb(value: float) -> float:
+    return round(value / GB, 2)

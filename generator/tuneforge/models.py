@@ -1,0 +1,99 @@
+"""Resolve the `model` answer (catalog id, Hugging Face id, or local folder) to the facts the plan needs."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tuneforge import catalog
+from tuneforge.answers import AnswerError, suggest
+
+SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+              "intermediate_size", "vocab_size", "tie_word_embeddings", "partial_rotary_factor")
+
+
+def resolve_model(value: str) -> dict:
+    """Return the model's facts: id, hf_id (or local path), architecture, params_b, shape, ..."""
+    models = catalog.load("models")
+    if value in models:
+        return {"id": value, "source": "catalog", **models[value]}
+    found = catalog.model_by_hf_id(value)
+    if found:
+        return {"id": found[0], "source": "catalog", **found[1]}
+    path = Path(value).expanduser()
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise AnswerError("model", f"the folder {path} has no config.json, so its architecture is unknown")
+        return facts_from_config(_read_json(config_file), hf_id=str(path.resolve()), source="local")
+    if value.count("/") == 1 and not value.startswith((".", "/")):
+        return facts_from_config(_fetch_hub_config(value), hf_id=value, source="hub")
+    raise AnswerError(
+        "model",
+        f"unknown model {value!r}.{suggest(value, list(models))} Give a catalog id (see `tuneforge catalog models`), "
+        "a Hugging Face id such as microsoft/Phi-3-mini-4k-instruct, or a local folder holding config.json.",
+    )
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise AnswerError("model", f"{path} line {error.lineno}: not valid JSON ({error.msg})") from None
+
+
+def _fetch_hub_config(hf_id: str) -> dict:
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise AnswerError("model", f"{hf_id!r} is not in the catalog and HF_HUB_OFFLINE=1, so its config.json "
+                                   "cannot be fetched; use a catalog id or a local folder")
+    url = f"https://huggingface.co/{hf_id}/resolve/main/config.json"
+    request = urllib.request.Request(url)
+    if token := os.environ.get("HF_TOKEN"):
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        hint = " (gated: accept its licence on the hub and set HF_TOKEN)" if error.code in (401, 403) else ""
+        raise AnswerError("model", f"cannot read {hf_id}'s config.json from the Hugging Face hub: HTTP {error.code}{hint}") from None
+    except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as error:
+        raise AnswerError("model", f"{hf_id!r} is not in the catalog and its config.json could not be fetched ({error})") from None
+
+
+def facts_from_config(config: dict, hf_id: str, source: str) -> dict:
+    architecture = config.get("model_type")
+    known = catalog.load("architectures")
+    if architecture not in known:
+        raise AnswerError("model", f"{hf_id}: architecture {architecture!r} is not supported; supported: {', '.join(known)}")
+    shape = {k: config[k] for k in SHAPE_KEYS if k in config}
+    shape.setdefault("num_key_value_heads", shape.get("num_attention_heads"))
+    shape.setdefault("tie_word_embeddings", False)
+    missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size") if k not in shape]
+    if missing:
+        raise AnswerError("model", f"{hf_id}: config.json lacks {', '.join(missing)}")
+    return {
+        "id": Path(hf_id).name.lower() if source == "local" else hf_id.split("/")[-1].lower(),
+        "source": source,
+        "hf_id": hf_id,
+        "family": architecture,
+        "architecture": architecture,
+        "params_b": round(count_parameters(shape) / 1e9, 3),
+        "shape": shape,
+        "context_length": config.get("max_position_embeddings", 4096),
+        "lora_target_modules": known[architecture]["lora_target_modules"],
+        "gated": False,
+    }
+
+
+def count_parameters(shape: dict) -> int:
+    """Parameters of a decoder-only transformer of this shape (embeddings, attention, gated MLP)."""
+    h, layers, v = shape["hidden_size"], shape["num_hidden_layers"], shape["vocab_size"]
+    heads, kv = shape["num_attention_heads"], shape.get("num_key_value_heads") or shape["num_attention_heads"]
+    head_dim = h // heads
+    attention = h * h * 2 + 2 * h * kv * head_dim
+    mlp = 3 * h * shape["intermediate_size"]
+    embeddings = v * h * (1 if shape.get("tie_word_embeddings") else 2)
+    return layers * (attention + mlp + 2 * h) + embeddings + h

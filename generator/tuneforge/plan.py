@@ -1,0 +1,252 @@
+"""Resolve the user's answers and the defaults into a checked plan: every value with its origin,
+the model's facts, the memory estimate per device, and what would fit when the choice does not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tuneforge import catalog, hardware
+from tuneforge.answers import KEYS, AnswerError, Given, coerce
+from tuneforge.memory import Estimate, Setup, plan_memory
+from tuneforge.models import resolve_model
+from tuneforge.rules import Problem, check
+
+DEFAULT_ORIGINS = ("default", "detected")
+LEARNING_RATES = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4, "dora": 2e-4, "rslora": 1e-4, "ia3": 3e-3}
+GPU_MEMORY_DEFAULTS = {"cuda": 24.0, "rocm": 64.0, "mps": 16.0}
+
+
+@dataclass
+class Suggestion:
+    changes: dict[str, Any]
+    estimate: Estimate
+
+    def __str__(self) -> str:
+        change = ", ".join(f"{k}={_text(v)}" for k, v in self.changes.items())
+        return f"{change} (about {self.estimate.total_gb:g} GB)"
+
+
+@dataclass
+class Plan:
+    values: dict[str, Any]
+    origins: dict[str, str]
+    facts: dict
+    precision: str
+    memory: Estimate
+    available_gb: float
+    suggestions: list[Suggestion] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool:
+        return self.memory.total_gb <= self.available_gb
+
+    @property
+    def explicit(self) -> list[str]:
+        return [k for k in KEYS if self.origins.get(k, "default").split(":")[0] not in DEFAULT_ORIGINS]
+
+    def copier_data(self) -> dict[str, Any]:
+        """The data the template renders from; recorded whole in the workspace's answers file."""
+        facts = {k: v for k, v in self.facts.items() if k != "source"}
+        facts["source"] = self.facts["source"]
+        return {**self.values, "model_facts": facts, "precision": self.precision, "explicit_answers": self.explicit}
+
+    def as_dict(self) -> dict:
+        return {
+            "answers": {k: {"value": self.values[k], "origin": self.origins[k]} for k in KEYS},
+            "model": self.facts,
+            "precision": self.precision,
+            "memory": {**self.memory.as_dict(), "available_gb": self.available_gb, "fits": self.fits},
+            "suggestions": [{"changes": s.changes, "total_gb": s.estimate.total_gb} for s in self.suggestions],
+            "problems": [{"key": p.key, "reason": p.reason, "alternatives": p.alternatives} for p in self.problems],
+        }
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(value)
+    return str(value)
+
+
+class _Resolver:
+    """Fills in each answer in dependency order, remembering why each value was chosen."""
+
+    def __init__(self, given: Given):
+        self.given = given
+        self.values: dict[str, Any] = {}
+        self.origins: dict[str, str] = {}
+
+    def take(self, key: str, default: Any, why: str = "default") -> Any:
+        if key in self.given.values:
+            self.values[key] = coerce(key, self.given.values[key])
+            self.origins[key] = self.given.origins.get(key, "given")
+        else:
+            self.values[key] = coerce(key, default)
+            self.origins[key] = why
+        return self.values[key]
+
+
+def resolve(given: Given, detected: dict | None = None) -> Plan:
+    """Resolve answers into a plan. Raises AnswerError for an unknown key, value or model."""
+    for key in given.values:
+        if key not in KEYS:
+            coerce(key, given.values[key])  # raises with the list of known keys
+    r = _Resolver(given)
+    detected = detected or hardware.detect()
+    priority = r.take("priority", "quality")
+
+    hw = r.take("hardware", detected["hardware"], "detected")
+    same_hw = hw == detected["hardware"]
+    r.take("gpu_count", detected["gpu_count"] if same_hw else 1, "detected" if same_hw else "default")
+    memory_default = detected["gpu_memory_gb"] if same_hw else GPU_MEMORY_DEFAULTS.get(hw, hardware.system_memory_gb())
+    r.take("gpu_memory_gb", memory_default, "detected" if same_hw else f"default: typical {hw} device")
+    r.take("num_nodes", 1)
+    devices = r.values["gpu_count"] * r.values["num_nodes"]
+
+    r.take("model", "qwen2.5-0.5b-instruct" if hw == "cpu" else "phi-3.5-mini-instruct",
+           f"default: suits {hw}")
+    facts = resolve_model(r.values["model"])
+    precision = catalog.load("hardware")[hw]["precision"]
+
+    if devices > 1:
+        dist_default, why = ("deepspeed-zero3", f"default: priority={priority}") if priority in ("scale", "memory") and hw != "cpu" else ("ddp", "default: several devices")
+    else:
+        dist_default, why = "none", "default"
+    r.take("distributed", dist_default, why)
+
+    gpu = hw in ("cuda", "rocm")
+    r.take("gradient_checkpointing", gpu or priority == "memory",
+           "default: priority=memory" if priority == "memory" else "default")
+    r.take("per_device_train_batch_size", 4 if gpu else 2)
+    r.take("gradient_accumulation_steps", 4 if gpu else 2)
+    r.take("max_length", min(2048 if gpu else 512, facts["context_length"]))
+    r.take("lora_r", {"quality": 32, "cost": 8}.get(priority, 16),
+           f"default: priority={priority}" if priority in ("quality", "cost") else "default")
+
+    technique_default, why = "lora", "default"
+    if priority == "memory" and catalog.load("hardware")[hw]["quantization"]:
+        technique_default, why = "qlora", "default: priority=memory"
+    elif gpu and "technique" not in given.values:
+        lora_fit = plan_memory(facts, _setup({**r.values, "technique": "lora"}, precision, devices), _overhead(hw))
+        if lora_fit.total_gb > r.values["gpu_memory_gb"]:
+            technique_default, why = "qlora", f"default: lora needs about {lora_fit.total_gb:g} GB"
+    technique = r.take("technique", technique_default, why)
+
+    r.take("lora_alpha", 2 * r.values["lora_r"], "default: 2 x lora_r")
+    r.take("lora_dropout", 0.05)
+    r.take("learning_rate", LEARNING_RATES[technique], f"default: suits {technique}")
+    r.take("num_train_epochs", 3)
+    r.take("max_steps", -1)
+    r.take("packing", False)
+    r.take("seed", 42)
+    r.take("compute", "local")
+    r.take("targets", ["pytorch", "onnx-cpu"])
+    r.take("adapter_export", "merged")
+    r.take("dataset", "data/sample.jsonl")
+    r.take("dataset_format", "messages")
+    r.take("project_name", "finetune")
+
+    values = {k: r.values[k] for k in KEYS}
+    estimate = plan_memory(facts, _setup(values, precision, devices), _overhead(hw))
+    plan = Plan(values, {k: r.origins[k] for k in KEYS}, facts, precision, estimate, values["gpu_memory_gb"])
+    plan.problems = check(values, facts)
+    if not plan.fits and not plan.problems:
+        plan.suggestions = _what_fits(plan)
+        if not plan.suggestions:
+            lean = _leanest(plan)
+            plan.problems.append(Problem(
+                "model", f"{facts['id']} needs about {estimate.total_gb:g} GB per device and still about "
+                f"{lean.estimate.total_gb:g} GB with the leanest options ({lean}), but only {plan.available_gb:g} GB is given.",
+                ["a smaller model such as qwen2.5-1.5b-instruct or llama-3.2-1b-instruct", "more or larger GPUs (gpu_count, gpu_memory_gb)"]))
+    return plan
+
+
+def _overhead(hw: str) -> float:
+    return catalog.load("hardware")[hw]["device_overhead_gb"]
+
+
+def _setup(values: dict, precision: str, devices: int) -> Setup:
+    return Setup(
+        technique=values["technique"], precision=precision, batch=values["per_device_train_batch_size"],
+        max_length=values["max_length"], gradient_checkpointing=values["gradient_checkpointing"],
+        distributed=values.get("distributed", "none"), devices=devices, lora_r=values["lora_r"], hardware=values["hardware"],
+    )
+
+
+def _candidate_changes(plan: Plan) -> list[dict[str, Any]]:
+    v = plan.values
+    hw = catalog.load("hardware")[v["hardware"]]
+    changes: list[dict[str, Any]] = []
+    if not v["gradient_checkpointing"]:
+        changes.append({"gradient_checkpointing": True})
+    if v["technique"] in ("lora", "dora", "rslora") and hw["quantization"]:
+        changes.append({"technique": "qlora"})
+    if v["technique"] == "full":
+        changes.append({"technique": "lora"})
+        if hw["quantization"]:
+            changes.append({"technique": "qlora"})
+    if v["per_device_train_batch_size"] > 1:
+        b = v["per_device_train_batch_size"]
+        changes.append({"per_device_train_batch_size": 1, "gradient_accumulation_steps": v["gradient_accumulation_steps"] * b})
+    if v["max_length"] > 512:
+        changes.append({"max_length": max(512, v["max_length"] // 2)})
+    if "deepspeed-zero3-offload" in hw["distributed"] and v["distributed"] != "deepspeed-zero3-offload" and v["technique"] != "qlora":
+        changes.append({"distributed": "deepspeed-zero3-offload"})
+    return changes
+
+
+def _estimate(plan: Plan, changes: dict[str, Any]) -> Estimate:
+    values = {**plan.values, **changes}
+    devices = values["gpu_count"] * values["num_nodes"]
+    return plan_memory(plan.facts, _setup(values, plan.precision, devices), _overhead(values["hardware"]))
+
+
+def _paths(plan: Plan) -> list[list[dict[str, Any]]]:
+    """Ways to save memory step by step: quantize the base, or offload it with ZeRO-3 (never both)."""
+    changes = _candidate_changes(plan)
+    offload = [c for c in changes if c.get("distributed")]
+    quantize = [c for c in changes if c.get("technique") == "qlora"]
+    common = [c for c in changes if c not in offload and c not in quantize]
+    paths = [common + quantize]
+    if offload:
+        paths.append(common + offload)
+    return paths
+
+
+def _what_fits(plan: Plan) -> list[Suggestion]:
+    """Single changes that fit; failing those, the fewest changes taken together that do."""
+    singles = [Suggestion(c, _estimate(plan, c)) for c in _candidate_changes(plan)]
+    fitting = [s for s in singles if s.estimate.total_gb <= plan.available_gb]
+    if fitting:
+        return sorted(fitting, key=lambda s: s.estimate.total_gb, reverse=True)
+    found = []
+    for path in _paths(plan):
+        combined: dict[str, Any] = {}
+        for change in path:
+            combined.update(change)
+            estimate = _estimate(plan, combined)
+            if estimate.total_gb <= plan.available_gb:
+                found.append(Suggestion(dict(combined), estimate))
+                break
+    return found
+
+
+def _leanest(plan: Plan) -> Suggestion:
+    leanest = []
+    for path in _paths(plan):
+        combined = {k: v for change in path for k, v in change.items()}
+        leanest.append(Suggestion(combined, _estimate(plan, combined)))
+    return min(leanest, key=lambda s: s.estimate.total_gb)
+
+
+def with_changes(plan: Plan, given: Given, changes: dict[str, Any]) -> Plan:
+    """Resolve again with some answers changed (used by prompts to show alternatives)."""
+    new = Given(dict(given.values), dict(given.origins))
+    new.add(changes, "given")
+    return resolve(new)
+
+
+__all__ = ["AnswerError", "Plan", "Suggestion", "resolve", "replace"]

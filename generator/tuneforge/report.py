@@ -1,0 +1,59 @@
+"""Plain-text views of a plan and of the catalog."""
+
+from __future__ import annotations
+
+from tuneforge.answers import KEYS
+
+
+def _value(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(value) or "(none)"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def format_plan(plan, files: list[str]) -> str:
+    lines = ["Answers (value, and where it came from):"]
+    width = max(map(len, KEYS))
+    for key in KEYS:
+        lines.append(f"  {key:<{width}}  {_value(plan.values[key]):<28} {plan.origins[key]}")
+    f = plan.facts
+    lines += ["", f"Model: {f['hf_id']} ({f['architecture']}, {f['params_b']:g}B parameters, "
+              f"{f['context_length']} tokens){' - gated: set HF_TOKEN' if f.get('gated') else ''}",
+              f"Precision: {plan.precision}", ""]
+    m = plan.memory
+    devices = plan.values["gpu_count"] * plan.values["num_nodes"]
+    lines += [f"Peak training memory per device (estimate, {devices} device{'s' if devices > 1 else ''}):",
+              f"  weights {m.weights_gb:g} GB + optimizer and gradients {m.optimizer_gb:g} GB "
+              f"({m.trainable_params:,} trainable parameters)",
+              f"  + activations {m.activations_gb:g} GB + logits {m.logits_gb:g} GB + runtime {m.overhead_gb:g} GB",
+              f"  = about {m.total_gb:g} GB of {plan.available_gb:g} GB: {'fits' if plan.fits else 'DOES NOT FIT'}"]
+    if plan.suggestions:
+        lines.append("  What would fit:")
+        lines += [f"    {s}" for s in plan.suggestions]
+    if plan.problems:
+        lines += ["", "Cannot work:"] + [f"  - {p}" for p in plan.problems]
+    if files:
+        lines += ["", f"Files ({len(files)}):"] + [f"  {name}" for name in files]
+    return "\n".join(lines)
+
+
+def format_catalog(section: str, data: dict) -> str:
+    lines = []
+    for key, facts in data.items():
+        if section == "models":
+            notes = []
+            if facts.get("gated"):
+                notes.append("gated")
+            if facts.get("kaito"):
+                notes.append("KAITO" + (" tuning" if facts["kaito"].get("tuning") else " inference"))
+            if facts.get("foundry"):
+                notes.append("Foundry serverless")
+            lines.append(f"{key:<28} {facts['hf_id']:<38} {facts['params_b']:>6g}B {facts['architecture']:<8} "
+                         f"{facts['context_length']:>7} ctx  {', '.join(notes)}")
+        else:
+            lines.append(f"{key:<24} {facts.get('title', '')}" + (f" - {facts['summary']}" if facts.get("summary") else ""))
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""Which combinations of answers can work, and why not. Pure functions of resolved answers and facts.
+
+Each rule returns Problems: the answer at fault, the reason, and what would work instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tuneforge import catalog
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    reason: str
+    alternatives: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        text = f"{self.key}: {self.reason}"
+        if self.alternatives:
+            text += f" What would work: {'; '.join(self.alternatives)}."
+        return text
+
+
+def check(values: dict, facts: dict) -> list[Problem]:
+    """Every problem with this combination (empty when it can work)."""
+    problems: list[Problem] = []
+    for rule in RULES:
+        problems.extend(rule(values, facts))
+    return problems
+
+
+def _technique_on_hardware(v: dict, facts: dict) -> list[Problem]:
+    hw = catalog.load("hardware")[v["hardware"]]
+    if catalog.load("techniques")[v["technique"]]["quantized"] and not hw["quantization"]:
+        return [Problem("technique", f"{v['technique']} needs bitsandbytes 4-bit kernels, which {v['hardware']} does not have.",
+                        ["technique=lora (or dora) on mps", "hardware=cuda for qlora"])]
+    return []
+
+
+def _distributed_on_hardware(v: dict, facts: dict) -> list[Problem]:
+    hw = catalog.load("hardware")[v["hardware"]]
+    dist = v["distributed"]
+    if dist not in hw["distributed"]:
+        why = {
+            "mps": "Apple's MPS backend is one device with no collective communication, so DeepSpeed, FSDP and DDP cannot run on it.",
+            "cpu": "on CPU, FSDP has no working backend here and ZeRO-3 offload has nothing to offload to.",
+        }.get(v["hardware"], f"{dist} does not run on {v['hardware']}.")
+        return [Problem("distributed", why, [f"distributed={d}" for d in hw["distributed"]])]
+    devices = v["gpu_count"] * v["num_nodes"]
+    if dist in ("ddp", "fsdp") and devices < 2:
+        return [Problem("distributed", f"{dist} splits work over several devices but only one is given (gpu_count=1, num_nodes=1).",
+                        ["distributed=none", "gpu_count=2 or more", "distributed=deepspeed-zero3-offload to save memory on one GPU"])]
+    if dist == "none" and devices > 1:
+        return [Problem("distributed", f"{devices} devices were given but distributed=none would use one.",
+                        ["distributed=ddp", "distributed=deepspeed-zero3", "gpu_count=1"])]
+    if v["hardware"] == "mps" and (v["gpu_count"] > 1 or v["num_nodes"] > 1):
+        return [Problem("gpu_count", "a Mac has one MPS device.", ["gpu_count=1", "num_nodes=1"])]
+    return []
+
+
+def _compute_platform(v: dict, facts: dict) -> list[Problem]:
+    compute, tech, model = v["compute"], v["technique"], facts["id"]
+    kaito = facts.get("kaito") or {}
+    if compute == "kaito":
+        problems = []
+        if not kaito.get("tuning"):
+            tunable = [m for m, f in catalog.load("models").items() if (f.get("kaito") or {}).get("tuning")]
+            problems.append(Problem("compute", f"KAITO has no tuning preset for {model}.",
+                                    [f"model={m}" for m in tunable[:4]] + ["compute=local"]))
+        if tech not in ("lora", "qlora"):
+            problems.append(Problem("technique", f"KAITO tuning offers only lora and qlora, not {tech}.",
+                                    ["technique=lora", "technique=qlora", "compute=local or azureml for other techniques"]))
+        return problems
+    if compute == "foundry-serverless":
+        problems = []
+        if not facts.get("foundry"):
+            offered = [m for m, f in catalog.load("models").items() if f.get("foundry")]
+            problems.append(Problem("compute", f"Azure AI Foundry serverless fine-tuning does not offer {model}.",
+                                    [f"model={m}" for m in offered[:4]] + ["compute=azureml"]))
+        if tech != "lora":
+            problems.append(Problem("technique", f"serverless fine-tuning runs its own LoRA; {tech} cannot be chosen there.",
+                                    ["technique=lora", "compute=azureml for other techniques"]))
+        return problems
+    if compute == "azureml" and v["hardware"] not in ("cuda", "cpu"):
+        return [Problem("hardware", f"Azure ML compute clusters offer NVIDIA GPUs (or CPUs), not {v['hardware']}.",
+                        ["hardware=cuda", "compute=local"])]
+    return []
+
+
+def _targets(v: dict, facts: dict) -> list[Problem]:
+    problems = []
+    onnx = [t for t in v["targets"] if t.startswith("onnx-")]
+    if not v["targets"]:
+        problems.append(Problem("targets", "choose at least one target.", ["targets=pytorch", "targets=onnx-cpu"]))
+    if onnx and not catalog.load("architectures")[facts["architecture"]]["onnx"]:
+        problems.append(Problem("targets", f"ONNX Runtime GenAI's model builder cannot export {facts['architecture']}.", ["targets=pytorch"]))
+    if "kaito" in v["targets"] and not facts.get("kaito"):
+        with_preset = [m for m, f in catalog.load("models").items() if f.get("kaito")]
+        problems.append(Problem("targets", f"KAITO has no inference preset for {facts['id']}.",
+                                [f"model={m}" for m in with_preset[:3]] + ["targets=azureml-endpoint"]))
+    if "kaito" in v["targets"] and v["technique"] not in ("lora", "qlora", "rslora"):
+        problems.append(Problem("targets", f"a KAITO inference workspace serves LoRA adapters; {v['technique']} gives none it can load.",
+                                ["technique=lora", "targets=azureml-endpoint"]))
+    if v["adapter_export"] == "adapters":
+        if not catalog.load("techniques")[v["technique"]]["onnx_adapter"]:
+            problems.append(Problem("adapter_export", f"{v['technique']} adapters cannot be exported as ONNX adapter files.",
+                                    ["adapter_export=merged", "technique=lora"]))
+        if not onnx:
+            problems.append(Problem("adapter_export", "separate ONNX adapters need an ONNX target.", ["adapter_export=merged", "targets=onnx-cpu"]))
+    return problems
+
+
+def _hyperparameters(v: dict, facts: dict) -> list[Problem]:
+    problems = []
+    if v["max_length"] > facts["context_length"]:
+        problems.append(Problem("max_length", f"{facts['id']} reads at most {facts['context_length']} tokens.",
+                                [f"max_length={facts['context_length']}"]))
+    if v["max_steps"] == 0:
+        problems.append(Problem("max_steps", "0 steps trains nothing.", ["max_steps=-1 (all epochs)", "max_steps=100"]))
+    if v["max_steps"] < 0 and v["num_train_epochs"] <= 0:
+        problems.append(Problem("num_train_epochs", "with max_steps=-1 at least some epochs are needed.", ["num_train_epochs=3"]))
+    return problems
+
+
+RULES = [_technique_on_hardware, _distributed_on_hardware, _compute_platform, _targets, _hyperparameters]

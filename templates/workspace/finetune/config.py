@@ -1,0 +1,52 @@
+"""Load a YAML config and apply dotted `section.key=value` overrides from the command line."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    with open(path, encoding="utf-8") as f:
+        config = yaml.safe_load(f) or {}
+    return apply_overrides(config, overrides or [], source=str(path))
+
+
+def apply_overrides(config: dict, overrides: list[str], source: str = "config") -> dict:
+    """Return a copy of config with each `a.b=value` applied; the value is parsed as YAML."""
+    config = copy.deepcopy(config)
+    for item in overrides:
+        dotted, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        *parents, leaf = dotted.split(".")
+        node = config
+        walked = []
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(_unknown(".".join(walked + [part]), node, source))
+            node = node[part]
+            walked.append(part)
+        if leaf not in node:
+            raise ConfigError(_unknown(dotted, node, source))
+        node[leaf] = yaml.safe_load(raw) if raw != "" else None
+    return config
+
+
+def _unknown(dotted: str, node: dict, source: str) -> str:
+    leaf = dotted.split(".")[-1]
+    prefix = dotted.rsplit(".", 1)[0] + "." if "." in dotted else ""
+    close = difflib.get_close_matches(leaf, list(node), n=1)
+    hint = f" Did you mean {prefix}{close[0]}?" if close else f" Keys here: {', '.join(prefix + k for k in node)}"
+    return f"{dotted} is not a key of {source}.{hint}"
