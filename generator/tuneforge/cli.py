@@ -94,9 +94,10 @@ def _resolve(args, given, previous: dict | None = None):
     from tuneforge.plan import resolve
 
     if _interactive(args):
-        from tuneforge.prompts import ask
+        from tuneforge.prompts import ORDER, ask
 
-        defaults = read_answers_file_dict(previous) if previous else {}
+        # the main questions offer the workspace's previous answers as defaults
+        defaults = {k: v for k, v in read_answers_file_dict(previous).items() if k in ORDER} if previous else {}
         return ask(given, previous=defaults)
     return resolve(given)
 

@@ -10,15 +10,17 @@ import subprocess
 
 def detect() -> dict:
     """Return {hardware, gpu_count, gpu_memory_gb} for this machine."""
-    if os.environ.get("TUNEFORGE_NO_DETECT") != "1":
-        if shutil.which("nvidia-smi"):
-            memories = _query(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"])
-            if memories:
-                return {"hardware": "cuda", "gpu_count": len(memories), "gpu_memory_gb": round(min(memories) / 1024, 1)}
-        if shutil.which("rocm-smi"):
-            return {"hardware": "rocm", "gpu_count": 1, "gpu_memory_gb": 64.0}
-        if platform.system() == "Darwin" and platform.machine() == "arm64":
-            return {"hardware": "mps", "gpu_count": 1, "gpu_memory_gb": round(system_memory_gb() * 0.7, 1)}
+    if os.environ.get("TUNEFORGE_NO_DETECT") == "1":
+        # a fixed machine, so that tests and examples render the same everywhere
+        return {"hardware": "cpu", "gpu_count": 1, "gpu_memory_gb": 16.0}
+    if shutil.which("nvidia-smi"):
+        memories = _query(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"])
+        if memories:
+            return {"hardware": "cuda", "gpu_count": len(memories), "gpu_memory_gb": round(min(memories) / 1024, 1)}
+    if shutil.which("rocm-smi"):
+        return {"hardware": "rocm", "gpu_count": 1, "gpu_memory_gb": 64.0}
+    if platform.system() == "Darwin" and platform.machine() == "arm64":
+        return {"hardware": "mps", "gpu_count": 1, "gpu_memory_gb": round(system_memory_gb() * 0.7, 1)}
     return {"hardware": "cpu", "gpu_count": 1, "gpu_memory_gb": system_memory_gb()}
 
 

@@ -216,6 +216,10 @@ def update_workspace(dest: Path, data: dict, force: bool = False) -> UpdateResul
             f"this workspace was rendered from template version {old_tag!r}, which is not in {cache_dir() / 'template'} "
             "(it was made by another tuneforge install); run the same tuneforge version, or copy its cache here")
     template = versioned_template()
+    recorded = Path(str(old.get("_src_path", ""))).expanduser()
+    if recorded != template.repo:
+        raise RenderError(f"this workspace names its template at {old.get('_src_path')}, but this tuneforge keeps it at "
+                          f"{template.repo}; set TUNEFORGE_CACHE_DIR to {recorded.parent}")
     head = git(dest, "rev-parse", "HEAD").strip()
     pristine_old = _render_old(template, old, old_tag)
     tracked = git(dest, "ls-files", "-z").split("\0")
@@ -223,7 +227,7 @@ def update_workspace(dest: Path, data: dict, force: bool = False) -> UpdateResul
               and (dest / p).read_bytes() != content}
     saved = {p: (dest / p).read_bytes() for p in edited}
     try:
-        copier.run_update(dst_path=dest, src_path=str(template.repo), data=data, defaults=True, overwrite=True,
+        copier.run_update(dst_path=dest, data=data, defaults=True, overwrite=True,
                           quiet=True, vcs_ref=template.tag, conflict="inline", unsafe=False, skip_answered=True)
         _fix_src_path(dest, template)
     except BaseException:

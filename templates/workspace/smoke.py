@@ -32,12 +32,14 @@ def steps(smoke: dict, train_config: dict) -> list[tuple[str, list[str]]]:
                        f"merge.adapter_dir={run}", f"merge.output_dir={merged}"])]
     if smoke["launcher"][0] == "python":
         plan[0][1][0] = sys.executable
-    if (HERE / "optimize.py").exists() and list((HERE / "olive").glob("*.json")):
-        plan.append(("optimize", [sys.executable, "optimize.py", "--smoke"]))
+    # only the CPU workflow can run here; the other targets' workflows need their hardware
+    onnx_cpu = (HERE / "olive" / "onnx-cpu.json").exists()
+    if onnx_cpu:
+        plan.append(("optimize", [sys.executable, "optimize.py", "--smoke", "--target", "onnx-cpu"]))
     chat_model = ["--model", str(merged)]
     plan.append(("chat", [sys.executable, "chat.py", "--backend", "pytorch", *chat_model, "--prompt", smoke["chat_prompt"],
                           "--max-new-tokens", "16"]))
-    if any(name == "optimize" for name, _ in plan):
+    if onnx_cpu:
         plan.append(("chat onnx", [sys.executable, "chat.py", "--backend", "onnx", "--model", str(out / "onnx" / "onnx-cpu"),
                                    "--prompt", smoke["chat_prompt"], "--max-new-tokens", "16"]))
     return plan

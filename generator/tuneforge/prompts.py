@@ -1,0 +1,154 @@
+"""The interactive flow: asks each answer with questionary, showing the plan's verdict beside each
+choice (disabled with the reason when it cannot work) and re-asking on bad input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuneforge import catalog
+from tuneforge.answers import BY_KEY, AnswerError, Given, coerce
+from tuneforge.models import resolve_model
+from tuneforge.plan import Plan, resolve
+
+ORDER = ["priority", "project_name", "hardware", "gpu_count", "gpu_memory_gb", "num_nodes", "model", "technique",
+         "distributed", "compute", "targets", "adapter_export", "dataset", "dataset_format"]
+HYPER = [a.key for a in BY_KEY.values() if a.group == "hyper"]
+OTHER_MODEL = "other: a Hugging Face id or a local folder"
+
+
+class _Flow:
+    def __init__(self, given: Given, previous: dict[str, Any], io: dict):
+        import questionary
+
+        self.q = questionary
+        self.io = io
+        self.fixed = Given(dict(given.values), dict(given.origins))  # answered on the command line: not asked
+        self.asked = Given()
+        self.previous = previous
+
+    def current(self, extra: dict[str, Any] | None = None) -> Plan:
+        merged = Given()
+        merged.add(self.previous, "previous answers")
+        merged.values.update(self.fixed.values)
+        merged.origins.update(self.fixed.origins)
+        merged.add(self.asked.values, "asked")
+        if extra:
+            merged.add(extra, "asked")
+        return resolve(merged)
+
+    def relevant(self, key: str, plan: Plan) -> bool:
+        v = plan.values
+        if key in ("gpu_count", "gpu_memory_gb", "num_nodes"):
+            return v["hardware"] in ("cuda", "rocm")
+        if key == "distributed":
+            return len(catalog.load("hardware")[v["hardware"]]["distributed"]) > 1
+        if key == "adapter_export":
+            return any(t.startswith("onnx-") for t in v["targets"]) and catalog.load("techniques")[v["technique"]]["onnx_adapter"]
+        return True
+
+    def verdict(self, key: str, value: Any) -> str | None:
+        """Why this choice cannot work now, or None."""
+        try:
+            plan = self.current({key: value})
+        except AnswerError as error:
+            return str(error)
+        mine = [p for p in plan.problems if p.key == key] or plan.problems
+        return mine[0].reason if mine else None
+
+    def ask(self, key: str) -> None:
+        plan = self.current()
+        if key in self.fixed.values or not self.relevant(key, plan):
+            return
+        spec = BY_KEY[key]
+        default = plan.values[key]
+        message = spec.help
+        if spec.kind == "choice":
+            value = self.select(key, message, spec.choices(), default, plan)
+        elif spec.kind == "list":
+            value = self.checkbox(key, message, spec.choices(), default)
+        elif key == "model":
+            value = self.model(message, default)
+        else:
+            value = self.text(key, message, default)
+        self.asked.add({key: value}, "asked")
+
+    def select(self, key: str, message: str, options: list[str], default: Any, plan: Plan) -> str:
+        section = {"technique": "techniques", "hardware": "hardware", "compute": "compute"}.get(key)
+        choices = []
+        for option in options:
+            title = option
+            if section:
+                title += f"  {catalog.load(section)[option].get('title', '')}"
+            if key == "technique":
+                try:
+                    estimate = self.current({key: option}).memory.total_gb
+                    title += f"  (~{estimate:g} GB)"
+                except AnswerError:
+                    pass
+            reason = self.verdict(key, option) if option != default else None
+            choices.append(self.q.Choice(title=title, value=option, disabled=reason))
+        enabled = [c.value for c in choices if not c.disabled]
+        pick = default if default in enabled else (enabled[0] if enabled else None)
+        return self.q.select(message, choices=choices, default=pick, **self.io).unsafe_ask()
+
+    def checkbox(self, key: str, message: str, options: list[str], default: list[str]) -> list[str]:
+        choices = [self.q.Choice(title=f"{o}  {catalog.load('targets')[o]['title']}", value=o, checked=o in default,
+                                 disabled=self.verdict(key, [o]) if o not in default else None) for o in options]
+
+        def valid(picked: list[str]) -> bool | str:
+            return True if picked else "choose at least one"
+
+        return self.q.checkbox(message, choices=choices, validate=valid, **self.io).unsafe_ask()
+
+    def model(self, message: str, default: str) -> str:
+        models = catalog.load("models")
+        choices = [self.q.Choice(title=f"{m}  ({f['params_b']:g}B{', gated' if f.get('gated') else ''})", value=m)
+                   for m, f in models.items()]
+        choices.append(self.q.Choice(title=OTHER_MODEL, value=OTHER_MODEL))
+        pick = default if default in models else OTHER_MODEL
+        value = self.q.select(message, choices=choices, default=pick, **self.io).unsafe_ask()
+        if value != OTHER_MODEL:
+            return value
+
+        def valid(text: str) -> bool | str:
+            try:
+                resolve_model(text.strip())
+                return True
+            except AnswerError as error:
+                return str(error)
+
+        start = default if default not in models else ""
+        return self.q.text("Hugging Face id or local folder:", default=start, validate=valid, **self.io).unsafe_ask().strip()
+
+    def text(self, key: str, message: str, default: Any) -> Any:
+        shown = str(default).lower() if isinstance(default, bool) else str(default)
+
+        def valid(text: str) -> bool | str:
+            try:
+                coerce(key, text)
+                return True
+            except AnswerError as error:
+                return str(error)
+
+        return coerce(key, self.q.text(f"{message}:", default=shown, validate=valid, **self.io).unsafe_ask())
+
+
+def ask(given: Given, previous: dict[str, Any] | None = None, io: dict | None = None) -> Plan:
+    """Ask every relevant answer not already given; return the resolved plan.
+
+    previous: answers of an existing workspace, offered as defaults. io: questionary's input/output
+    (tests pass a prompt_toolkit pipe input).
+    """
+    flow = _Flow(given, previous or {}, io or {})
+    for key in ORDER:
+        flow.ask(key)
+    customise = flow.q.confirm("Customise hyperparameters?", default=False, **flow.io).unsafe_ask()
+    if customise:
+        for key in HYPER:
+            flow.ask(key)
+    final = Given()
+    final.add(flow.previous, "previous answers")
+    final.values.update(flow.fixed.values)
+    final.origins.update(flow.fixed.origins)
+    final.add(flow.asked.values, "asked")
+    return resolve(final)

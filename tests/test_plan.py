@@ -1,0 +1,123 @@
+"""Rules and defaults: impossible combinations are refused with reasons and alternatives; defaults
+follow hardware, technique and priority; an explicit answer always wins."""
+
+import pytest
+
+from tuneforge.answers import AnswerError, Given
+from tuneforge.plan import resolve
+
+
+def plan_for(**answers):
+    given = Given()
+    given.add(answers, "--set")
+    return resolve(given)
+
+
+@pytest.mark.parametrize("answers, key, words, alternative", [
+    (dict(hardware="mps", technique="qlora"), "technique", "bitsandbytes", "technique=lora"),
+    (dict(hardware="mps", distributed="deepspeed-zero2"), "distributed", "MPS", "distributed=none"),
+    (dict(hardware="cpu", distributed="fsdp"), "distributed", "FSDP", "distributed=ddp"),
+    (dict(hardware="cpu", distributed="deepspeed-zero3-offload"), "distributed", "offload", "distributed=deepspeed-zero3"),
+    (dict(hardware="cuda", distributed="ddp", gpu_count=1), "distributed", "only one", "distributed=none"),
+    (dict(hardware="cuda", gpu_count=4, distributed="none"), "distributed", "4 devices", "distributed=ddp"),
+    (dict(compute="foundry-serverless", model="qwen2.5-7b-instruct"), "compute", "does not offer", "model=phi-3-mini-4k-instruct"),
+    (dict(compute="foundry-serverless", model="phi-3-mini-4k-instruct", technique="dora"), "technique", "own LoRA", "technique=lora"),
+    (dict(compute="kaito", model="llama-3.2-1b-instruct"), "compute", "no tuning preset", "compute=local"),
+    (dict(compute="kaito", model="phi-3-mini-4k-instruct", technique="full"), "technique", "only lora and qlora", "technique=lora"),
+    (dict(targets="kaito", model="qwen2.5-0.5b-instruct"), "targets", "no inference preset", "targets=azureml-endpoint"),
+    (dict(adapter_export="adapters", technique="dora"), "adapter_export", "cannot be exported", "adapter_export=merged"),
+    (dict(adapter_export="adapters", targets="pytorch"), "adapter_export", "need an ONNX target", "targets=onnx-cpu"),
+    (dict(max_length=100000), "max_length", "at most", "max_length=32768"),
+    (dict(hardware="cuda", gpu_memory_gb=2, model="phi-4", technique="lora"), "model", "leanest", "a smaller model"),
+    (dict(compute="azureml", hardware="mps"), "hardware", "Azure ML", "hardware=cuda"),
+])
+def test_impossible_combinations_say_why_and_what_works(answers, key, words, alternative):
+    plan = plan_for(**answers)
+    problems = [p for p in plan.problems if p.key == key]
+    assert problems, plan.problems
+    assert words in problems[0].reason
+    assert any(alternative in a for a in problems[0].alternatives), problems[0].alternatives
+
+
+def test_the_default_plan_is_valid_and_fits():
+    plan = plan_for()
+    assert plan.problems == []
+    assert plan.fits
+    assert plan.values["hardware"] == "cpu" and plan.origins["hardware"] == "detected"
+    assert plan.values["model"] == "qwen2.5-0.5b-instruct"
+
+
+def test_defaults_follow_technique_and_hardware():
+    full = plan_for(technique="full", hardware="cuda")
+    assert full.values["learning_rate"] == 2e-5 and full.origins["learning_rate"] == "default: suits full"
+    assert full.values["gradient_checkpointing"] is True
+    assert full.precision == "bf16"
+    assert plan_for(hardware="cpu").precision == "fp32"
+
+
+def test_priority_steers_defaults_and_says_so():
+    memory = plan_for(priority="memory", hardware="cuda")
+    assert memory.values["technique"] == "qlora"
+    assert memory.origins["technique"] == "default: priority=memory"
+    assert memory.values["gradient_checkpointing"] is True
+    scale = plan_for(priority="scale", hardware="cuda", gpu_count=8)
+    assert scale.values["distributed"] == "deepspeed-zero3"
+    assert scale.origins["distributed"] == "default: priority=scale"
+    cost = plan_for(priority="cost")
+    assert cost.values["lora_r"] == 8
+
+
+def test_explicit_answers_win_over_priority():
+    plan = plan_for(priority="memory", hardware="cuda", technique="lora", gradient_checkpointing=False)
+    assert plan.values["technique"] == "lora" and plan.origins["technique"] == "--set"
+    assert plan.values["gradient_checkpointing"] is False
+    assert plan.explicit == ["technique", "hardware", "priority", "gradient_checkpointing"]
+
+
+def test_a_gpu_too_small_for_lora_defaults_to_qlora_and_says_why():
+    plan = plan_for(hardware="cuda", gpu_memory_gb=12, model="llama-3.1-8b-instruct")
+    assert plan.values["technique"] == "qlora"
+    assert plan.origins["technique"].startswith("default: lora needs about")
+
+
+def test_what_would_fit_when_the_choice_does_not():
+    plan = plan_for(hardware="cuda", gpu_memory_gb=16, model="llama-3.1-8b-instruct", technique="lora",
+                    per_device_train_batch_size=8)
+    assert not plan.fits and not plan.problems
+    assert plan.suggestions
+    for suggestion in plan.suggestions:
+        assert suggestion.estimate.total_gb <= 16
+    assert any(s.changes.get("technique") == "qlora" for s in plan.suggestions)
+
+
+def test_unknown_model_is_refused_with_a_close_match():
+    with pytest.raises(AnswerError, match="Did you mean 'phi-4'"):
+        plan_for(model="phi-5")
+
+
+def test_hub_id_of_a_catalog_model_maps_to_it():
+    plan = plan_for(model="microsoft/Phi-3-mini-4k-instruct")
+    assert plan.facts["id"] == "phi-3-mini-4k-instruct"
+
+
+def test_unknown_hub_id_offline_says_why():
+    with pytest.raises(AnswerError, match="HF_HUB_OFFLINE"):
+        plan_for(model="someone/some-model")
+
+
+def test_local_model_folder_gives_the_architecture(tmp_path):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "llama", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8,
+        "num_key_value_heads": 4, "intermediate_size": 512, "vocab_size": 1000, "max_position_embeddings": 1024}))
+    plan = plan_for(model=str(tmp_path))
+    assert plan.facts["architecture"] == "llama" and plan.facts["source"] == "local"
+    assert plan.facts["lora_target_modules"][0] == "q_proj"
+    assert plan.values["max_length"] == 512
+
+
+def test_local_model_with_unsupported_architecture(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(AnswerError, match="'bert' is not supported"):
+        plan_for(model=str(tmp_path))
