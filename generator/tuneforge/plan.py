@@ -14,6 +14,9 @@ from tuneforge.rules import Problem, check
 
 DEFAULT_ORIGINS = ("default", "detected")
 LEARNING_RATES = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4, "dora": 2e-4, "rslora": 1e-4, "ia3": 3e-3}
+# small enough to train in fp32 on a CPU or a Mac; a GPU gets the Phi model the AI Toolkit starts from
+DEFAULT_MODELS = {"cpu": "qwen2.5-0.5b-instruct", "mps": "qwen2.5-1.5b-instruct", "cuda": "phi-3.5-mini-instruct",
+                  "rocm": "phi-3.5-mini-instruct"}
 GPU_MEMORY_DEFAULTS = {"cuda": 24.0, "rocm": 64.0, "mps": 16.0}
 
 
@@ -106,8 +109,7 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
     r.take("num_nodes", 1)
     devices = r.values["gpu_count"] * r.values["num_nodes"]
 
-    r.take("model", "qwen2.5-0.5b-instruct" if hw == "cpu" else "phi-3.5-mini-instruct",
-           f"default: suits {hw}")
+    r.take("model", DEFAULT_MODELS[hw], f"default: suits {hw}")
     facts = resolve_model(r.values["model"])
     precision = catalog.load("hardware")[hw]["precision"]
 

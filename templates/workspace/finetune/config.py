@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,27 @@ class ConfigError(ValueError):
     pass
 
 
+class Loader(yaml.SafeLoader):
+    """YAML with 1.2-style numbers: `1e-4` is a float (plain PyYAML reads it as a string)."""
+
+
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_value(text: str):
+    return yaml.load(text, Loader=Loader)
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
     with open(path, encoding="utf-8") as f:
-        config = yaml.safe_load(f) or {}
+        config = yaml.load(f, Loader=Loader) or {}
     return apply_overrides(config, overrides or [], source=str(path))
 
 
@@ -40,7 +56,7 @@ def apply_overrides(config: dict, overrides: list[str], source: str = "config") 
             walked.append(part)
         if leaf not in node:
             raise ConfigError(_unknown(dotted, node, source))
-        node[leaf] = yaml.safe_load(raw) if raw != "" else None
+        node[leaf] = parse_value(raw) if raw != "" else None
     return config
 
 

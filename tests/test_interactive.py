@@ -1,0 +1,85 @@
+"""The questionary flow, driven in-process through a prompt_toolkit pipe."""
+
+from __future__ import annotations
+
+import pytest
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import DummyOutput
+
+from conftest import git, tuneforge
+from tuneforge import render
+from tuneforge.answers import Given
+from tuneforge.prompts import ask
+
+ENTER, DOWN, SPACE = "\r", "\x1b[B", " "
+
+
+def run_flow(keys: str, given: dict | None = None, previous: dict | None = None):
+    g = Given()
+    g.add(given or {}, "--set")
+    with create_pipe_input() as pipe:
+        pipe.send_text(keys)
+        return ask(g, previous=previous, io={"input": pipe, "output": DummyOutput()})
+
+
+def tree(root) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
+            if p.is_file() and ".git" not in p.relative_to(root).parts}
+
+
+def test_accepting_every_default_gives_the_scripted_workspace(tmp_path):
+    plan = run_flow(ENTER * 30, given={"project_name": "same"})
+    render.render_workspace(tmp_path / "asked", plan.copier_data())
+    assert tuneforge("new", tmp_path / "scripted", "--defaults", "--set", "project_name=same") == 0
+    asked, scripted = tree(tmp_path / "asked"), tree(tmp_path / "scripted")
+    assert asked.keys() == scripted.keys()
+    differing = [k for k in asked if asked[k] != scripted[k]]
+    # the asked answers are recorded as the user's own choices; everything else is identical
+    assert differing == [".copier-answers.yml"]
+
+
+def test_choosing_answers_by_keys():
+    # priority: quality -> memory (two down); then accept the rest
+    plan = run_flow(DOWN + ENTER + ENTER * 30, given={"project_name": "p"})
+    assert plan.values["priority"] == "memory"
+    assert plan.values["technique"] == "qlora"  # the memory priority's default, offered first
+    assert plan.origins["technique"] == "asked"
+
+
+def test_bad_typed_input_is_asked_again():
+    # hyperparameters: customise, then a learning rate that is not a number, corrected
+    # ten questions apply on a CPU machine (priority, hardware, model, technique, distributed, compute, targets,
+    # adapter_export, dataset, dataset_format); "y" answers the confirm at once
+    keys = ENTER * 10 + "y" + "\x7f" * 10 + "fast" + ENTER + "\x7f" * 4 + "3e-4" + ENTER + ENTER * 20
+    plan = run_flow(keys, given={"project_name": "p"})
+    assert plan.values["learning_rate"] == pytest.approx(3e-4)
+
+
+def test_choices_that_cannot_work_are_disabled_with_the_reason(monkeypatch):
+    import questionary
+
+    seen = {}
+    real_select = questionary.select
+
+    def spy(message, choices, **kwargs):
+        seen[message] = choices
+        return real_select(message, choices=choices, **kwargs)
+
+    monkeypatch.setattr(questionary, "select", spy)
+    run_flow(ENTER * 30, given={"project_name": "p", "hardware": "mps"})
+    technique = {c.value: c.disabled for c in seen["Fine-tuning technique"]}
+    assert technique["lora"] is None
+    assert "bitsandbytes" in technique["qlora"]
+    compute = {c.value: c.disabled for c in seen["Where training runs"]}
+    assert "no tuning preset" in compute["kaito"]
+
+
+def test_update_asks_with_the_previous_answers_as_defaults(new_workspace):
+    dest = new_workspace(technique="dora", model="llama-3.2-1b-instruct")
+    previous = render.read_workspace_answers(dest)
+    from tuneforge.cli import read_answers_file_dict
+    from tuneforge.prompts import ORDER
+
+    plan = run_flow(ENTER * 30, previous={k: v for k, v in read_answers_file_dict(previous).items() if k in ORDER})
+    assert plan.values["technique"] == "dora" and plan.values["model"] == "llama-3.2-1b-instruct"
+    assert git(dest, "status", "--porcelain") == ""
