@@ -61,6 +61,9 @@ def onnx_chat(model_path: str | None, adapter: str | None):
     model = og.Model(model_path)
     tokenizer = og.Tokenizer(model)
     adapters = None
+    if adapter is None:
+        # a base model exported with separate adapters needs one active to run
+        adapter = next((str(p) for p in sorted(Path(model_path).glob("*.onnx_adapter"))), None)
     if adapter:
         adapters = og.Adapters(model)
         adapters.load(adapter, "tuned")

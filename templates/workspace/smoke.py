@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +24,14 @@ from finetune.config import load_config
 HERE = Path(__file__).parent
 
 
+def launcher_executable(name: str) -> str:
+    """python is this interpreter; torchrun and deepspeed come from PATH or from beside it."""
+    if name == "python":
+        return sys.executable
+    beside = Path(sys.executable).parent / name
+    return shutil.which(name) or (str(beside) if beside.exists() else name)
+
+
 def steps(smoke: dict, train_config: dict) -> list[tuple[str, list[str]]]:
     out = Path(smoke["output_dir"])
     base, run, merged = out / "base", out / "run", out / "merged"
@@ -30,8 +39,7 @@ def steps(smoke: dict, train_config: dict) -> list[tuple[str, list[str]]]:
     plan = [("train", [*smoke["launcher"], "train.py", *model_overrides, *smoke["train_overrides"]]),
             ("merge", [sys.executable, "merge.py", f"model.name_or_path={base}", "model.torch_dtype=float32",
                        f"merge.adapter_dir={run}", f"merge.output_dir={merged}"])]
-    if smoke["launcher"][0] == "python":
-        plan[0][1][0] = sys.executable
+    plan[0][1][0] = launcher_executable(smoke["launcher"][0])
     # only the CPU workflow can run here; the other targets' workflows need their hardware
     onnx_cpu = (HERE / "olive" / "onnx-cpu.json").exists()
     if onnx_cpu:

@@ -16,9 +16,15 @@ class ConfigError(ValueError):
 
 
 class Loader(yaml.SafeLoader):
-    """YAML with 1.2-style numbers: `1e-4` is a float (plain PyYAML reads it as a string)."""
+    """YAML 1.2 scalars: `1e-4` is a float and `no` is a string (PyYAML's YAML 1.1 reads them the other
+    way round, which breaks `learning_rate=1e-4` and `eval_strategy=no`)."""
 
 
+Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),

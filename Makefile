@@ -1,0 +1,36 @@
+# Two commands do everything, each setting itself up first:
+#   make demo   generate a workspace with default answers and run its offline smoke test
+#   make test   run the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-quick bench examples clean
+
+$(STAMP): pyproject.toml requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first: a range left to other packages would fetch a multi-GB CUDA build
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]' -r requirements-dev.txt
+	touch $(STAMP)
+
+demo: $(STAMP)
+	rm -rf build/demo
+	$(BIN)/tuneforge new build/demo --defaults
+	cd build/demo && HF_HUB_OFFLINE=1 ../../$(BIN)/python smoke.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --durations=15
+
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python bench/generation.py
+
+examples: $(STAMP)
+	$(BIN)/python examples/render.py
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,46 @@
+"""examples/ holds rendered workspaces; they must match what the template renders today."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "examples"))
+from render import render_example  # noqa: E402
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.yml"))
+BOOKKEEPING = re.compile(rb"^_(commit|src_path): .*\n", re.M)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    files = {}
+    for path in root.rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts:
+            files[path.relative_to(root).as_posix()] = BOOKKEEPING.sub(b"", path.read_bytes())
+    return files
+
+
+def test_there_are_at_least_three_examples():
+    assert len(EXAMPLES) >= 3
+
+
+@pytest.mark.parametrize("answers", EXAMPLES, ids=[e.stem for e in EXAMPLES])
+def test_example_is_current(answers, tmp_path):
+    render_example(answers, tmp_path / "fresh")
+    committed, fresh = tree(ROOT / "examples" / answers.stem), tree(tmp_path / "fresh")
+    stale = sorted(set(committed) ^ set(fresh)) + sorted(k for k in committed.keys() & fresh.keys() if committed[k] != fresh[k])
+    assert not stale, f"examples/{answers.stem} is stale in {stale}; run `make examples`"
+
+
+def test_dev_requirements_pin_what_the_workspace_pins():
+    template = (ROOT / "templates" / "workspace" / "requirements.txt.jinja").read_text()
+    pins = dict(re.findall(r"^([a-z][a-z0-9-]*)==([0-9.]+)", (ROOT / "requirements-dev.txt").read_text(), re.M))
+    for name, version in re.findall(r"^([a-z][a-z0-9-]*)(?:\{\{[^}]*\}\})?==([0-9.]+)", template, re.M):
+        if name in pins:
+            assert pins[name] == version, name
+    assert {"transformers", "peft", "olive-ai", "onnxruntime-genai"} <= pins.keys()

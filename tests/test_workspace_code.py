@@ -1,0 +1,142 @@
+"""The workspace's Python is plain Python: import it straight from the template and test its parts.
+Bad data is named by file and line; bad config keys get a close match."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "templates" / "workspace"))
+
+from finetune.config import ConfigError, apply_overrides, load_config  # noqa: E402
+from finetune.data import IGNORE_INDEX, Collator, DataError, Example, build_datasets, encode, read_examples  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from finetune.tiny import build_tokenizer, corpus
+
+    return build_tokenizer(corpus(str(ROOT / "templates" / "includes" / "samples" / "messages.jsonl")), 400)
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_overrides_parse_yaml_values_and_name_unknown_keys():
+    config = {"training": {"learning_rate": 1.0, "eval_strategy": "steps", "bf16": False}}
+    out = apply_overrides(config, ["training.learning_rate=1e-4", "training.eval_strategy=no", "training.bf16=true"])
+    assert out["training"] == {"learning_rate": 1e-4, "eval_strategy": "no", "bf16": True}
+    assert config["training"]["learning_rate"] == 1.0
+    with pytest.raises(ConfigError, match="Did you mean training.learning_rate"):
+        apply_overrides(config, ["training.learning_rat=1"])
+    with pytest.raises(ConfigError, match="traning is not a key"):
+        apply_overrides(config, ["traning.bf16=true"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        apply_overrides(config, ["training.bf16"])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("text, fmt, message", [
+    ('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n{"messages": [}\n',
+     "messages", ":2: not valid JSON"),
+    ('{"text": "x"}\n', "messages", ":1: missing 'messages'"),
+    ('{"messages": [{"role": "robot", "content": "x"}]}\n', "messages", ":1: message 1 needs a role"),
+    ('{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}]}\n', "messages",
+     ":1: empty assistant turn"),
+    ('{"messages": [{"role": "user", "content": "x"}]}\n', "messages", ":1: no assistant turn"),
+    ('{"prompt": "x"}\n', "prompt-completion", ":1: missing or empty 'completion'"),
+    ('\n\n{"instruction": "x", "output": ""}\n', "alpaca", ":3: missing or empty 'output'"),
+    ('[1, 2]', "text", "item 1: expected a JSON object"),
+    ('', "text", "the dataset is empty"),
+])
+def test_malformed_data_names_file_and_line(tmp_path, text, fmt, message):
+    path = write(tmp_path, "data.jsonl", text)
+    with pytest.raises(DataError) as error:
+        read_examples(path, fmt)
+    assert message in str(error.value)
+    assert "data.jsonl" in str(error.value)
+
+
+def test_missing_dataset_says_where_it_looked(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        read_examples(str(tmp_path / "nope.jsonl"), "messages")
+
+
+@pytest.mark.parametrize("fmt", ["messages", "prompt-completion", "alpaca", "text"])
+def test_every_sample_format_reads(fmt):
+    examples = read_examples(str(ROOT / "templates" / "includes" / "samples" / f"{fmt}.jsonl"), fmt)
+    assert len(examples) == 24
+
+
+def test_loss_is_on_the_assistant_answer_only(tokenizer):
+    example = Example("x:1", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Water?"},
+                                        {"role": "assistant", "content": "Weekly."}])
+    encoded = encode(example, tokenizer, 256)
+    learned = [t for t, label in zip(encoded["input_ids"], encoded["labels"]) if label != IGNORE_INDEX]
+    assert tokenizer.decode(learned).startswith("Weekly.")
+    assert "Water?" not in tokenizer.decode(learned)
+    assert tokenizer.decode(learned).strip().endswith("<|im_end|>")  # the model learns to stop
+
+
+def test_text_format_learns_every_token(tokenizer):
+    encoded = encode(Example("x:1", text="Plants like light."), tokenizer, 256)
+    assert encoded["labels"] == encoded["input_ids"]
+
+
+def test_examples_longer_than_max_length_are_dropped_and_all_too_long_is_an_error(tmp_path, tokenizer):
+    long_prompt = "word " * 300
+    row = {"messages": [{"role": "user", "content": long_prompt}, {"role": "assistant", "content": "ok"}]}
+    path = write(tmp_path, "d.jsonl", json.dumps(row) + "\n")
+    config = {"data": {"path": path, "format": "messages", "max_length": 64, "eval_fraction": 0.1}}
+    with pytest.raises(DataError, match="every example is longer than max_length=64"):
+        build_datasets(config, tokenizer, seed=0)
+
+
+def test_eval_split_is_held_out_and_reproducible(tokenizer):
+    config = {"data": {"path": str(ROOT / "templates" / "includes" / "samples" / "messages.jsonl"), "format": "messages",
+                       "max_length": 256, "eval_fraction": 0.1}}
+    train_a, eval_a = build_datasets(config, tokenizer, seed=1)
+    train_b, eval_b = build_datasets(config, tokenizer, seed=1)
+    assert (len(train_a), len(eval_a)) == (22, 2)
+    assert eval_a == eval_b and train_a == train_b
+    assert not any(e in train_a for e in eval_a)
+
+
+def test_packing_concatenates_without_padding_and_restarts_positions():
+    collate = Collator(pad_token_id=0, packing=True)
+    batch = collate([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]}])
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    assert batch["labels"].tolist() == [[-100, 6, 7, -100, 9]]
+    padded = Collator(pad_token_id=0)([{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}, {"input_ids": [8], "labels": [8]}])
+    assert padded["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert padded["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert padded["labels"].tolist() == [[5, 6, 7], [8, -100, -100]]
+
+
+def test_packed_and_padded_batches_give_the_same_loss(tokenizer):
+    import torch
+
+    from finetune.tiny import build_model
+
+    model = build_model({"architecture": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                         "num_key_value_heads": 2, "intermediate_size": 64}, tokenizer)
+    rows = [{"input_ids": [10, 11, 12, 13, 14], "labels": [-100, -100, 12, 13, 14]},
+            {"input_ids": [20, 21, 22], "labels": [-100, 21, 22]}]
+    model.config.use_cache = False  # as train.py sets it: packing is only detected without a cache
+    with torch.no_grad():
+        packed = model(**Collator(tokenizer.pad_token_id, packing=True)(rows)).loss
+        separate = [model(**Collator(tokenizer.pad_token_id)([r])).loss for r in rows]
+    # token-weighted mean of the separate losses (3 and 2 predicted tokens)
+    assert packed.item() == pytest.approx((separate[0].item() * 3 + separate[1].item() * 2) / 5, rel=1e-4)
