@@ -18,7 +18,7 @@ ROWS = {row_id(r): r for r in all_pairs() + technique_hardware_distributed()}
 ALWAYS = {".copier-answers.yml", ".gitignore", "README.md", "requirements.txt", "train.py", "merge.py", "smoke.py",
           "chat.py", "configs/train.yaml", "configs/smoke.yaml", "data/sample.jsonl", "data/README.md",
           "finetune/__init__.py", "finetune/config.py", "finetune/data.py", "finetune/modeling.py", "finetune/plot.py",
-          "finetune/tiny.py"}
+          "finetune/tiny.py", "tests/test_workspace.py", "pytest.ini"}
 NOT_ONNX = ("pytorch", "azureml-endpoint", "kaito")
 
 
@@ -49,6 +49,8 @@ def check_files(root: Path, files: set[str]) -> None:
             json.loads(text)
         elif name.endswith((".yaml", ".yml")):
             yaml.safe_load(text)
+        elif name.endswith(".ini"):
+            __import__("configparser").ConfigParser().read_string(text)
         elif name.endswith(".toml"):
             tomllib.loads(text)
         elif name.endswith(".py"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +33,12 @@ def launcher_executable(name: str) -> str:
     return shutil.which(name) or (str(beside) if beside.exists() else name)
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def steps(smoke: dict, train_config: dict) -> list[tuple[str, list[str]]]:
     out = Path(smoke["output_dir"])
     base, run, merged = out / "base", out / "run", out / "merged"
@@ -40,6 +47,9 @@ def steps(smoke: dict, train_config: dict) -> list[tuple[str, list[str]]]:
             ("merge", [sys.executable, "merge.py", f"model.name_or_path={base}", "model.torch_dtype=float32",
                        f"merge.adapter_dir={run}", f"merge.output_dir={merged}"])]
     plan[0][1][0] = launcher_executable(smoke["launcher"][0])
+    if smoke["launcher"][0] in ("torchrun", "deepspeed"):
+        # a free port, so that two smoke runs on one machine do not collide on the default 29500
+        plan[0][1].insert(1, f"--master_port={free_port()}")
     # only the CPU workflow can run here; the other targets' workflows need their hardware
     onnx_cpu = (HERE / "olive" / "onnx-cpu.json").exists()
     if onnx_cpu:
