@@ -16,8 +16,8 @@ import pytest
 pytestmark = pytest.mark.slow
 
 CASES = {
-    "lora-qwen2-messages-onnx": dict(technique="lora", model="qwen2.5-0.5b-instruct", dataset_format="messages",
-                                     targets="pytorch,onnx-cpu"),
+    "lora-qwen2-messages": dict(technique="lora", model="qwen2.5-0.5b-instruct", dataset_format="messages",
+                                targets="pytorch"),
     "qlora-phi3-prompt-completion": dict(technique="qlora", model="phi-3-mini-4k-instruct",
                                          dataset_format="prompt-completion", targets="pytorch"),
     "dora-llama-alpaca": dict(technique="dora", model="llama-3.2-1b-instruct", dataset_format="alpaca", targets="pytorch"),
@@ -57,9 +57,6 @@ def test_smoke_passes_and_the_loss_falls_over_30_steps(new_workspace, answers):
     merged = workspace / "outputs" / "smoke" / "merged"
     assert (merged / "config.json").exists() and (merged / "tokenizer_config.json").exists()
     assert "model>" in result.stdout
-    if "onnx-cpu" in answers["targets"]:
-        assert (workspace / "outputs" / "smoke" / "onnx" / "onnx-cpu" / "genai_config.json").exists()
-        assert result.stdout.count("model>") == 2
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(new_workspace):
@@ -94,3 +91,91 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(new_workspace):
     assert steps[-1] == 40 and steps[0] <= 10
     assert json.loads((workspace / "outputs" / "killed" / "metrics.json").read_text())["global_step"] == 40
     assert losses(workspace / "outputs" / "killed")[-5:] == pytest.approx(losses(workspace / "outputs" / "straight")[-5:], rel=1e-3)
+
+
+@pytest.mark.parametrize("dataset_format", ["messages", "text"])
+def test_the_workspace_own_tests_pass(new_workspace, dataset_format):
+    workspace = new_workspace(dataset_format=dataset_format, model="phi-4-mini-instruct")
+    result = run(workspace, "-m", "pytest", "-q", "-p", "no:cacheprovider")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "4 passed" in result.stdout
+
+
+ONNX_CASES = {
+    "merged-qwen2": dict(technique="lora", model="qwen2.5-0.5b-instruct", adapter_export="merged"),
+    "adapters-llama": dict(technique="lora", model="llama-3.2-1b-instruct", adapter_export="adapters"),
+    "adapters-phi3-qlora": dict(technique="qlora", model="phi-3-mini-4k-instruct", adapter_export="adapters"),
+}
+
+
+@pytest.mark.parametrize("answers", list(ONNX_CASES.values()), ids=list(ONNX_CASES))
+def test_onnx_cpu_optimize_chat_and_fp32_parity(new_workspace, answers):
+    workspace = new_workspace(targets="pytorch,onnx-cpu", **answers)
+    result = run(workspace, "smoke.py")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    onnx = workspace / "outputs" / "smoke" / "onnx" / "onnx-cpu"
+    assert (onnx / "genai_config.json").exists()
+    adapters = list(onnx.glob("*.onnx_adapter"))
+    assert bool(adapters) == (answers["adapter_export"] == "adapters")
+    assert result.stdout.count("model>") == 2  # PyTorch and ONNX both answered
+    bench = run(workspace, "benchmark.py", "--smoke", "--new-tokens", "16", "--prompts", "2", "--parity-steps", "16")
+    assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
+    report = json.loads((workspace / "outputs" / "smoke" / "benchmark.json").read_text())
+    assert report["fp32_greedy_tokens_match"] is True
+    assert report["perplexity"]["ratio"] == pytest.approx(1.0, abs=0.1)
+    assert report["onnx_int4"]["decode_tokens_per_s"] > 0
+
+
+def test_serve_answers_openai_requests_and_rejects_bad_ones(new_workspace):
+    import urllib.error
+    import urllib.request
+
+    workspace = new_workspace(targets="pytorch,onnx-cpu")
+    result = run(workspace, "smoke.py")
+    assert result.returncode == 0, result.stdout[-3000:]
+    env = {**os.environ}
+    env.pop("PYTHONPATH", None)
+    server = subprocess.Popen([sys.executable, "serve.py", "--port", "0", "--model", "outputs/smoke/onnx/onnx-cpu"],
+                              cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = server.stdout.readline()
+        assert "serving" in line, line
+        base = line.strip().split(" on ")[-1]
+
+        def call(path, body=None, raw=None):
+            data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+            request = urllib.request.Request(base.removesuffix("/v1") + path, data=data,
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    return response.status, response.headers.get("Content-Type"), response.read()
+            except urllib.error.HTTPError as error:
+                return error.code, error.headers.get("Content-Type"), error.read()
+
+        status, _, body = call("/v1/models")
+        assert status == 200 and json.loads(body)["data"][0]["object"] == "model"
+        question = {"messages": [{"role": "user", "content": "How often should I water a snake plant?"}], "max_tokens": 8}
+        status, _, body = call("/v1/chat/completions", question)
+        reply = json.loads(body)
+        assert status == 200 and reply["object"] == "chat.completion"
+        assert reply["choices"][0]["message"]["role"] == "assistant"
+        assert 0 < reply["usage"]["completion_tokens"] <= 8 and reply["usage"]["prompt_tokens"] > 5
+        status, kind, body = call("/v1/chat/completions", {**question, "stream": True})
+        assert status == 200 and kind == "text/event-stream"
+        events = [line[len("data: "):] for line in body.decode().splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(e) for e in events[:-1]]
+        assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+        assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+        for bad, expected in [(b"{not json", 400), (json.dumps({"messages": []}).encode(), 400),
+                              (json.dumps({"messages": [{"role": "robot", "content": "x"}]}).encode(), 400),
+                              (json.dumps({**question, "max_tokens": -1}).encode(), 400),
+                              (json.dumps({**question, "stream": "yes"}).encode(), 400)]:
+            status, _, body = call("/v1/chat/completions", raw=bad)
+            assert status == expected, body
+            assert json.loads(body)["error"]["message"]
+        assert call("/v1/nothing", question)[0] == 404
+        assert call("/v1/chat/completions", question)[0] == 200  # still serving after the bad ones
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

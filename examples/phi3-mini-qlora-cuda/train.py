@@ -29,9 +29,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def training_arguments(config: dict, has_eval: bool):
+    import torch
     from transformers import TrainingArguments
 
     args = dict(config["training"])
+    if args.get("bf16") and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        print("this GPU has no bf16 (compute capability < 8.0): training in fp16 instead", flush=True)
+        args["bf16"], args["fp16"] = False, True
     if not has_eval:
         args["eval_strategy"] = "no"
     if args.get("report_to", "auto") == "auto":
