@@ -119,6 +119,16 @@ def test_packing_concatenates_without_padding_and_restarts_positions():
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
     assert batch["labels"].tolist() == [[-100, 6, 7, -100, 9]]
+
+
+def test_packing_fills_rows_of_at_most_max_length():
+    rows = [{"input_ids": [1] * n, "labels": [1] * n} for n in (6, 5, 4, 3, 2)]
+    batch = Collator(pad_token_id=0, packing=True, max_length=8)(rows)
+    # rows of 7 waste the least: [6 +1 padding], [5 + 2], [4 + 3]; rows of 8 would take 24 slots
+    assert batch["input_ids"].shape == (3, 7)
+    assert (batch["input_ids"] != 0).sum().item() == 20
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 0], [0, 1, 2, 3, 4, 0, 1], [0, 1, 2, 3, 0, 1, 2]]
+    assert batch["labels"].tolist()[0][6] == -100
     padded = Collator(pad_token_id=0)([{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}, {"input_ids": [8], "labels": [8]}])
     assert padded["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert padded["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
@@ -133,10 +143,34 @@ def test_packed_and_padded_batches_give_the_same_loss(tokenizer):
     model = build_model({"architecture": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
                          "num_key_value_heads": 2, "intermediate_size": 64}, tokenizer)
     rows = [{"input_ids": [10, 11, 12, 13, 14], "labels": [-100, -100, 12, 13, 14]},
-            {"input_ids": [20, 21, 22], "labels": [-100, 21, 22]}]
+            {"input_ids": [20, 21, 22], "labels": [-100, 21, 22]},
+            {"input_ids": [30, 31], "labels": [-100, 31]}]
     model.config.use_cache = False  # as train.py sets it: packing is only detected without a cache
     with torch.no_grad():
-        packed = model(**Collator(tokenizer.pad_token_id, packing=True)(rows)).loss
+        # rows of 6: [5-token example + padding], [3 + 2]; the padding must not change the loss
+        packed = model(**Collator(tokenizer.pad_token_id, packing=True, max_length=6)(rows)).loss
         separate = [model(**Collator(tokenizer.pad_token_id)([r])).loss for r in rows]
-    # token-weighted mean of the separate losses (3 and 2 predicted tokens)
-    assert packed.item() == pytest.approx((separate[0].item() * 3 + separate[1].item() * 2) / 5, rel=1e-4)
+    # token-weighted mean of the separate losses (3, 2 and 1 predicted tokens)
+    expected = (separate[0].item() * 3 + separate[1].item() * 2 + separate[2].item()) / 6
+    assert packed.item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_answer_only_loss_equals_the_full_logits_loss(tokenizer, tmp_path):
+    import torch
+    from transformers import TrainingArguments
+
+    from finetune.tiny import build_model
+    from finetune.trainer import AnswerOnlyTrainer
+
+    model = build_model({"architecture": "qwen2", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                         "num_key_value_heads": 2, "intermediate_size": 64}, tokenizer)
+    model.config.use_cache = False
+    rows = [{"input_ids": [10, 11, 12, 13, 14, 15], "labels": [-100, -100, -100, 13, 14, 15]},
+            {"input_ids": [20, 21, 22], "labels": [-100, 21, 22]}]
+    trainer = AnswerOnlyTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none"))
+    for packing in (False, True):
+        batch = Collator(tokenizer.pad_token_id, packing=packing)(rows)
+        with torch.no_grad():
+            reference = model(**batch).loss
+            ours = trainer.compute_loss(model, dict(batch))
+        assert ours.item() == pytest.approx(reference.item(), rel=1e-5)

@@ -49,7 +49,9 @@ def training_arguments(config: dict, has_eval: bool):
 
 
 def train(config: dict, resume: bool = False) -> dict:
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
+
+    from finetune.trainer import AnswerOnlyTrainer
 
     seed = config["training"]["seed"]
     set_seed(seed)
@@ -63,9 +65,10 @@ def train(config: dict, resume: bool = False) -> dict:
     if args.process_index == 0:
         print(f"training {trainable:,} of {total:,} parameters on {len(train_set)} examples "
               f"({len(eval_set)} held out)", flush=True)
-    trainer = Trainer(
+    trainer = AnswerOnlyTrainer(
         model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
-        data_collator=Collator(tokenizer.pad_token_id, packing=config["data"].get("packing", False)),
+        data_collator=Collator(tokenizer.pad_token_id, packing=config["data"].get("packing", False),
+                               max_length=config["data"]["max_length"]),
         processing_class=tokenizer,
     )
     resume_from = resume and _last_checkpoint(args.output_dir)

@@ -142,7 +142,7 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
     r.take("learning_rate", LEARNING_RATES[technique], f"default: suits {technique}")
     r.take("num_train_epochs", 3)
     r.take("max_steps", -1)
-    r.take("packing", False)
+    r.take("packing", True)
     r.take("seed", 42)
     r.take("compute", "local")
     r.take("targets", ["pytorch", "onnx-cpu"])

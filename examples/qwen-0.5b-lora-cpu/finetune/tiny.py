@@ -64,8 +64,9 @@ def build_model(spec: dict, tokenizer):
         # equal lengths keep the ONNX builder off the LongRoPE variant
         spec["original_max_position_embeddings"] = spec["max_position_embeddings"]
         spec["rope_scaling"] = None
+    spec.setdefault("vocab_size", len(tokenizer))  # may be larger: a padded vocabulary, as real models have
     config = AutoConfig.for_model(
-        architecture, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+        architecture, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **spec,
     )
     torch.manual_seed(0)
