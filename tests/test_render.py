@@ -5,6 +5,7 @@ set is exactly what the answers call for."""
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -18,7 +19,9 @@ ROWS = {row_id(r): r for r in all_pairs() + technique_hardware_distributed()}
 ALWAYS = {".copier-answers.yml", ".gitignore", "README.md", "requirements.txt", "train.py", "merge.py", "smoke.py",
           "chat.py", "configs/train.yaml", "configs/smoke.yaml", "data/sample.jsonl", "data/README.md",
           "finetune/__init__.py", "finetune/config.py", "finetune/data.py", "finetune/modeling.py", "finetune/plot.py",
-          "finetune/tiny.py", "finetune/inference.py", "finetune/trainer.py", "tests/test_workspace.py", "pytest.ini"}
+          "finetune/tiny.py", "finetune/inference.py", "finetune/trainer.py", "tests/test_workspace.py", "pytest.ini",
+          ".vscode/launch.json", ".vscode/tasks.json", ".vscode/extensions.json", ".vscode/settings.json",
+          ".devcontainer/devcontainer.json", "setup.sh", "setup.ps1"}
 NOT_ONNX = ("pytorch", "azureml-endpoint", "kaito")
 
 
@@ -46,7 +49,7 @@ def check_files(root: Path, files: set[str]) -> None:
         text = path.read_text(encoding="utf-8")
         assert "{{" not in text and "{%" not in text or name.endswith(".py") and "chat_template" in text, name
         if name.endswith(".json"):
-            json.loads(text)
+            json.loads(re.sub(r'("(?:\\.|[^"\\])*")|//[^\n]*', lambda m: m.group(1) or "", text))
         elif name.endswith((".yaml", ".yml")):
             yaml.safe_load(text)
         elif name.endswith(".ini"):

@@ -1,0 +1,96 @@
+"""VS Code files, the dev container and setup.sh of a generated workspace."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def jsonc(path: Path):
+    """Parse JSON with // comments, as VS Code does."""
+    text = re.sub(r'("(?:\\.|[^"\\])*")|//[^\n]*', lambda m: m.group(1) or "", path.read_text())
+    return json.loads(text)
+
+
+@pytest.mark.parametrize("answers", [dict(), dict(targets="pytorch"), dict(hardware="cuda", gpu_memory_gb=24,
+                                                                           compute="azureml")])
+def test_vscode_files_point_at_real_scripts(new_workspace, answers):
+    workspace = new_workspace(**answers)
+    launch = jsonc(workspace / ".vscode" / "launch.json")
+    for config in launch["configurations"]:
+        assert config["type"] == "debugpy"
+        assert (workspace / config["program"].replace("${workspaceFolder}/", "")).is_file(), config["name"]
+    names = {c["name"] for c in launch["configurations"]}
+    assert {"Smoke test (tiny model, offline)", "Train", "Merge adapter", "Chat (PyTorch)"} <= names
+    tasks = jsonc(workspace / ".vscode" / "tasks.json")["tasks"]
+    labels = {t["label"] for t in tasks}
+    assert {"setup", "smoke", "train", "merge", "chat", "test"} <= labels
+    onnx = (workspace / "optimize.py").exists()
+    assert ({"optimize", "serve", "benchmark"} <= labels) == onnx
+    assert ("Serve (OpenAI-compatible)" in names) == onnx
+    for task in tasks:
+        for command in (task["command"], task.get("windows", {}).get("command", "")):
+            for script in re.findall(r"([\w.-]+\.(?:py|sh|ps1))", command):
+                assert (workspace / script).is_file(), (task["label"], script)
+    extensions = jsonc(workspace / ".vscode" / "extensions.json")["recommendations"]
+    assert {"ms-python.python", "ms-python.debugpy", "ms-windows-ai-studio.windows-ai-studio"} <= set(extensions)
+    assert ("ms-toolsai.vscode-ai" in extensions) == (answers.get("compute") == "azureml")
+    settings = jsonc(workspace / ".vscode" / "settings.json")
+    assert settings["python.defaultInterpreterPath"].endswith(".venv/bin/python")
+    assert settings["python.testing.pytestEnabled"] is True
+
+
+@pytest.mark.parametrize("hardware", ["cpu", "cuda"])
+def test_dev_container_asks_for_a_gpu_only_for_cuda(new_workspace, hardware):
+    workspace = new_workspace(hardware=hardware, gpu_memory_gb=24)
+    container = jsonc(workspace / ".devcontainer" / "devcontainer.json")
+    assert container["image"].startswith("mcr.microsoft.com/devcontainers/python")
+    assert container["postCreateCommand"] == "bash setup.sh"
+    gpu = hardware == "cuda"
+    assert container.get("hostRequirements", {}).get("gpu", False) is gpu
+    assert ("ghcr.io/devcontainers/features/nvidia-cuda:1" in container.get("features", {})) is gpu
+
+
+def run_setup(workspace: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHON": sys.executable, **(env or {})}
+    return subprocess.run(["bash", "setup.sh", *args], cwd=workspace, env=environment, capture_output=True, text=True,
+                          timeout=1800)
+
+
+def test_setup_check_passes_on_this_cpu_machine(new_workspace):
+    workspace = new_workspace()
+    assert os.access(workspace / "setup.sh", os.X_OK)
+    result = run_setup(workspace, "--check")
+    assert result.returncode == 0, result.stdout
+    assert "ok       Python 3." in result.stdout and "free disk" in result.stdout
+    assert "All checks passed." in result.stdout
+    assert not (workspace / ".venv").exists()
+
+
+def test_setup_check_says_what_is_missing(new_workspace):
+    workspace = new_workspace(hardware="cuda", gpu_memory_gb=24, model="llama-3.2-1b-instruct")
+    result = run_setup(workspace, "--check", env={"PATH": "/usr/bin:/bin", "HF_TOKEN": ""})
+    assert result.returncode == 1
+    assert "MISSING  an NVIDIA GPU and driver: nvidia-smi was not found" in result.stdout
+    assert "MISSING  HF_TOKEN" in result.stdout
+    assert "2 thing(s) missing" in result.stdout
+    old = run_setup(workspace, "--check", env={"PYTHON": "/nonexistent/python"})
+    assert "MISSING  Python 3.10 or newer" in old.stdout
+
+
+@pytest.mark.slow
+def test_setup_installs_a_working_venv_on_cpu(new_workspace):
+    workspace = new_workspace(targets="pytorch")
+    # TORCH_INDEX_URL empty: pip's own configuration (this machine keeps a CPU build of torch on disk)
+    result = run_setup(workspace, env={"TORCH_INDEX_URL": ""})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "torch 2.13.0" in result.stdout and "Ready:" in result.stdout
+    check = subprocess.run([str(workspace / ".venv" / "bin" / "python"), "-c", "import peft, transformers, accelerate"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
