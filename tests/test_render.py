@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def expected_files(values: dict) -> set[str]:
         files.add("configs/deepspeed.json")
     if values["distributed"] == "fsdp":
         files.add("configs/accelerate_fsdp.yaml")
+    if values["distributed"] != "none":
+        files.add("launch.sh")
     if onnx:
         files |= {"optimize.py", "serve.py", "benchmark.py"}
         files |= {f"olive/{t}.json" for t in onnx}
@@ -58,6 +61,8 @@ def check_files(root: Path, files: set[str]) -> None:
             tomllib.loads(text)
         elif name.endswith(".py"):
             compile(text, name, "exec")
+        elif name.endswith(".sh"):
+            subprocess.run(["bash", "-n", str(path)], check=True)
 
 
 @pytest.mark.parametrize("row", list(ROWS.values()), ids=list(ROWS))
@@ -75,6 +80,12 @@ def test_render_combination(row, tmp_path):
         assert train["peft"]["target_modules"] == plan.facts["lora_target_modules"]
         assert train["peft"]["use_dora"] == (technique == "dora")
         assert train["peft"]["use_rslora"] == (technique == "rslora")
+    if plan.values["distributed"] != "none":
+        launch = (tmp_path / "ws" / "launch.sh").read_text()
+        launcher = {"ddp": "torchrun", "fsdp": "accelerate launch"}.get(plan.values["distributed"], "deepspeed")
+        if plan.values["distributed"].startswith("deepspeed") and plan.values["num_nodes"] > 1:
+            launcher = "torchrun"
+        assert f"exec {launcher}" in launch and ("--node_rank" in launch or "--machine_rank" in launch) == (plan.values["num_nodes"] > 1)
     assert train["training"].get("deepspeed") == ("configs/deepspeed.json" if plan.values["distributed"].startswith("deepspeed") else None)
 
 

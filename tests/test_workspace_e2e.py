@@ -21,6 +21,8 @@ CASES = {
     "qlora-phi3-prompt-completion": dict(technique="qlora", model="phi-3-mini-4k-instruct",
                                          dataset_format="prompt-completion", targets="pytorch"),
     "dora-llama-alpaca": dict(technique="dora", model="llama-3.2-1b-instruct", dataset_format="alpaca", targets="pytorch"),
+    "rslora-phi4mini": dict(technique="rslora", model="phi-4-mini-instruct", targets="pytorch"),
+    "ia3-mistral": dict(technique="ia3", model="mistral-7b-v0.3", targets="pytorch", gpu_memory_gb=64),
     "full-qwen2-text": dict(technique="full", model="qwen2.5-0.5b-instruct", dataset_format="text", targets="pytorch"),
     "deepspeed-zero2": dict(technique="lora", distributed="deepspeed-zero2", targets="pytorch"),
     "deepspeed-zero3": dict(technique="lora", distributed="deepspeed-zero3", targets="pytorch"),
