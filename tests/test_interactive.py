@@ -77,9 +77,9 @@ def test_choices_that_cannot_work_are_disabled_with_the_reason(monkeypatch):
 def test_update_asks_with_the_previous_answers_as_defaults(new_workspace):
     dest = new_workspace(technique="dora", model="llama-3.2-1b-instruct")
     previous = render.read_workspace_answers(dest)
-    from tuneforge.cli import read_answers_file_dict
+    from tuneforge.answers import user_answers
     from tuneforge.prompts import ORDER
 
-    plan = run_flow(ENTER * 30, previous={k: v for k, v in read_answers_file_dict(previous).items() if k in ORDER})
+    plan = run_flow(ENTER * 30, previous={k: v for k, v in user_answers(previous).items() if k in ORDER})
     assert plan.values["technique"] == "dora" and plan.values["model"] == "llama-3.2-1b-instruct"
     assert git(dest, "status", "--porcelain") == ""

@@ -39,7 +39,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def steps(smoke: dict, train_config: dict) -> list[tuple[str, list[str]]]:
+def steps(smoke: dict) -> list[tuple[str, list[str]]]:
     out = Path(smoke["output_dir"])
     base, run, merged = out / "base", out / "run", out / "merged"
     model_overrides = [f"model.name_or_path={base}", f"training.output_dir={run}"]
@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     save_tiny_model(smoke["tiny_model"], train_config["data"]["path"], smoke["tokenizer_vocab_size"], base)
     results = [("tiny model", True, time.time() - started)]
     print(f"[smoke] tiny {smoke['tiny_model']['architecture']} model at {base}", flush=True)
-    for name, command in steps(smoke, train_config):
+    plan = steps(smoke)
+    for name, command in plan:
         print(f"[smoke] {name}: {' '.join(command)}", flush=True)
         t0 = time.time()
         ok = subprocess.run(command, cwd=HERE, env=env).returncode == 0
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n[smoke] step          result  seconds")
     for name, ok, seconds in results:
         print(f"[smoke] {name:<13} {'ok' if ok else 'FAILED':<7} {seconds:7.1f}")
-    passed = all(ok for _, ok, _ in results) and len(results) == len(steps(smoke, train_config)) + 1
+    passed = all(ok for _, ok, _ in results) and len(results) == len(plan) + 1
     print(f"[smoke] {'passed' if passed else 'FAILED'} in {time.time() - started:.0f} s")
     return 0 if passed else 1
 

@@ -158,6 +158,11 @@ def read_answers_file(path: str | Path) -> dict[str, Any]:
         raise AnswerError("--answers", f"{path} is not valid YAML: {error}") from None
     if not isinstance(data, dict):
         raise AnswerError("--answers", f"{path} must hold a mapping of answers")
+    return user_answers(data)
+
+
+def user_answers(data: dict) -> dict[str, Any]:
+    """The user's answers in a mapping, without copier's bookkeeping (`_commit`...) or derived values."""
     return {k: coerce(k, v) for k, v in data.items() if not k.startswith("_") and k not in DERIVED_KEYS}
 
 

@@ -72,32 +72,27 @@ def _interactive(args) -> bool:
 
 
 def _given(args, previous: dict | None = None):
-    from tuneforge.answers import Given, parse_sets, read_answers_file
+    from tuneforge.answers import Given, parse_sets, read_answers_file, user_answers
 
     given = Given()
     if previous:
         explicit = previous.get("explicit_answers") or []
-        given.add({k: v for k, v in read_answers_file_dict(previous).items() if k in explicit}, "previous answers")
+        given.add({k: v for k, v in user_answers(previous).items() if k in explicit}, "previous answers")
     if args.answers:
         given.add(read_answers_file(args.answers), f"answers file {args.answers}")
     given.add(parse_sets(args.sets), "--set")
     return given
 
 
-def read_answers_file_dict(data: dict) -> dict:
-    from tuneforge.answers import DERIVED_KEYS, coerce
-
-    return {k: coerce(k, v) for k, v in data.items() if not k.startswith("_") and k not in DERIVED_KEYS}
-
-
 def _resolve(args, given, previous: dict | None = None):
     from tuneforge.plan import resolve
 
     if _interactive(args):
+        from tuneforge.answers import user_answers
         from tuneforge.prompts import ORDER, ask
 
         # the main questions offer the workspace's previous answers as defaults
-        defaults = {k: v for k, v in read_answers_file_dict(previous).items() if k in ORDER} if previous else {}
+        defaults = {k: v for k, v in user_answers(previous).items() if k in ORDER} if previous else {}
         return ask(given, previous=defaults)
     return resolve(given)
 

@@ -3,7 +3,7 @@ the model's facts, the memory estimate per device, and what would fit when the c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge import catalog, hardware
@@ -51,9 +51,7 @@ class Plan:
 
     def copier_data(self) -> dict[str, Any]:
         """The data the template renders from; recorded whole in the workspace's answers file."""
-        facts = {k: v for k, v in self.facts.items() if k != "source"}
-        facts["source"] = self.facts["source"]
-        return {**self.values, "model_facts": facts, "precision": self.precision, "explicit_answers": self.explicit}
+        return {**self.values, "model_facts": dict(self.facts), "precision": self.precision, "explicit_answers": self.explicit}
 
     def as_dict(self) -> dict:
         return {
@@ -242,13 +240,3 @@ def _leanest(plan: Plan) -> Suggestion:
         combined = {k: v for change in path for k, v in change.items()}
         leanest.append(Suggestion(combined, _estimate(plan, combined)))
     return min(leanest, key=lambda s: s.estimate.total_gb)
-
-
-def with_changes(plan: Plan, given: Given, changes: dict[str, Any]) -> Plan:
-    """Resolve again with some answers changed (used by prompts to show alternatives)."""
-    new = Given(dict(given.values), dict(given.origins))
-    new.add(changes, "given")
-    return resolve(new)
-
-
-__all__ = ["AnswerError", "Plan", "Suggestion", "resolve", "replace"]
