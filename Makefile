@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet trl==1.16.0  # the training benchmark's peer, not a dependency
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/training.py
+	$(BIN)/python bench/onnx_speed.py
 
 examples: $(STAMP)
 	$(BIN)/python examples/render.py
