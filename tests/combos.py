@@ -19,6 +19,7 @@ DIMENSIONS = {
     "compute": list(catalog.load("compute")),
     "targets": list(catalog.load("targets")),  # each target on its own
     "adapter_export": ["merged", "adapters"],
+    "scenario": list(catalog.load("scenarios")),
     "dataset_format": DATASET_FORMATS,
     "num_nodes": [1, 2],
 }

@@ -48,9 +48,9 @@ def test_choosing_answers_by_keys():
 
 def test_bad_typed_input_is_asked_again():
     # hyperparameters: customise, then a learning rate that is not a number, corrected
-    # ten questions apply on a CPU machine (priority, hardware, model, technique, distributed, compute, targets,
-    # adapter_export, dataset, dataset_format); "y" answers the confirm at once
-    keys = ENTER * 10 + "y" + "\x7f" * 10 + "fast" + ENTER + "\x7f" * 4 + "3e-4" + ENTER + ENTER * 20
+    # eleven questions apply on a CPU machine (priority, scenario, hardware, model, technique, distributed, compute,
+    # targets, adapter_export, dataset, dataset_format); "y" answers the confirm at once
+    keys = ENTER * 11 + "y" + "\x7f" * 10 + "fast" + ENTER + "\x7f" * 4 + "3e-4" + ENTER + ENTER * 20
     plan = run_flow(keys, given={"project_name": "p"})
     assert plan.values["learning_rate"] == pytest.approx(3e-4)
 

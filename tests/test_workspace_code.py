@@ -20,7 +20,7 @@ from finetune.data import IGNORE_INDEX, Collator, DataError, Example, build_data
 def tokenizer():
     from finetune.tiny import build_tokenizer, corpus
 
-    return build_tokenizer(corpus(str(ROOT / "templates" / "includes" / "samples" / "messages.jsonl")), 400)
+    return build_tokenizer(corpus(str(ROOT / "templates" / "includes" / "samples" / "chat" / "messages.jsonl")), 400)
 
 
 def write(tmp_path, name, text):
@@ -73,12 +73,6 @@ def test_missing_dataset_says_where_it_looked(tmp_path):
         read_examples(str(tmp_path / "nope.jsonl"), "messages")
 
 
-@pytest.mark.parametrize("fmt", ["messages", "prompt-completion", "alpaca", "text"])
-def test_every_sample_format_reads(fmt):
-    examples = read_examples(str(ROOT / "templates" / "includes" / "samples" / f"{fmt}.jsonl"), fmt)
-    assert len(examples) == 24
-
-
 def test_loss_is_on_the_assistant_answer_only(tokenizer):
     example = Example("x:1", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Water?"},
                                         {"role": "assistant", "content": "Weekly."}])
@@ -104,7 +98,7 @@ def test_examples_longer_than_max_length_are_dropped_and_all_too_long_is_an_erro
 
 
 def test_eval_split_is_held_out_and_reproducible(tokenizer):
-    config = {"data": {"path": str(ROOT / "templates" / "includes" / "samples" / "messages.jsonl"), "format": "messages",
+    config = {"data": {"path": str(ROOT / "templates" / "includes" / "samples" / "chat" / "messages.jsonl"), "format": "messages",
                        "max_length": 256, "eval_fraction": 0.1}}
     train_a, eval_a = build_datasets(config, tokenizer, seed=1)
     train_b, eval_b = build_datasets(config, tokenizer, seed=1)

@@ -21,10 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", help="ONNX backend: an .onnx_adapter file to activate")
     parser.add_argument("--prompt", help="answer this one prompt and exit")
     parser.add_argument("--system", default=None, help="system message")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: generation.max_new_tokens in the config")
     parser.add_argument("--config", default="configs/train.yaml")
     args = parser.parse_args(argv)
     config = load_config(args.config)
+    max_new_tokens = args.max_new_tokens or config.get("generation", {}).get("max_new_tokens", 256)
     try:
         backend = load_backend(args.backend, args.model, config, args.adapter)
     except FileNotFoundError as error:
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         history.append({"role": "user", "content": text})
         print("model> ", end="", flush=True)
         answer = ""
-        for piece in backend.stream(history, args.max_new_tokens):
+        for piece in backend.stream(history, max_new_tokens):
             answer += piece
             print(piece, end="", flush=True)
         print()

@@ -20,6 +20,7 @@ from pathlib import Path
 from finetune.config import load_config
 from finetune.data import build_datasets
 from finetune.inference import OnnxBackend, PytorchBackend
+from finetune.scoring import onnx_nll, pytorch_nll
 from optimize import load_workflow
 
 HERE = Path(__file__).parent
@@ -72,46 +73,6 @@ def onnx_steps(backend: OnnxBackend, new_tokens: int):
             yield int(generator.get_next_tokens()[0])
 
     return steps
-
-
-def pytorch_nll(backend: PytorchBackend, rows: list[dict]) -> tuple[float, int]:
-    import torch
-
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for row in rows:
-            logits = backend.model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1].float()
-            total_row, n = _nll(logits.log_softmax(-1).numpy(), row)
-            total, count = total + total_row, count + n
-    return total, count
-
-
-def onnx_nll(backend: OnnxBackend, rows: list[dict]) -> tuple[float, int]:
-    import numpy as np
-
-    total, count = 0.0, 0
-    for row in rows:
-        params = backend.og.GeneratorParams(backend.model)
-        params.set_search_options(max_length=len(row["input_ids"]) + 1)
-        generator = backend.og.Generator(backend.model, params)
-        if backend.adapters is not None:
-            generator.set_active_adapter(backend.adapters, "tuned")
-        generator.append_tokens(row["input_ids"])
-        logits = np.asarray(generator.get_output("logits"))[0, :-1].astype(np.float64)
-        logits = logits - logits.max(-1, keepdims=True)
-        log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-        total_row, n = _nll(log_probs, row)
-        total, count = total + total_row, count + n
-    return total, count
-
-
-def _nll(log_probs, row: dict) -> tuple[float, int]:
-    total, n = 0.0, 0
-    for position, label in enumerate(row["labels"][1:]):
-        if label != -100:
-            total -= float(log_probs[position][label])
-            n += 1
-    return total, n
 
 
 def export_fp32(workflow: Path, smoke: bool, merged: str) -> Path:

@@ -39,7 +39,7 @@ def _ids(section: str) -> Callable[[], list[str]]:
 
 
 DISTRIBUTED = ["none", "ddp", "deepspeed-zero1", "deepspeed-zero2", "deepspeed-zero3", "deepspeed-zero3-offload", "fsdp"]
-DATASET_FORMATS = ["messages", "prompt-completion", "alpaca", "text"]
+DATASET_FORMATS = ["messages", "prompt-completion", "alpaca", "text", "classification", "ner", "translation", "qa", "summarization"]
 PRIORITIES = ["quality", "memory", "cost", "scale"]
 ADAPTER_EXPORTS = ["merged", "adapters"]
 
@@ -56,6 +56,7 @@ SPEC: list[Answer] = [
     Answer("targets", "list", "Where the tuned model is served", _ids("targets")),
     Answer("adapter_export", "choice", "ONNX export: the merged model, or the base plus separate adapter files", lambda: ADAPTER_EXPORTS),
     Answer("priority", "choice", "What matters most; steers the defaults", lambda: PRIORITIES),
+    Answer("scenario", "choice", "What the model is tuned for; decides the sample data, format default and metric", _ids("scenarios")),
     Answer("dataset", "str", "Training data: a local JSON/JSONL file or a Hugging Face dataset id"),
     Answer("dataset_format", "choice", "Format of each example", lambda: DATASET_FORMATS),
     Answer("learning_rate", "float", "Peak learning rate", group="hyper", minimum=0),
@@ -74,7 +75,7 @@ SPEC: list[Answer] = [
 BY_KEY = {a.key: a for a in SPEC}
 KEYS = list(BY_KEY)
 # Values the plan derives and the template needs; recorded in the answers file, never asked.
-DERIVED_KEYS = ["model_facts", "precision", "explicit_answers"]
+DERIVED_KEYS = ["model_facts", "scenario_facts", "precision", "explicit_answers"]
 
 _TRUE = {"true", "yes", "y", "1", "on"}
 _FALSE = {"false", "no", "n", "0", "off"}

@@ -51,7 +51,8 @@ class Plan:
 
     def copier_data(self) -> dict[str, Any]:
         """The data the template renders from; recorded whole in the workspace's answers file."""
-        return {**self.values, "model_facts": dict(self.facts), "precision": self.precision, "explicit_answers": self.explicit}
+        return {**self.values, "model_facts": dict(self.facts), "scenario_facts": catalog.load("scenarios")[self.values["scenario"]],
+                "precision": self.precision, "explicit_answers": self.explicit}
 
     def as_dict(self) -> dict:
         return {
@@ -146,7 +147,8 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
     r.take("targets", ["pytorch", "onnx-cpu"])
     r.take("adapter_export", "merged")
     r.take("dataset", "data/sample.jsonl")
-    r.take("dataset_format", "messages")
+    scenario = r.take("scenario", *_scenario_default(given))
+    r.take("dataset_format", catalog.load("scenarios")[scenario]["formats"][0], f"default: suits scenario={scenario}")
     r.take("project_name", "finetune")
 
     values = {k: r.values[k] for k in KEYS}
@@ -162,6 +164,15 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
                 f"{lean.estimate.total_gb:g} GB with the leanest options ({lean}), but only {plan.available_gb:g} GB is given.",
                 ["a smaller model such as qwen2.5-1.5b-instruct or llama-3.2-1b-instruct", "more or larger GPUs (gpu_count, gpu_memory_gb)"]))
     return plan
+
+
+def _scenario_default(given: Given) -> tuple[str, str]:
+    """chat, unless the format given can only mean another scenario (text: domain; a task's own format: that task)."""
+    fmt = given.values.get("dataset_format")
+    for scenario, facts in catalog.load("scenarios").items():
+        if fmt and fmt == facts["formats"][0] and fmt not in catalog.load("scenarios")["chat"]["formats"]:
+            return scenario, f"default: suits dataset_format={fmt}"
+    return "chat", "default"
 
 
 def _overhead(hw: str) -> float:

@@ -10,7 +10,7 @@ from tuneforge.answers import BY_KEY, AnswerError, Given, coerce
 from tuneforge.models import resolve_model
 from tuneforge.plan import Plan, resolve
 
-ORDER = ["priority", "project_name", "hardware", "gpu_count", "gpu_memory_gb", "num_nodes", "model", "technique",
+ORDER = ["priority", "scenario", "project_name", "hardware", "gpu_count", "gpu_memory_gb", "num_nodes", "model", "technique",
          "distributed", "compute", "targets", "adapter_export", "dataset", "dataset_format"]
 HYPER = [a.key for a in BY_KEY.values() if a.group == "hyper"]
 OTHER_MODEL = "other: a Hugging Face id or a local folder"

@@ -124,4 +124,26 @@ def _hyperparameters(v: dict, facts: dict) -> list[Problem]:
     return problems
 
 
-RULES = [_technique_on_hardware, _distributed_on_hardware, _compute_platform, _targets, _hyperparameters]
+WHY_NOT = {  # why a format cannot express a scenario
+    "text": "plain text has no prompt and answer to tell apart",
+    "ner": "it holds tagged words, not {scenario} examples",
+}
+
+
+def _format_for_scenario(v: dict, facts: dict) -> list[Problem]:
+    scenario, fmt = v["scenario"], v["dataset_format"]
+    formats = catalog.load("scenarios")[scenario]["formats"]
+    if fmt in formats:
+        return []
+    if scenario == "ner":
+        why = "entity-level F1 needs a BIO tag on every word, which only the ner format ({tokens, tags}) holds"
+    elif scenario == "domain":
+        why = "continued training learns every token of raw text, which only the text format holds"
+    else:
+        why = WHY_NOT.get(fmt, "it holds the fields of another task").format(scenario=scenario)
+    return [Problem("dataset_format", f"the {fmt} format cannot express the {scenario} scenario: {why}.",
+                    [f"dataset_format={f}" for f in formats] + [f"scenario={s}" for s, f2 in catalog.load("scenarios").items()
+                                                                 if fmt in f2["formats"] and s != scenario][:3])]
+
+
+RULES = [_technique_on_hardware, _distributed_on_hardware, _compute_platform, _targets, _hyperparameters, _format_for_scenario]

@@ -3,7 +3,8 @@
     python smoke.py [--keep-going]
 
 Builds the tiny model and a tokenizer trained on data/, trains a few steps with this workspace's
-technique and launcher, merges, optimizes to ONNX where the workspace has an ONNX target, and chats.
+technique and launcher, merges, optimizes to ONNX where the workspace has an ONNX target, chats, and
+scores base against tuned with eval.py.
 Exits 0 only if every step worked.
 """
 
@@ -60,6 +61,9 @@ def steps(smoke: dict) -> list[tuple[str, list[str]]]:
     if onnx_cpu:
         plan.append(("chat onnx", [sys.executable, "chat.py", "--backend", "onnx", "--model", str(out / "onnx" / "onnx-cpu"),
                                    "--prompt", smoke["chat_prompt"], "--max-new-tokens", "16"]))
+    onnx_model = ["--onnx", str(out / "onnx" / "onnx-cpu")] if onnx_cpu else ["--no-onnx"]
+    plan.append(("eval", [sys.executable, "eval.py", "--base", str(base), "--tuned", str(merged), *onnx_model,
+                          "--limit", "4", "--out", str(out / "eval")]))
     return plan
 
 
@@ -77,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     base = Path(smoke["output_dir"]) / "base"
-    save_tiny_model(smoke["tiny_model"], train_config["data"]["path"], smoke["tokenizer_vocab_size"], base)
+    prompts = [train_config["data"].get("system_prompt") or "", (train_config.get("task") or {}).get("instruction") or ""]
+    save_tiny_model(smoke["tiny_model"], train_config["data"]["path"], smoke["tokenizer_vocab_size"], base, extra_texts=prompts)
     results = [("tiny model", True, time.time() - started)]
     print(f"[smoke] tiny {smoke['tiny_model']['architecture']} model at {base}", flush=True)
     plan = steps(smoke)

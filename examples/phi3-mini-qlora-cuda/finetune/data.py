@@ -1,12 +1,15 @@
-"""Read training data in four formats, apply the chat template, mask the loss to the answers.
+"""Read training data, turn each example into chat turns, apply the chat template, mask the loss to the answers.
 
-Every error names the file and line it comes from.
+Formats: messages, prompt-completion, alpaca and text, plus one per task (classification, ner, translation,
+qa, summarization) whose fields the config's task.instruction turns into a prompt. Every error names the
+file and line it comes from.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,18 @@ FALLBACK_CHAT_TEMPLATE = (
 )
 
 
+# task formats: the fields the instruction reads, and the field holding the answer
+TASK_FORMATS = {
+    "classification": (("text",), "label"),
+    "translation": (("source",), "target"),
+    "qa": (("question",), "answer"),  # and an optional context passage
+    "summarization": (("document",), "summary"),
+    "ner": (("tokens",), "tags"),
+}
+FORMATS = ["messages", "prompt-completion", "alpaca", "text", *TASK_FORMATS]
+TAG = re.compile(r"^(O|[BI]-[A-Za-z_]+)$")
+
+
 class DataError(ValueError):
     pass
 
@@ -28,9 +43,22 @@ class Example:
     source: str  # "file:line", for error messages
     messages: list[dict] | None = None
     text: str | None = None
+    tokens: list[str] | None = None  # ner: the words and their BIO tags
+    tags: list[str] | None = None
+
+    @property
+    def prompt(self) -> list[dict]:
+        """The turns before the last answer: what a model is asked."""
+        last = max(i for i, m in enumerate(self.messages) if m["role"] == "assistant")
+        return self.messages[:last]
+
+    @property
+    def reference(self) -> str:
+        """The last answer: what the model should say."""
+        return [m for m in self.messages if m["role"] == "assistant"][-1]["content"]
 
 
-def read_examples(path: str, fmt: str, split: str = "train") -> list[Example]:
+def read_examples(path: str, fmt: str, split: str = "train", task: dict | None = None) -> list[Example]:
     """Read a local JSON/JSONL file, or a Hugging Face dataset id, into Examples."""
     file = Path(path)
     if file.is_file():
@@ -39,7 +67,7 @@ def read_examples(path: str, fmt: str, split: str = "train") -> list[Example]:
         raise DataError(f"dataset {path} not found (looked for a local file at {file.resolve()})")
     else:
         rows = _read_hub(path, split)
-    examples = [to_example(row, fmt, where) for where, row in rows]
+    examples = [to_example(row, fmt, where, task) for where, row in rows]
     if not examples:
         raise DataError(f"{path}: the dataset is empty")
     return examples
@@ -78,7 +106,7 @@ def _read_hub(dataset_id: str, split: str):
     return [(f"{dataset_id}[{split}]:row {i + 1}", row) for i, row in enumerate(rows)]
 
 
-def to_example(row: object, fmt: str, where: str) -> Example:
+def to_example(row: object, fmt: str, where: str, task: dict | None = None) -> Example:
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
     if fmt == "messages":
@@ -107,7 +135,78 @@ def to_example(row: object, fmt: str, where: str) -> Example:
     if fmt == "text":
         (text,) = _need(row, where, "text")
         return Example(where, text=text)
-    raise DataError(f"unknown data format {fmt!r}; use messages, prompt-completion, alpaca or text")
+    if fmt == "ner":
+        return _ner_example(row, where, task or {})
+    if fmt in TASK_FORMATS:
+        return _task_example(row, fmt, where, task or {})
+    raise DataError(f"unknown data format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def _task_example(row: dict, fmt: str, where: str, task: dict) -> Example:
+    fields, answer_key = TASK_FORMATS[fmt]
+    if fmt == "translation":
+        empty = [k for k in ("source", "target") if not (isinstance(row.get(k), str) and row[k].strip())]
+        if empty:
+            raise DataError(f"{where}: the translation pair has an empty side: {' and '.join(repr(k) for k in empty)}")
+    values = dict(zip(fields, _need(row, where, *fields)))
+    (answer,) = _need(row, where, answer_key)
+    labels = task.get("labels") or []
+    if fmt == "classification" and labels and answer not in labels:
+        raise DataError(f"{where}: label {answer!r} is not one of task.labels ({', '.join(labels)})")
+    context = row.get("context")
+    if fmt == "qa" and not (isinstance(context, str) and context.strip()):
+        prompt = values["question"]  # no passage: the question alone
+    else:
+        prompt = fill(task.get("instruction") or "{" + fields[0] + "}", {**row, "labels": ", ".join(labels)}, where)
+    return Example(where, messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
+
+
+def _ner_example(row: dict, where: str, task: dict) -> Example:
+    tokens, tags = row.get("tokens"), row.get("tags")
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and t.strip() for t in tokens):
+        raise DataError(f"{where}: 'tokens' must be a non-empty list of words")
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise DataError(f"{where}: 'tags' must be a list of BIO tags (B-PER, I-PER, O, ...)")
+    if len(tags) != len(tokens):
+        raise DataError(f"{where}: the tags do not line up with the tokens: {len(tokens)} tokens but {len(tags)} tags")
+    previous = "O"
+    for i, tag in enumerate(tags):
+        if not TAG.match(tag):
+            raise DataError(f"{where}: tag {i + 1} {tag!r} (on {tokens[i]!r}) is not O, B-TYPE or I-TYPE")
+        if tag.startswith("I-") and previous[2:] != tag[2:]:
+            raise DataError(f"{where}: tag {i + 1} {tag!r} (on {tokens[i]!r}) follows {previous!r}; an entity starts with B-{tag[2:]}")
+        previous = tag
+    sentence = " ".join(tokens)
+    prompt = fill(task.get("instruction") or "{sentence}", {"sentence": sentence}, where)
+    answer = entities_text(entities(tokens, tags))
+    return Example(where, messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
+                   tokens=list(tokens), tags=list(tags))
+
+
+def fill(instruction: str, fields: dict, where: str) -> str:
+    """The instruction with {field} replaced by the example's values."""
+    try:
+        return instruction.format_map({k: v for k, v in fields.items() if isinstance(v, str)})
+    except KeyError as error:
+        raise DataError(f"{where}: task.instruction uses {{{error.args[0]}}}, which this example does not have") from None
+    except (IndexError, ValueError) as error:
+        raise DataError(f"task.instruction is not a valid template ({error}); write fields as {{name}} and braces as {{{{ }}}}") from None
+
+
+def entities(tokens: list[str], tags: list[str]) -> list[tuple[str, str]]:
+    """(type, text) of each entity in BIO-tagged words."""
+    found: list[tuple[str, list[str]]] = []
+    for token, tag in zip(tokens, tags):
+        if tag.startswith("B-") or (tag.startswith("I-") and (not found or found[-1][0] != tag[2:])):
+            found.append((tag[2:], [token]))
+        elif tag.startswith("I-"):
+            found[-1][1].append(token)
+    return [(kind, " ".join(words)) for kind, words in found]
+
+
+def entities_text(found: list[tuple[str, str]]) -> str:
+    """The answer a model learns for NER: 'PER: Marie Curie; LOC: Paris', or 'none'."""
+    return "; ".join(f"{kind}: {text}" for kind, text in found) or "none"
 
 
 def _need(row: dict, where: str, *keys: str) -> list[str]:
@@ -154,20 +253,49 @@ def encode(example: Example, tokenizer, max_length: int, system_prompt: str | No
     return {"input_ids": ids, "labels": labels}
 
 
-def build_datasets(config: dict, tokenizer, seed: int) -> tuple[list[dict], list[dict]]:
-    """Encode the data section's dataset and hold out an evaluation split."""
+def load_splits(config: dict, seed: int) -> tuple[list[Example], list[Example]]:
+    """The data section's examples, split into training and held-out examples (the same split every time)."""
     data = config["data"]
-    examples = read_examples(data["path"], data["format"], data.get("split", "train"))
-    encoded = [encode(e, tokenizer, data["max_length"], data.get("system_prompt")) for e in examples]
-    kept = [e for e in encoded if e is not None]
-    if not kept:
+    task = config.get("task") or {}
+    examples = read_examples(data["path"], data["format"], data.get("split", "train"), task)
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    fraction = data.get("eval_fraction", 0.0)
+    n_eval = int(len(examples) * fraction)
+    if n_eval == 0 and fraction > 0 and len(examples) >= 4:
+        n_eval = 1
+    held_out = [examples[i] for i in sorted(order[:n_eval])]
+    train = [examples[i] for i in sorted(order[n_eval:])]
+    if task.get("scenario") == "classification":
+        check_labels(train, held_out, task.get("labels"))
+    return train, held_out
+
+
+def check_labels(train: list[Example], held_out: list[Example], labels: list[str] | None) -> list[str]:
+    """The label set (task.labels, else the training split's); a held-out label outside it is an error."""
+    known = list(labels) if labels else sorted({e.reference for e in train})
+    for example in held_out:
+        if example.reference not in known:
+            raise DataError(f"{example.source}: label {example.reference!r} is not in the label set found in training "
+                            f"({', '.join(known)}); add training examples of it or list it in task.labels")
+    return known
+
+
+def build_datasets(config: dict, tokenizer, seed: int) -> tuple[list[dict], list[dict]]:
+    """Encode the data section's dataset: training rows and held-out evaluation rows."""
+    data = config["data"]
+    train, held_out = load_splits(config, seed)
+
+    def encode_all(examples: list[Example]) -> list[dict]:
+        rows = (encode(e, tokenizer, data["max_length"], data.get("system_prompt")) for e in examples)
+        return [row for row in rows if row is not None]
+
+    train_rows, eval_rows = encode_all(train), encode_all(held_out)
+    if not train_rows:
         raise DataError(f"{data['path']}: every example is longer than max_length={data['max_length']} before its "
                         "answer starts, so nothing is left to learn; raise data.max_length")
-    random.Random(seed).shuffle(kept)
-    n_eval = int(len(kept) * data.get("eval_fraction", 0.0))
-    if n_eval == 0 and data.get("eval_fraction", 0.0) > 0 and len(kept) >= 4:
-        n_eval = 1
-    return kept[n_eval:], kept[:n_eval]
+    random.Random(seed).shuffle(train_rows)
+    return train_rows, eval_rows
 
 
 class Collator:

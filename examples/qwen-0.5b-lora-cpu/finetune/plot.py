@@ -1,17 +1,24 @@
-"""Plot training and evaluation loss from the Trainer's log history."""
+"""Charts: training and evaluation loss from the Trainer's log history; eval.py's scores per model."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 
-def plot_losses(log_history: list[dict], path: Path) -> Path | None:
+def _pyplot():
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def plot_losses(log_history: list[dict], path: Path) -> Path | None:
+    plt = _pyplot()
+    if plt is None:
         return None
     train = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
     evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
@@ -24,6 +31,27 @@ def plot_losses(log_history: list[dict], path: Path) -> Path | None:
     ax.set_ylabel("loss")
     ax.legend()
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_scores(report: dict, path: Path) -> Path | None:
+    """One bar chart per metric, a bar per model (perplexity on a log scale)."""
+    plt = _pyplot()
+    models = report["models"]
+    keys = list(dict.fromkeys(k for scores in models.values() for k in scores))
+    if plt is None or not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(3 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        names = [n for n in models if key in models[n]]
+        ax.bar(names, [models[n][key] for n in names], color=["#999999", "#2a7ab9", "#e07b39"][: len(names)])
+        ax.set_title(key + (" (lower is better)" if key == "perplexity" else ""), fontsize=9)
+        if key == "perplexity":
+            ax.set_yscale("log")
+    fig.suptitle(f"{report['scenario']}: {report['examples']} {report['split']} examples", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -73,8 +73,9 @@ def build_model(spec: dict, tokenizer):
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
-def save_tiny_model(spec: dict, data_path: str, vocab_size: int, out: Path) -> Path:
-    tokenizer = build_tokenizer(corpus(data_path), vocab_size)
+def save_tiny_model(spec: dict, data_path: str, vocab_size: int, out: Path, extra_texts: list[str] = ()) -> Path:
+    """A tiny model and a tokenizer trained on the data (and on extra texts such as the prompts it will see)."""
+    tokenizer = build_tokenizer(corpus(data_path) + [t for t in extra_texts if t], vocab_size)
     model = build_model(spec, tokenizer)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)

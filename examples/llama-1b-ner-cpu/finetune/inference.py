@@ -1,0 +1,136 @@
+"""Generation backends shared by chat.py, serve.py and benchmark.py: PyTorch (merged model, or base +
+adapter) and ONNX Runtime GenAI. Each streams text pieces and records token counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+
+class PytorchBackend:
+    name = "pytorch"
+
+    def __init__(self, model_path: str, repetition_penalty: float = 1.0):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from finetune.modeling import load_tokenizer
+
+        if not Path(model_path).is_dir():
+            raise FileNotFoundError(f"{model_path} not found: train (python train.py) and merge (python merge.py) first")
+        self.tokenizer = load_tokenizer(model_path)
+        if (Path(model_path) / "adapter_config.json").exists():
+            from peft import AutoPeftModelForCausalLM
+
+            self.model = AutoPeftModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        self.model.eval()
+        self.repetition_penalty = repetition_penalty
+        self.usage = (0, 0)
+        self.finish_reason = "stop"
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+
+    def stream(self, messages: list[dict], max_new_tokens: int) -> Iterator[str]:
+        from threading import Thread
+
+        from transformers import TextIteratorStreamer
+
+        ids = self.prompt_ids(messages)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        result: list[list[int]] = []
+        thread = Thread(target=lambda: result.append(self.generate_ids(ids, max_new_tokens, streamer)))
+        thread.start()
+        yield from streamer
+        thread.join()
+        tokens = result[0] if result else []
+        self.usage = (len(ids), len(tokens))
+        ended = bool(tokens) and tokens[-1] == self.tokenizer.eos_token_id
+        self.finish_reason = "stop" if ended or len(tokens) < max_new_tokens else "length"
+
+    def generate_ids(self, ids: list[int], max_new_tokens: int, streamer=None) -> list[int]:
+        """Greedy decoding; the new token ids, ending at EOS."""
+        import torch
+
+        with torch.no_grad():
+            out = self.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                      max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer,
+                                      repetition_penalty=self.repetition_penalty,
+                                      eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
+        return out[0, len(ids):].tolist()
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, model_path: str, adapter: str | None = None):
+        import onnxruntime_genai as og
+
+        if not (Path(model_path) / "genai_config.json").exists():
+            raise FileNotFoundError(f"no ONNX model in {model_path}: run python optimize.py first")
+        self.og = og
+        self.model = og.Model(model_path)
+        self.tokenizer = og.Tokenizer(self.model)
+        if adapter is None:
+            # a base model exported with separate adapters needs one active to run
+            adapter = next((str(p) for p in sorted(Path(model_path).glob("*.onnx_adapter"))), None)
+        self.adapters = None
+        if adapter:
+            self.adapters = og.Adapters(self.model)
+            self.adapters.load(adapter, "tuned")
+        self.usage = (0, 0)
+        self.finish_reason = "stop"
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        prompt = self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
+        return list(self.tokenizer.encode(prompt))
+
+    def _generator(self, ids: list[int], max_new_tokens: int):
+        params = self.og.GeneratorParams(self.model)
+        params.set_search_options(max_length=len(ids) + max_new_tokens, do_sample=False)
+        generator = self.og.Generator(self.model, params)
+        if self.adapters is not None:
+            generator.set_active_adapter(self.adapters, "tuned")
+        generator.append_tokens(ids)
+        return generator
+
+    def stream(self, messages: list[dict], max_new_tokens: int) -> Iterator[str]:
+        ids = self.prompt_ids(messages)
+        generator = self._generator(ids, max_new_tokens)
+        decoder = self.tokenizer.create_stream()
+        count = 0
+        while not generator.is_done():
+            generator.generate_next_token()
+            count += 1
+            yield decoder.decode(generator.get_next_tokens()[0])
+        self.usage = (len(ids), count)
+        self.finish_reason = "length" if count >= max_new_tokens else "stop"
+
+    def generate_ids(self, ids: list[int], max_new_tokens: int) -> list[int]:
+        generator = self._generator(ids, max_new_tokens)
+        out = []
+        while not generator.is_done():
+            generator.generate_next_token()
+            out.append(int(generator.get_next_tokens()[0]))
+        return out
+
+
+def default_onnx_model() -> str:
+    found = sorted(Path("outputs/onnx").glob("*/genai_config.json"))
+    if not found:
+        raise FileNotFoundError("no ONNX model under outputs/onnx/: run python optimize.py first")
+    return str(found[0].parent)
+
+
+def default_pytorch_model(config: dict) -> str:
+    merged = Path(config["merge"]["output_dir"])
+    return str(merged if merged.is_dir() else Path(config["merge"]["adapter_dir"]))
+
+
+def load_backend(backend: str, model_path: str | None, config: dict, adapter: str | None = None):
+    if backend == "onnx":
+        return OnnxBackend(model_path or default_onnx_model(), adapter)
+    return PytorchBackend(model_path or default_pytorch_model(config))

@@ -1,0 +1,86 @@
+"""Turn the fine-tuned model into an optimized ONNX model with Olive, for each target in olive/.
+
+    python optimize.py [--target onnx-cpu] [--precision fp16] [--smoke]
+
+Each olive/<target>.json is a complete Olive workflow; this script only runs it (offline: the
+ModelBuilder pass quantizes to int4 by round-to-nearest and needs no calibration download).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+PATH_KEYS = (("input_model", "model_path"), ("input_model", "adapter_path"), ("cache_dir",), ("output_dir",))
+
+
+def load_workflow(path: Path, smoke: bool = False, base_model: str | None = None, precision: str | None = None) -> dict:
+    """The workflow in path; with smoke, every outputs/ path moves under outputs/smoke/; precision
+    overrides the model builder's (fp16 for CUDA, say) and writes beside the default output."""
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if precision and precision != config["passes"]["builder"]["precision"]:
+        config["passes"]["builder"]["precision"] = precision
+        config["passes"]["builder"].pop("int4_accuracy_level", None)
+        config["output_dir"] += f"-{precision}"
+    if smoke:
+        for keys in PATH_KEYS:
+            node = config
+            for key in keys[:-1]:
+                node = node[key]
+            value = node.get(keys[-1])
+            if isinstance(value, str) and value.startswith("outputs/"):
+                node[keys[-1]] = "outputs/smoke/" + value[len("outputs/"):]
+        if "adapter_path" in config["input_model"]:
+            config["input_model"]["model_path"] = base_model or "outputs/smoke/base"
+    return config
+
+
+def check_inputs(config: dict) -> None:
+    model = config["input_model"]
+    for key in ("model_path", "adapter_path"):
+        value = model.get(key)
+        if value and value.startswith("outputs") and not Path(value).exists():
+            step = "python merge.py" if key == "model_path" else "python train.py"
+            raise FileNotFoundError(f"{value} not found: run `{step}` first")
+
+
+def run(path: Path, smoke: bool = False, precision: str | None = None) -> Path:
+    from olive.workflows import run as olive_run
+
+    config = load_workflow(path, smoke, precision=precision)
+    check_inputs(config)
+    output_dir = Path(config["output_dir"])
+    olive_run(config)  # olive consumes parts of the dict
+    return output_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", help="one target (default: every olive/*.json)")
+    parser.add_argument("--precision", choices=["int4", "fp16", "fp32"], help="override the workflow's precision")
+    parser.add_argument("--smoke", action="store_true", help="optimize the smoke test's tiny model (outputs/smoke/)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
+    workflows = sorted((HERE / "olive").glob("*.json"))
+    if args.target:
+        workflows = [w for w in workflows if w.stem == args.target]
+        if not workflows:
+            print(f"error: no olive/{args.target}.json; targets here: "
+                  f"{', '.join(w.stem for w in sorted((HERE / 'olive').glob('*.json')))}", file=sys.stderr)
+            return 2
+    for workflow in workflows:
+        try:
+            out = run(workflow, smoke=args.smoke, precision=args.precision)
+        except FileNotFoundError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"{workflow.stem}: optimized model in {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
