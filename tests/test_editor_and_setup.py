@@ -19,7 +19,11 @@ def jsonc(path: Path):
 
 
 @pytest.mark.parametrize("answers", [dict(), dict(targets="pytorch"), dict(hardware="cuda", gpu_memory_gb=24,
-                                                                           compute="azureml")])
+                                                                           compute="azureml", targets="pytorch,azureml-endpoint"),
+                                     dict(hardware="cuda", gpu_memory_gb=24, model="phi-3.5-mini-instruct", compute="kaito",
+                                          targets="pytorch,kaito"),
+                                     dict(hardware="cuda", gpu_memory_gb=24, model="phi-3.5-mini-instruct", compute="foundry-serverless",
+                                          technique="lora", targets="pytorch")])
 def test_vscode_files_point_at_real_scripts(new_workspace, answers):
     workspace = new_workspace(**answers)
     launch = jsonc(workspace / ".vscode" / "launch.json")
@@ -36,11 +40,15 @@ def test_vscode_files_point_at_real_scripts(new_workspace, answers):
     assert ("Serve (OpenAI-compatible)" in names) == onnx
     for task in tasks:
         for command in (task["command"], task.get("windows", {}).get("command", "")):
-            for script in re.findall(r"([\w.-]+\.(?:py|sh|ps1))", command):
+            for script in re.findall(r"([\w./-]+\.(?:py|sh|ps1|yaml|yml))", command):
                 assert (workspace / script).is_file(), (task["label"], script)
     extensions = jsonc(workspace / ".vscode" / "extensions.json")["recommendations"]
     assert {"ms-python.python", "ms-python.debugpy", "ms-windows-ai-studio.windows-ai-studio"} <= set(extensions)
-    assert ("ms-toolsai.vscode-ai" in extensions) == (answers.get("compute") == "azureml")
+    assert ("ms-toolsai.vscode-ai" in extensions) == (answers.get("compute") in ("azureml", "foundry-serverless"))
+    assert ("ms-kubernetes-tools.vscode-kubernetes-tools" in extensions) == (answers.get("compute") == "kaito")
+    deploy = {t["label"] for t in tasks if t["label"].startswith("deploy: ")}
+    assert bool(deploy) == (answers.get("compute") in ("azureml", "kaito", "foundry-serverless"))
+    assert "eval" in labels and "Evaluate (base against tuned)" in names
     settings = jsonc(workspace / ".vscode" / "settings.json")
     assert settings["python.defaultInterpreterPath"].endswith(".venv/bin/python")
     assert settings["python.testing.pytestEnabled"] is True

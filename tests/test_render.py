@@ -38,6 +38,21 @@ def expected_files(values: dict) -> set[str]:
     if onnx:
         files |= {"optimize.py", "serve.py", "benchmark.py"}
         files |= {f"olive/{t}.json" for t in onnx}
+    compute, targets = values["compute"], values["targets"]
+    if compute == "azureml" or "azureml-endpoint" in targets:
+        files |= {".amlignore", "deploy/azureml/conda.yml", "deploy/azureml/submit.py"}
+    if compute == "azureml":
+        files.add("deploy/azureml/job.yml")
+    if "azureml-endpoint" in targets:
+        files |= {"deploy/azureml/endpoint.yml", "deploy/azureml/deployment.yml", "deploy/azureml/score.py"}
+    if compute == "foundry-serverless":
+        files |= {"deploy/foundry/finetune.yml", "deploy/foundry/submit.py"}
+    if compute == "kaito":
+        files |= {"deploy/kaito/tuning-config.yaml", "deploy/kaito/tuning-workspace.yaml"}
+    if "kaito" in targets:
+        files.add("deploy/kaito/inference-workspace.yaml")
+    if compute in ("foundry-serverless", "kaito") or "kaito" in targets:
+        files.add("export_chat.py")
     return files
 
 
@@ -49,7 +64,7 @@ def render_plan(plan, dest: Path) -> set[str]:
 def check_files(root: Path, files: set[str]) -> None:
     for name in files:
         path = root / name
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8").replace("${{", "")  # Azure ML's own ${{inputs.x}}
         assert "{{" not in text and "{%" not in text or name.endswith(".py") and "chat_template" in text, name
         if name.endswith(".json"):
             json.loads(re.sub(r'("(?:\\.|[^"\\])*")|//[^\n]*', lambda m: m.group(1) or "", text))

@@ -82,6 +82,9 @@ def _compute_platform(v: dict, facts: dict) -> list[Problem]:
         if tech != "lora":
             problems.append(Problem("technique", f"serverless fine-tuning runs its own LoRA; {tech} cannot be chosen there.",
                                     ["technique=lora", "compute=azureml for other techniques"]))
+        if v["dataset_format"] == "text":
+            problems.append(Problem("dataset_format", "serverless fine-tuning takes chat examples (prompts and answers), not plain text.",
+                                    ["compute=azureml or local for continued training on text", "scenario=chat"]))
         return problems
     if compute == "azureml" and v["hardware"] not in ("cuda", "cpu"):
         return [Problem("hardware", f"Azure ML compute clusters offer NVIDIA GPUs (or CPUs), not {v['hardware']}.",
