@@ -2,8 +2,9 @@
 
     python optimize.py [--target onnx-cpu] [--precision fp16] [--smoke]
 
-Each olive/<target>.json is a complete Olive workflow; this script only runs it (offline: the
-ModelBuilder pass quantizes to int4 by round-to-nearest and needs no calibration download).
+Each olive/<target>.json is a complete Olive workflow; this script runs it, offline: the model builder
+quantizes weights to int4 by round-to-nearest, and a pass that calibrates activations (the QNN recipe's
+static quantization) reads outputs/calibration.jsonl, which this script writes from the training split.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def load_workflow(path: Path, smoke: bool = False, base_model: str | None = None
     """The workflow in path; with smoke, every outputs/ path moves under outputs/smoke/; precision
     overrides the model builder's (fp16 for CUDA, say) and writes beside the default output."""
     config = json.loads(path.read_text(encoding="utf-8"))
-    if precision and precision != config["passes"]["builder"]["precision"]:
+    if precision and "builder" in config["passes"] and precision != config["passes"]["builder"]["precision"]:
         config["passes"]["builder"]["precision"] = precision
         config["passes"]["builder"].pop("int4_accuracy_level", None)
         config["output_dir"] += f"-{precision}"
@@ -48,11 +49,41 @@ def check_inputs(config: dict) -> None:
             raise FileNotFoundError(f"{value} not found: run `{step}` first")
 
 
+def calibration_files(config: dict) -> list[str]:
+    return [d["load_dataset_config"]["data_files"] for d in config.get("data_configs", [])
+            if d.get("load_dataset_config", {}).get("data_name") == "json"]
+
+
+def write_calibration(path: str, model_path: str, limit: int = 64) -> None:
+    """The training split as the model will see it (chat template applied), one {"text"} per line."""
+    from finetune.config import load_config
+    from finetune.data import load_splits
+    from finetune.modeling import load_tokenizer
+
+    config = load_config("configs/train.yaml")
+    tokenizer = load_tokenizer(model_path)
+    train, _ = load_splits(config, config["training"]["seed"])
+    system = config["data"].get("system_prompt")
+    rows = []
+    for example in train[:limit]:
+        if example.text is not None:
+            rows.append({"text": example.text})
+            continue
+        messages = example.messages
+        if system and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": system}, *messages]
+        rows.append({"text": tokenizer.apply_chat_template(messages, tokenize=False)})
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
 def run(path: Path, smoke: bool = False, precision: str | None = None) -> Path:
     from olive.workflows import run as olive_run
 
     config = load_workflow(path, smoke, precision=precision)
     check_inputs(config)
+    for calibration in calibration_files(config):
+        write_calibration(calibration, config["input_model"]["model_path"])
     output_dir = Path(config["output_dir"])
     olive_run(config)  # olive consumes parts of the dict
     return output_dir

@@ -45,6 +45,7 @@ def training_arguments(config: dict, has_eval: bool):
     args["ddp_find_unused_parameters"] = False
     args["remove_unused_columns"] = False
     args.setdefault("save_only_model", False)
+    args.setdefault("include_num_input_tokens_seen", "non_padding")  # for train_tokens_per_second in metrics.json
     return TrainingArguments(**args)
 
 
@@ -79,6 +80,7 @@ def train(config: dict, resume: bool = False) -> dict:
     if eval_set:
         eval_loss = trainer.evaluate()["eval_loss"]
         metrics.update(eval_loss=eval_loss, eval_perplexity=math.exp(min(eval_loss, 50)))
+    metrics.update(peak_memory(), train_tokens_per_second=_tokens_per_second(trainer))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(args.output_dir)
         out = Path(args.output_dir)
@@ -87,6 +89,22 @@ def train(config: dict, resume: bool = False) -> dict:
         plot = plot_losses(trainer.state.log_history, out / "loss.png")
         print(f"saved to {out}/ (metrics.json{', loss.png' if plot else ''}): {json.dumps(metrics)}", flush=True)
     return metrics
+
+
+def peak_memory() -> dict:
+    """The most accelerator memory this process held, to set against tuneforge's estimate (GPU only)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"peak_gpu_allocated_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2),
+            "peak_gpu_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 2)}
+
+
+def _tokens_per_second(trainer) -> float | None:
+    runtime = next((e["train_runtime"] for e in reversed(trainer.state.log_history) if "train_runtime" in e), None)
+    tokens = getattr(trainer.state, "num_input_tokens_seen", 0)
+    return round(tokens / runtime, 1) if runtime and tokens else None
 
 
 def _last_checkpoint(output_dir: str) -> str | None:
