@@ -153,3 +153,12 @@ def test_derived_samples_are_current():
 
     stale = [str(path.relative_to(SAMPLES)) for path, text in derived().items() if path.read_text(encoding="utf-8") != text]
     assert not stale, f"run python templates/includes/samples/derive.py: {stale}"
+
+
+def test_generation_settings_turn_into_sampling_only_above_temperature_zero():
+    from finetune.inference import sampling_options
+
+    assert sampling_options({"max_new_tokens": 8}) == {}
+    assert sampling_options({"temperature": 0}) == {}
+    assert sampling_options(SCENARIOS["creative"]["generation"]) == {"temperature": 0.8, "top_p": 0.95}
+    assert sampling_options({"temperature": 0.5}) == {"temperature": 0.5, "top_p": 1.0}

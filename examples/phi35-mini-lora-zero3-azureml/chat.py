@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from finetune.config import load_config
-from finetune.inference import load_backend
+from finetune.inference import load_backend, sampling_options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt", help="answer this one prompt and exit")
     parser.add_argument("--system", default=None, help="system message")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: generation.max_new_tokens in the config")
+    parser.add_argument("--greedy", action="store_true", help="greedy decoding, whatever generation.temperature says")
     parser.add_argument("--config", default="configs/train.yaml")
     args = parser.parse_args(argv)
     config = load_config(args.config)
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if not args.greedy:
+        backend.sampling = sampling_options(config.get("generation", {}))
     system = args.system or config["data"].get("system_prompt")
     history = [{"role": "system", "content": system}] if system else []
     while True:

@@ -8,6 +8,14 @@ from pathlib import Path
 from typing import Iterator
 
 
+def sampling_options(generation: dict) -> dict:
+    """Sampling settings from the config's generation section; empty (greedy decoding) when temperature is 0."""
+    temperature = float(generation.get("temperature") or 0)
+    if temperature <= 0:
+        return {}
+    return {"temperature": temperature, "top_p": float(generation.get("top_p") or 1.0)}
+
+
 class PytorchBackend:
     name = "pytorch"
 
@@ -28,6 +36,7 @@ class PytorchBackend:
             self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
         self.model.eval()
         self.repetition_penalty = repetition_penalty
+        self.sampling: dict = {}  # greedy unless set (chat.py sets the config's generation settings)
         self.usage = (0, 0)
         self.finish_reason = "stop"
 
@@ -57,7 +66,8 @@ class PytorchBackend:
 
         with torch.no_grad():
             out = self.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                      max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer,
+                                      max_new_tokens=max_new_tokens, do_sample=bool(self.sampling), streamer=streamer,
+                                      **self.sampling,
                                       repetition_penalty=self.repetition_penalty,
                                       eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
         return out[0, len(ids):].tolist()
@@ -83,6 +93,7 @@ class OnnxBackend:
             self.adapters.load(adapter, "tuned")
         self.usage = (0, 0)
         self.finish_reason = "stop"
+        self.sampling: dict = {}
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         prompt = self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
@@ -90,7 +101,7 @@ class OnnxBackend:
 
     def _generator(self, ids: list[int], max_new_tokens: int):
         params = self.og.GeneratorParams(self.model)
-        params.set_search_options(max_length=len(ids) + max_new_tokens, do_sample=False)
+        params.set_search_options(max_length=len(ids) + max_new_tokens, do_sample=bool(self.sampling), **self.sampling)
         generator = self.og.Generator(self.model, params)
         if self.adapters is not None:
             generator.set_active_adapter(self.adapters, "tuned")
