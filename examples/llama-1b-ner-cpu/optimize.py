@@ -57,7 +57,7 @@ def calibration_files(config: dict) -> list[str]:
 def write_calibration(path: str, model_path: str, limit: int = 64) -> None:
     """The training split as the model will see it (chat template applied), one {"text"} per line."""
     from finetune.config import load_config
-    from finetune.data import load_splits
+    from finetune.data import load_splits, with_system
     from finetune.modeling import load_tokenizer
 
     config = load_config("configs/train.yaml")
@@ -69,10 +69,7 @@ def write_calibration(path: str, model_path: str, limit: int = 64) -> None:
         if example.text is not None:
             rows.append({"text": example.text})
             continue
-        messages = example.messages
-        if system and messages[0]["role"] != "system":
-            messages = [{"role": "system", "content": system}, *messages]
-        rows.append({"text": tokenizer.apply_chat_template(messages, tokenize=False)})
+        rows.append({"text": tokenizer.apply_chat_template(with_system(example.messages, system), tokenize=False)})
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 

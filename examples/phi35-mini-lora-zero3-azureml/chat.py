@@ -26,14 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="configs/train.yaml")
     args = parser.parse_args(argv)
     config = load_config(args.config)
-    max_new_tokens = args.max_new_tokens or config.get("generation", {}).get("max_new_tokens", 256)
+    generation = config.get("generation", {})
+    max_new_tokens = args.max_new_tokens or generation.get("max_new_tokens", 256)
     try:
         backend = load_backend(args.backend, args.model, config, args.adapter)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not args.greedy:
-        backend.sampling = sampling_options(config.get("generation", {}))
+        backend.sampling = sampling_options(generation)
     system = args.system or config["data"].get("system_prompt")
     history = [{"role": "system", "content": system}] if system else []
     while True:

@@ -224,14 +224,19 @@ def ensure_chat_template(tokenizer) -> None:
         tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
 
 
+def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
+    """The messages, led by the config's system prompt unless they bring their own."""
+    if system_prompt and (not messages or messages[0]["role"] != "system"):
+        return [{"role": "system", "content": system_prompt}, *messages]
+    return list(messages)
+
+
 def encode(example: Example, tokenizer, max_length: int, system_prompt: str | None = None) -> dict | None:
     """Token ids and labels; labels are IGNORE_INDEX outside assistant turns. None if nothing is left to learn."""
     if example.text is not None:
         ids = tokenizer(example.text, add_special_tokens=True)["input_ids"][: max_length - 1] + [tokenizer.eos_token_id]
         return {"input_ids": ids, "labels": list(ids)}
-    messages = example.messages
-    if system_prompt and messages[0]["role"] != "system":
-        messages = [{"role": "system", "content": system_prompt}, *messages]
+    messages = with_system(example.messages, system_prompt)
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     spans = []
     for i, message in enumerate(messages):
@@ -281,16 +286,17 @@ def check_labels(train: list[Example], held_out: list[Example], labels: list[str
     return known
 
 
+def encode_examples(examples: list[Example], tokenizer, data: dict) -> list[dict]:
+    """encode() each example with the data section's max_length and system prompt; drops those left with nothing to learn."""
+    rows = (encode(e, tokenizer, data["max_length"], data.get("system_prompt")) for e in examples)
+    return [row for row in rows if row is not None]
+
+
 def build_datasets(config: dict, tokenizer, seed: int) -> tuple[list[dict], list[dict]]:
     """Encode the data section's dataset: training rows and held-out evaluation rows."""
     data = config["data"]
     train, held_out = load_splits(config, seed)
-
-    def encode_all(examples: list[Example]) -> list[dict]:
-        rows = (encode(e, tokenizer, data["max_length"], data.get("system_prompt")) for e in examples)
-        return [row for row in rows if row is not None]
-
-    train_rows, eval_rows = encode_all(train), encode_all(held_out)
+    train_rows, eval_rows = encode_examples(train, tokenizer, data), encode_examples(held_out, tokenizer, data)
     if not train_rows:
         raise DataError(f"{data['path']}: every example is longer than max_length={data['max_length']} before its "
                         "answer starts, so nothing is left to learn; raise data.max_length")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from finetune import metrics
-from finetune.data import IGNORE_INDEX, Example, encode
+from finetune.data import IGNORE_INDEX, Example, encode_examples, with_system
 
 GENERATED = {"classification", "ner", "translation", "qa", "summarization", "chat", "creative"}
 
@@ -63,13 +63,7 @@ def perplexity(backend, rows: list[dict]) -> float:
 
 def answers(backend, examples: list[Example], system: str | None, max_new_tokens: int) -> list[str]:
     """The model's greedy answer to each example's prompt."""
-    out = []
-    for example in examples:
-        prompt = example.prompt
-        if system and (not prompt or prompt[0]["role"] != "system"):
-            prompt = [{"role": "system", "content": system}, *prompt]
-        out.append("".join(backend.stream(prompt, max_new_tokens)).strip())
-    return out
+    return ["".join(backend.stream(with_system(e.prompt, system), max_new_tokens)).strip() for e in examples]
 
 
 def score(backend, examples: list[Example], config: dict, tokenizer, labels: list[str] | None = None) -> tuple[dict, list[str]]:
@@ -82,8 +76,7 @@ def score(backend, examples: list[Example], config: dict, tokenizer, labels: lis
         tokenizer = getattr(backend, "tokenizer", None) if backend.name == "pytorch" else tokenizer
         if tokenizer is None:
             raise ValueError("no tokenizer could be loaded to encode the examples")
-        rows = [r for e in examples if (r := encode(e, tokenizer, data["max_length"], data.get("system_prompt")))]
-        scores["perplexity"] = perplexity(backend, rows)
+        scores["perplexity"] = perplexity(backend, encode_examples(examples, tokenizer, data))
     if scenario in GENERATED:
         predictions = answers(backend, examples, data.get("system_prompt"), config["generation"]["max_new_tokens"])
         references = [e.reference for e in examples]
