@@ -104,7 +104,9 @@ def test_the_workspace_own_tests_pass(new_workspace, dataset_format):
 
 
 ONNX_CASES = {
-    "merged-qwen2": dict(technique="lora", model="qwen2.5-0.5b-instruct", adapter_export="merged"),
+    # plain text: benchmark.py prompts with the first half of each held-out paragraph
+    "merged-qwen2-text": dict(technique="lora", model="qwen2.5-0.5b-instruct", adapter_export="merged", scenario="domain",
+                              dataset_format="text"),
     "adapters-llama": dict(technique="lora", model="llama-3.2-1b-instruct", adapter_export="adapters"),
     "adapters-phi3-qlora": dict(technique="qlora", model="phi-3-mini-4k-instruct", adapter_export="adapters"),
 }

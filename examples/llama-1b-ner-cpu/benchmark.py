@@ -30,6 +30,12 @@ def size_on_disk(folder: Path, pattern: str = "*") -> int:
     return sum(p.stat().st_size for p in folder.glob(pattern) if p.is_file())
 
 
+def prompt_ids(row: dict) -> list[int]:
+    """The tokens before the answer; for plain text, where every token is learnt, the first half."""
+    answer = next((i for i, label in enumerate(row["labels"]) if label != -100), len(row["input_ids"]))
+    return row["input_ids"][: answer or max(1, len(row["input_ids"]) // 2)]
+
+
 def measure(generate_step, ids: list[int], new_tokens: int) -> tuple[float, float]:
     """(seconds to the first token, decode tokens per second after it) for one greedy generation."""
     start = time.perf_counter()
@@ -118,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: the evaluation split is empty; raise data.eval_fraction", file=sys.stderr)
         return 2
     rows = eval_rows[: args.eval_examples]
-    prompts = [row["input_ids"][: next((i for i, label in enumerate(row["labels"]) if label != -100), len(row["input_ids"]))]
-               for row in eval_rows[: args.prompts]]
+    prompts = [prompt_ids(row) for row in eval_rows[: args.prompts]]
 
     report: dict = {"new_tokens": args.new_tokens, "prompts": len(prompts)}
     for name, steps in (("pytorch_fp32", pytorch_steps(torch_backend)), ("onnx_int4", onnx_steps(onnx_backend, args.new_tokens))):
