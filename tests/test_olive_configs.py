@@ -108,3 +108,57 @@ def test_optimize_precision_override_for_cuda_fp16(new_workspace):
         sys.modules.pop("optimize", None)
     assert config["passes"]["builder"]["precision"] == "fp16"
     assert config["output_dir"] == "outputs/onnx/onnx-cuda-fp16"
+
+
+RUNTIME_FILES = {"onnx-directml": "win_amd64", "onnx-qnn": "win_arm64", "onnx-openvino": "win_amd64"}
+
+
+@pytest.fixture(scope="module")
+def every_target(tmp_path_factory):
+    from conftest import tuneforge
+
+    dest = tmp_path_factory.mktemp("targets") / "ws"
+    assert tuneforge("new", dest, "--defaults", "--set", "targets=pytorch," + ",".join(ONNX_TARGETS)) == 0
+    return dest
+
+
+def runtime_requirements(path):
+    """(platform, pinned requirements) of an olive/requirements-<target>.txt."""
+    from packaging.requirements import Requirement
+
+    text = path.read_text()
+    platform = next(line.split()[2] for line in text.splitlines() if line.startswith("# platform:"))
+    return platform, [Requirement(line) for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def test_targets_that_run_elsewhere_have_a_pinned_runtime_of_the_model_builders_version(every_target):
+    """The runtime that loads the model is the version whose model builder made it (0.14.1)."""
+    from packaging.requirements import Requirement
+
+    found = {p.name.removeprefix("requirements-").removesuffix(".txt") for p in (every_target / "olive").glob("requirements-*")}
+    assert found == set(RUNTIME_FILES)
+    main = {r.name: r for r in (Requirement(line.split("#")[0]) for line in (every_target / "requirements.txt").read_text()
+                                .splitlines() if line.split("#")[0].strip())}
+    builder = next(r.specifier for name, r in main.items() if name.startswith("onnxruntime-genai"))
+    for target, expected_platform in RUNTIME_FILES.items():
+        platform, pins = runtime_requirements(every_target / "olive" / f"requirements-{target}.txt")
+        assert platform == expected_platform
+        assert all(len(r.specifier) == 1 and next(iter(r.specifier)).operator == "==" for r in pins), pins
+        genai = [r for r in pins if r.name.startswith("onnxruntime-genai")]
+        assert len(genai) == 1 and genai[0].specifier == builder, (target, genai)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", list(RUNTIME_FILES))
+def test_pip_resolves_each_runtime_on_its_platform(every_target, target, tmp_path):
+    """Asks the package index (pip's own resolver, no install) whether the pinned set installs on the
+    platform that target runs on; needs the index that installs the rest of the suite's environment."""
+    import subprocess
+    import sys
+
+    platform, _ = runtime_requirements(every_target / "olive" / f"requirements-{target}.txt")
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+                             "--platform", platform, "--python-version", "3.11", "--only-binary=:all:",
+                             "--target", str(tmp_path / "t"), "-r", str(every_target / "olive" / f"requirements-{target}.txt")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
