@@ -38,6 +38,8 @@ def expected_files(values: dict) -> set[str]:
     if onnx:
         files |= {"optimize.py", "serve.py", "benchmark.py"}
         files |= {f"olive/{t}.json" for t in onnx}
+        # the targets that run on another machine's ONNX Runtime build
+        files |= {f"olive/requirements-{t}.txt" for t in onnx if t in ("onnx-directml", "onnx-qnn", "onnx-openvino")}
     compute, targets = values["compute"], values["targets"]
     if compute == "azureml" or "azureml-endpoint" in targets:
         files |= {".amlignore", "deploy/azureml/conda.yml", "deploy/azureml/submit.py"}
