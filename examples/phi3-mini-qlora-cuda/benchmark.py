@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from finetune.config import load_config
-from finetune.data import build_datasets
+from finetune.data import IGNORE_INDEX, build_datasets
 from finetune.inference import OnnxBackend, PytorchBackend
 from finetune.scoring import onnx_nll, pytorch_nll
 from optimize import load_workflow
@@ -32,7 +32,7 @@ def size_on_disk(folder: Path, pattern: str = "*") -> int:
 
 def prompt_ids(row: dict) -> list[int]:
     """The tokens before the answer; for plain text, where every token is learnt, the first half."""
-    answer = next((i for i, label in enumerate(row["labels"]) if label != -100), len(row["input_ids"]))
+    answer = next((i for i, label in enumerate(row["labels"]) if label != IGNORE_INDEX), len(row["input_ids"]))
     return row["input_ids"][: answer or max(1, len(row["input_ids"]) // 2)]
 
 
