@@ -6,6 +6,8 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
+PROJECT='llama-1b-ner-cpu'
+MODEL='meta-llama/Llama-3.2-1B-Instruct'
 NEED_DISK_GB=9  # the model download, its merged copy's share, and the libraries
 TORCH_INDEX_URL=${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}
 missing=0
@@ -13,7 +15,7 @@ missing=0
 ok() { printf '  ok       %s\n' "$1"; }
 lack() { printf '  MISSING  %s\n' "$1"; missing=$((missing + 1)); }
 
-echo "Checking this machine for llama-1b-ner-cpu (meta-llama/Llama-3.2-1B-Instruct, dora on cpu):"
+echo "Checking this machine for $PROJECT ($MODEL, dora on cpu):"
 if version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2]); sys.exit(sys.version_info < (3, 10))' 2>/dev/null); then
   ok "Python $version ($PYTHON)"
 else
@@ -24,7 +26,7 @@ command -v git >/dev/null 2>&1 && ok "git" || lack "git (tuneforge update merges
 free_gb=$(df -Pk . | awk 'NR == 2 {print int($4 / 1048576)}')
 [ "$free_gb" -ge "$NEED_DISK_GB" ] && ok "${free_gb} GB free disk (about ${NEED_DISK_GB} GB needed)" \
   || lack "about ${NEED_DISK_GB} GB of free disk for the model and libraries; ${free_gb} GB free here"
-[ -n "${HF_TOKEN:-}" ] && ok "HF_TOKEN is set (the model is gated)" || lack "HF_TOKEN: meta-llama/Llama-3.2-1B-Instruct is gated; accept its licence on Hugging Face, then export HF_TOKEN=..."
+[ -n "${HF_TOKEN:-}" ] && ok "HF_TOKEN is set (the model is gated)" || lack "HF_TOKEN: $MODEL is gated; accept its licence on Hugging Face, then export HF_TOKEN=..."
 
 if [ "$missing" -gt 0 ]; then
   echo "$missing thing(s) missing; fix them and run bash setup.sh again."

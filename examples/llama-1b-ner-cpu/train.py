@@ -9,11 +9,13 @@ import argparse
 import importlib.util
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
 from finetune.config import ConfigError, load_config
 from finetune.data import Collator, DataError, build_datasets
+from finetune.files import write_text
 from finetune.modeling import add_adapter, count_trainable, load_base_model, load_tokenizer
 from finetune.plot import plot_losses
 
@@ -72,7 +74,7 @@ def train(config: dict, resume: bool = False) -> dict:
                                max_length=config["data"]["max_length"]),
         processing_class=tokenizer,
     )
-    resume_from = resume and _last_checkpoint(args.output_dir)
+    resume_from = resume and last_complete_checkpoint(args.output_dir, speak=args.process_index == 0)
     trainer.train(resume_from_checkpoint=resume_from or None)
     trainer.save_model(args.output_dir)
     metrics = {"train_loss": next((e["train_loss"] for e in reversed(trainer.state.log_history) if "train_loss" in e), None),
@@ -84,8 +86,8 @@ def train(config: dict, resume: bool = False) -> dict:
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(args.output_dir)
         out = Path(args.output_dir)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
+        write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        write_text(out / "log_history.json", json.dumps(trainer.state.log_history, indent=2) + "\n")
         plot = plot_losses(trainer.state.log_history, out / "loss.png")
         print(f"saved to {out}/ (metrics.json{', loss.png' if plot else ''}): {json.dumps(metrics)}", flush=True)
     return metrics
@@ -107,15 +109,41 @@ def _tokens_per_second(trainer) -> float | None:
     return round(tokens / runtime, 1) if runtime and tokens else None
 
 
-def _last_checkpoint(output_dir: str) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
-    if not Path(output_dir).is_dir():
-        return None
-    last = get_last_checkpoint(output_dir)
-    if last is None:
-        print(f"no checkpoint in {output_dir}; starting from scratch", flush=True)
-    return last
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from, or None. The Trainer writes trainer_state.json last, so a
+    save that was killed part-way has none, or a cut-short one."""
+    state = folder / "trainer_state.json"
+    if not state.is_file():
+        return "it has no trainer_state.json (its save was interrupted)"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))["global_step"]
+    except (ValueError, KeyError, TypeError):
+        return "its trainer_state.json is cut short or unreadable (its save was interrupted)"
+    deepspeed = any(folder.glob("global_step*"))
+    if not deepspeed and not any((folder / name).is_file() for name in WEIGHTS):
+        return "it holds no model weights"
+    if not deepspeed and not (folder / "optimizer.pt").is_file():
+        return "it holds no optimizer state (saved with save_only_model)"
+    return None
+
+
+def last_complete_checkpoint(output_dir: str, speak: bool = True) -> str | None:
+    """The newest checkpoint in output_dir that can be resumed from; incomplete ones are named and skipped."""
+    say = (lambda text: print(text, flush=True)) if speak else (lambda text: None)
+    folder = Path(output_dir)
+    steps = sorted((int(m.group(1)), p) for p in folder.glob("checkpoint-*")
+                   if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))) if folder.is_dir() else []
+    for _, checkpoint in reversed(steps):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            say(f"resuming from {checkpoint}")
+            return str(checkpoint)
+        say(f"skipping {checkpoint}: {problem}")
+    say(f"no complete checkpoint in {output_dir}; starting from scratch")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

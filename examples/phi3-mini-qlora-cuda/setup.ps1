@@ -4,10 +4,12 @@ param([switch]$Check)
 $ErrorActionPreference = "Stop"
 Set-Location $PSScriptRoot
 $missing = 0
+$project = 'phi3-mini-qlora-cuda'
+$model = 'microsoft/Phi-3-mini-4k-instruct'
 function Ok($text) { Write-Host "  ok       $text" }
 function Lack($text) { Write-Host "  MISSING  $text"; $script:missing++ }
 
-Write-Host "Checking this machine for phi3-mini-qlora-cuda (microsoft/Phi-3-mini-4k-instruct, qlora on cuda):"
+Write-Host "Checking this machine for $project ($model, qlora on cuda):"
 $python = Get-Command py -ErrorAction SilentlyContinue
 if ($python) { $version = & py -3 -c "import sys; print('%d.%d' % sys.version_info[:2])" } else { $version = $null }
 if ($version -and [version]$version -ge [version]"3.10") { Ok "Python $version" } else { Lack "Python 3.10 or newer (winget install Python.Python.3.11)" }

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from finetune.config import ConfigError, load_config
+from finetune.files import new_folder
 from finetune.modeling import load_base_model, load_tokenizer
 
 
@@ -24,9 +25,9 @@ def merge(config: dict) -> Path:
     tokenizer = load_tokenizer(str(adapter_dir))
     if not config.get("peft"):
         # full fine-tuning: the trained model is already standalone
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        shutil.copytree(adapter_dir, output_dir, ignore=shutil.ignore_patterns("checkpoint-*", "runs"))
+        with new_folder(output_dir) as partial:
+            shutil.copytree(adapter_dir, partial, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("checkpoint-*", "runs"))
         return output_dir
     from peft import PeftModel
 
@@ -36,8 +37,9 @@ def merge(config: dict) -> Path:
         base_config = {**config, "model": {**config["model"], "torch_dtype": "bfloat16"}}
     base = load_base_model(base_config, for_training=False)
     model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
+    with new_folder(output_dir) as partial:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
     return output_dir
 
 

@@ -6,6 +6,8 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
+PROJECT='phi35-mini-lora-zero3-azureml'
+MODEL='microsoft/Phi-3.5-mini-instruct'
 NEED_DISK_GB=15  # the model download, its merged copy's share, and the libraries
 TORCH_INDEX_URL=${TORCH_INDEX_URL-}
 missing=0
@@ -13,7 +15,7 @@ missing=0
 ok() { printf '  ok       %s\n' "$1"; }
 lack() { printf '  MISSING  %s\n' "$1"; missing=$((missing + 1)); }
 
-echo "Checking this machine for phi35-mini-lora-zero3-azureml (microsoft/Phi-3.5-mini-instruct, lora on cuda):"
+echo "Checking this machine for $PROJECT ($MODEL, lora on cuda):"
 if version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2]); sys.exit(sys.version_info < (3, 10))' 2>/dev/null); then
   ok "Python $version ($PYTHON)"
 else

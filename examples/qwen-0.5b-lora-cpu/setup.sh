@@ -6,6 +6,8 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
+PROJECT='qwen-0.5b-lora-cpu'
+MODEL='Qwen/Qwen2.5-0.5B-Instruct'
 NEED_DISK_GB=8  # the model download, its merged copy's share, and the libraries
 TORCH_INDEX_URL=${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}
 missing=0
@@ -13,7 +15,7 @@ missing=0
 ok() { printf '  ok       %s\n' "$1"; }
 lack() { printf '  MISSING  %s\n' "$1"; missing=$((missing + 1)); }
 
-echo "Checking this machine for qwen-0.5b-lora-cpu (Qwen/Qwen2.5-0.5B-Instruct, lora on cpu):"
+echo "Checking this machine for $PROJECT ($MODEL, lora on cpu):"
 if version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2]); sys.exit(sys.version_info < (3, 10))' 2>/dev/null); then
   ok "Python $version ($PYTHON)"
 else

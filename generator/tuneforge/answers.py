@@ -7,6 +7,8 @@ the command line, the prompts and the plan use to read and check them.
 from __future__ import annotations
 
 import difflib
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +33,14 @@ class Answer:
     help: str
     choices: Callable[[], list[str]] | None = None
     minimum: float | None = None
+    maximum: float | None = None  # both inclusive: the range the tools accept
     group: str = "main"  # main: asked interactively; hyper: asked when the user wants to customise
+    above: bool = False  # the minimum itself is excluded (a learning rate of 0 trains nothing)
+
+    @property
+    def range_text(self) -> str:
+        low = f"above {self.minimum:g}" if self.above else f"at least {self.minimum:g}"
+        return f"{low} and at most {self.maximum:g}" if self.maximum is not None else low
 
 
 def _ids(section: str) -> Callable[[], list[str]]:
@@ -43,15 +52,20 @@ DATASET_FORMATS = ["messages", "prompt-completion", "alpaca", "text", "classific
 PRIORITIES = ["quality", "memory", "cost", "scale"]
 ADAPTER_EXPORTS = ["merged", "adapters"]
 
+# A project name ends up in shell scripts, YAML, JSON and cloud resource names, so it is kept to
+# characters that need no quoting anywhere and that Azure ML and Kubernetes names accept.
+PROJECT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,62}")
+PROJECT_NAME_RULE = "1 to 63 letters, digits, '-', '_' or '.', starting with a letter"
+
 SPEC: list[Answer] = [
-    Answer("project_name", "str", "Project name (used for the folder's README and job names)"),
+    Answer("project_name", "name", f"Project name for the README, job and endpoint names ({PROJECT_NAME_RULE})"),
     Answer("model", "str", "Model: a catalog id, a Hugging Face id, or a local folder with config.json"),
     Answer("technique", "choice", "Fine-tuning technique", _ids("techniques")),
     Answer("hardware", "choice", "Hardware that trains", _ids("hardware")),
-    Answer("gpu_count", "int", "Accelerators (or CPU processes) per node", minimum=1),
-    Answer("gpu_memory_gb", "float", "Memory per accelerator in GB (system RAM for cpu)", minimum=1),
+    Answer("gpu_count", "int", "Accelerators (or CPU processes) per node", minimum=1, maximum=64),
+    Answer("gpu_memory_gb", "float", "Memory per accelerator in GB (system RAM for cpu)", minimum=1, maximum=4096),
     Answer("distributed", "choice", "How training is spread over devices", lambda: DISTRIBUTED),
-    Answer("num_nodes", "int", "Number of machines", minimum=1),
+    Answer("num_nodes", "int", "Number of machines", minimum=1, maximum=1024),
     Answer("compute", "choice", "Where training runs", _ids("compute")),
     Answer("targets", "list", "Where the tuned model is served", _ids("targets")),
     Answer("adapter_export", "choice", "ONNX export: the merged model, or the base plus separate adapter files", lambda: ADAPTER_EXPORTS),
@@ -59,23 +73,23 @@ SPEC: list[Answer] = [
     Answer("scenario", "choice", "What the model is tuned for; decides the sample data, format default and metric", _ids("scenarios")),
     Answer("dataset", "str", "Training data: a local JSON/JSONL file or a Hugging Face dataset id"),
     Answer("dataset_format", "choice", "Format of each example", lambda: DATASET_FORMATS),
-    Answer("learning_rate", "float", "Peak learning rate", group="hyper", minimum=0),
-    Answer("num_train_epochs", "float", "Epochs over the data", group="hyper", minimum=0),
-    Answer("max_steps", "int", "Stop after this many optimizer steps (-1: run all epochs)", group="hyper", minimum=-1),
-    Answer("per_device_train_batch_size", "int", "Examples per device per step", group="hyper", minimum=1),
-    Answer("gradient_accumulation_steps", "int", "Steps accumulated before each update", group="hyper", minimum=1),
-    Answer("max_length", "int", "Maximum tokens per example", group="hyper", minimum=16),
-    Answer("lora_r", "int", "LoRA rank", group="hyper", minimum=1),
-    Answer("lora_alpha", "int", "LoRA alpha", group="hyper", minimum=1),
-    Answer("lora_dropout", "float", "LoRA dropout", group="hyper", minimum=0),
+    Answer("learning_rate", "float", "Peak learning rate", group="hyper", minimum=0, maximum=1, above=True),
+    Answer("num_train_epochs", "float", "Epochs over the data", group="hyper", minimum=0, maximum=1000, above=True),
+    Answer("max_steps", "int", "Stop after this many optimizer steps (-1: run all epochs)", group="hyper", minimum=-1, maximum=10_000_000),
+    Answer("per_device_train_batch_size", "int", "Examples per device per step", group="hyper", minimum=1, maximum=4096),
+    Answer("gradient_accumulation_steps", "int", "Steps accumulated before each update", group="hyper", minimum=1, maximum=4096),
+    Answer("max_length", "int", "Maximum tokens per example", group="hyper", minimum=16, maximum=1_048_576),
+    Answer("lora_r", "int", "LoRA rank", group="hyper", minimum=1, maximum=4096),
+    Answer("lora_alpha", "int", "LoRA alpha", group="hyper", minimum=1, maximum=65536),
+    Answer("lora_dropout", "float", "LoRA dropout (a probability below 1)", group="hyper", minimum=0, maximum=0.9),
     Answer("gradient_checkpointing", "bool", "Recompute activations to save memory", group="hyper"),
     Answer("packing", "bool", "Pack short examples together (no padding waste)", group="hyper"),
-    Answer("seed", "int", "Random seed", group="hyper", minimum=0),
+    Answer("seed", "int", "Random seed", group="hyper", minimum=0, maximum=2**32 - 1),
 ]
 BY_KEY = {a.key: a for a in SPEC}
 KEYS = list(BY_KEY)
 # Values the plan derives and the template needs; recorded in the answers file, never asked.
-DERIVED_KEYS = ["model_facts", "scenario_facts", "precision", "explicit_answers"]
+DERIVED_KEYS = ["model_facts", "scenario_facts", "precision", "resource_name", "explicit_answers"]
 
 _TRUE = {"true", "yes", "y", "1", "on"}
 _FALSE = {"false", "no", "n", "0", "off"}
@@ -90,8 +104,10 @@ def coerce(key: str, value: Any) -> Any:
     """Turn a raw value (a --set string, or YAML) into the answer's type, or raise AnswerError."""
     spec = BY_KEY.get(key)
     if spec is None:
-        raise AnswerError(key, f"unknown answer.{suggest(key, KEYS)} Known answers: {', '.join(KEYS)}")
+        raise AnswerError(key, f"unknown answer.{suggest(str(key), KEYS)} Known answers: {', '.join(KEYS)}")
     try:
+        if spec.kind != "list" and isinstance(value, (dict, list, tuple, set)):
+            raise ValueError(f"expected a single value, got a {type(value).__name__}")
         if spec.kind == "bool":
             if isinstance(value, bool):
                 return value
@@ -99,17 +115,12 @@ def coerce(key: str, value: Any) -> Any:
             if text in _TRUE | _FALSE:
                 return text in _TRUE
             raise ValueError("expected true or false")
-        if spec.kind == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError("expected a whole number")
-            number = int(value) if not isinstance(value, str) else int(value.strip())
-            return _check_minimum(spec, number)
-        if spec.kind == "float":
-            if isinstance(value, bool):
-                raise ValueError("expected a number")
-            return _check_minimum(spec, float(value))
+        if spec.kind in ("int", "float"):
+            return _number(spec, value)
         if spec.kind == "list":
             items = value if isinstance(value, list) else [v.strip() for v in str(value).split(",")]
+            if any(isinstance(i, (dict, list)) for i in items):
+                raise ValueError("expected a list of names")
             items = [str(i) for i in items if str(i)]
             allowed = spec.choices()
             for item in items:
@@ -125,15 +136,47 @@ def coerce(key: str, value: Any) -> Any:
         text = str(value).strip()
         if not text:
             raise ValueError("must not be empty")
+        if spec.kind == "name" and not PROJECT_NAME.fullmatch(text):
+            raise ValueError(f"{text!r} is not a usable name: use {PROJECT_NAME_RULE}")
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise ValueError(f"{text!r} holds a control character (a newline or tab, say); remove it")
         return text
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:
         raise AnswerError(key, str(error)) from None
 
 
-def _check_minimum(spec: Answer, number: float) -> float:
-    if spec.minimum is not None and number < spec.minimum:
-        raise ValueError(f"must be at least {spec.minimum:g}, got {number:g}")
+def _number(spec: Answer, value: Any) -> int | float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number")
+    text = value.strip() if isinstance(value, str) else value
+    if spec.kind == "int":
+        try:
+            number = int(text) if not isinstance(text, float) else None
+        except ValueError:
+            number = None
+        if number is None:
+            if isinstance(text, float) and text.is_integer():
+                number = int(text)
+            else:
+                raise ValueError(f"expected a whole number, got {value!r}")
+    else:
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"expected a finite number, got {value!r}")
+    low_ok = number > spec.minimum if spec.above else number >= spec.minimum
+    if (spec.minimum is not None and not low_ok) or (spec.maximum is not None and number > spec.maximum):
+        raise ValueError(f"must be {spec.range_text}, got {number:g}")
     return number
+
+
+def slug_name(text: str) -> str:
+    """A usable project name made from any folder name: other characters become '-'."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text)
+    name = re.sub(r"^[^A-Za-z]+", "", name)[:63].rstrip("-._")
+    return name or "finetune"
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
@@ -148,23 +191,56 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
     return answers
 
 
+MAX_ANSWERS_BYTES = 1 << 20  # answers files are a few hundred bytes; anything this large is not one
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without anchors and aliases: answers never need them, and nested aliases ("a billion
+    laughs") expand into gigabytes once anything walks the result."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in answers", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_mapping(path: str | Path, key: str) -> dict:
+    """A small YAML file holding a mapping, or AnswerError(key) saying what is wrong with it."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_ANSWERS_BYTES + 1)
+    except OSError as error:
+        raise AnswerError(key, f"cannot read {path}: {error.strerror}") from None
+    if len(raw) > MAX_ANSWERS_BYTES:
+        raise AnswerError(key, f"{path} is larger than {MAX_ANSWERS_BYTES >> 20} MB; an answers file is a short YAML mapping")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise AnswerError(key, f"{path}:{line}: not UTF-8 text; an answers file is a short YAML mapping") from None
+    if "\0" in text:
+        raise AnswerError(key, f"{path} is a binary file, not YAML")
+    try:
+        data = yaml.load(text, Loader=_NoAliasLoader) or {}
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f":{where.line + 1}" if where else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise AnswerError(key, f"{path}{line} is not valid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise AnswerError(key, f"{path} must hold a mapping of answers (key: value lines), not a {type(data).__name__}")
+    return data
+
+
 def read_answers_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML answers file (ours, or a workspace's .copier-answers.yml): user answers only."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-    except OSError as error:
-        raise AnswerError("--answers", f"cannot read {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise AnswerError("--answers", f"{path} is not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise AnswerError("--answers", f"{path} must hold a mapping of answers")
-    return user_answers(data)
+    return user_answers(load_mapping(path, "--answers"))
 
 
 def user_answers(data: dict) -> dict[str, Any]:
     """The user's answers in a mapping, without copier's bookkeeping (`_commit`...) or derived values."""
-    return {k: coerce(k, v) for k, v in data.items() if not k.startswith("_") and k not in DERIVED_KEYS}
+    return {k: coerce(k, v) for k, v in data.items() if not str(k).startswith("_") and k not in DERIVED_KEYS}
 
 
 @dataclass

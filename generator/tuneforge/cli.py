@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return BAD_INPUT
     except KeyboardInterrupt:
-        print("\ninterrupted; nothing was written", file=sys.stderr)
+        # render and update put everything back as it was before they re-raise
+        print("\ninterrupted; nothing was changed", file=sys.stderr)
         return 130
 
 
@@ -110,14 +112,16 @@ def cmd_new(args) -> int:
     dest = Path(args.dest)
     given = _given(args)
     if "project_name" not in given.values:
-        given.add({"project_name": dest.resolve().name}, "DEST folder name")
+        from tuneforge.answers import slug_name
+
+        given.add({"project_name": slug_name(dest.resolve().name)}, "DEST folder name")
     plan = _resolve(args, given)
     if plan.problems:
         return _refuse(plan)
     _warn_fit(plan)
     render_workspace(dest, plan.copier_data(), force=args.force)
     print(f"created {dest}/ ({plan.values['model']}, {plan.values['technique']}, {plan.values['hardware']})")
-    print(f"next: cd {dest} && python smoke.py")
+    print(f"next: cd {shlex.quote(str(dest))} && bash setup.sh && .venv/bin/python smoke.py")
     if args.open:
         _open_in_vscode(dest)
     return 0

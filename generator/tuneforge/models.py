@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 from tuneforge import catalog
 from tuneforge.answers import AnswerError, suggest
 
+# what the hub accepts as a repository id: owner/name of letters, digits, '-', '_' and '.'
+HF_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
               "intermediate_size", "vocab_size", "tie_word_embeddings", "partial_rotary_factor")
 
@@ -29,7 +32,10 @@ def resolve_model(value: str) -> dict:
         if not config_file.is_file():
             raise AnswerError("model", f"the folder {path} has no config.json, so its architecture is unknown")
         return facts_from_config(_read_json(config_file), hf_id=str(path.resolve()), source="local")
-    if value.count("/") == 1 and not value.startswith((".", "/")):
+    if value.count("/") == 1 and not value.startswith((".", "/", "~")):
+        if not HF_ID.fullmatch(value) or ".." in value:
+            raise AnswerError("model", f"{value!r} is neither a local folder nor a Hugging Face id (owner/name, of "
+                                       "letters, digits, '-', '_' and '.'); check the spelling, or give a local folder holding config.json")
         return facts_from_config(_fetch_hub_config(value), hf_id=value, source="hub")
     raise AnswerError(
         "model",
@@ -40,9 +46,21 @@ def resolve_model(value: str) -> dict:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > 10 << 20:
+            raise AnswerError("model", f"{path} is larger than 10 MB; a model's config.json is a few kB")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise AnswerError("model", f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise AnswerError("model", f"{path} is not UTF-8 text, so not a model's config.json") from None
     except json.JSONDecodeError as error:
         raise AnswerError("model", f"{path} line {error.lineno}: not valid JSON ({error.msg})") from None
+    except RecursionError:
+        raise AnswerError("model", f"{path} is nested too deeply to be a model's config.json") from None
+    if not isinstance(data, dict):
+        raise AnswerError("model", f"{path} holds a JSON {type(data).__name__}; a model's config.json is an object "
+                                   "with model_type, hidden_size, num_hidden_layers, ...")
+    return data
 
 
 def _fetch_hub_config(hf_id: str) -> dict:
@@ -55,25 +73,41 @@ def _fetch_hub_config(hf_id: str) -> dict:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+            config = json.loads(response.read(10 << 20))
     except urllib.error.HTTPError as error:
         hint = " (gated: accept its licence on the hub and set HF_TOKEN)" if error.code in (401, 403) else ""
         raise AnswerError("model", f"cannot read {hf_id}'s config.json from the Hugging Face hub: HTTP {error.code}{hint}") from None
-    except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as error:
-        raise AnswerError("model", f"{hf_id!r} is not in the catalog and its config.json could not be fetched ({error})") from None
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as error:
+        raise AnswerError("model", f"{hf_id!r} is not in the catalog and its config.json could not be fetched ({error}); "
+                                   "give a local folder holding config.json instead") from None
+    if not isinstance(config, dict):
+        raise AnswerError("model", f"{hf_id}'s config.json is not a JSON object")
+    return config
 
 
 def facts_from_config(config: dict, hf_id: str, source: str) -> dict:
     architecture = config.get("model_type")
     known = catalog.load("architectures")
-    if architecture not in known:
+    if not isinstance(architecture, str) or architecture not in known:
         raise AnswerError("model", f"{hf_id}: architecture {architecture!r} is not supported; supported: {', '.join(known)}")
     shape = {k: config[k] for k in SHAPE_KEYS if k in config}
     shape.setdefault("num_key_value_heads", shape.get("num_attention_heads"))
     shape.setdefault("tie_word_embeddings", False)
-    missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size") if k not in shape]
+    counts = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size", "vocab_size")
+    missing = [k for k in counts if k not in shape]
     if missing:
         raise AnswerError("model", f"{hf_id}: config.json lacks {', '.join(missing)}")
+    bad = [f"{k}={shape[k]!r}" for k in counts
+           if isinstance(shape[k], bool) or not isinstance(shape[k], int) or not 0 < shape[k] < 10**9]
+    if bad:
+        raise AnswerError("model", f"{hf_id}: config.json has {', '.join(bad)}; each must be a positive whole number")
+    if shape["hidden_size"] % shape["num_attention_heads"] or shape["num_attention_heads"] % shape["num_key_value_heads"]:
+        raise AnswerError("model", f"{hf_id}: config.json's hidden_size {shape['hidden_size']}, num_attention_heads "
+                                   f"{shape['num_attention_heads']} and num_key_value_heads {shape['num_key_value_heads']} "
+                                   "do not divide evenly, so it is not a model these tools can load")
+    context = config.get("max_position_embeddings", 4096)
+    if isinstance(context, bool) or not isinstance(context, int) or context < 16:
+        raise AnswerError("model", f"{hf_id}: config.json has max_position_embeddings={context!r}; it must be a whole number of at least 16")
     return {
         "id": Path(hf_id).name.lower() if source == "local" else hf_id.split("/")[-1].lower(),
         "source": source,
@@ -82,7 +116,7 @@ def facts_from_config(config: dict, hf_id: str, source: str) -> dict:
         "architecture": architecture,
         "params_b": round(count_parameters(shape) / 1e9, 3),
         "shape": shape,
-        "context_length": config.get("max_position_embeddings", 4096),
+        "context_length": context,
         "lora_target_modules": known[architecture]["lora_target_modules"],
         "gated": False,
     }

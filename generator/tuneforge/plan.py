@@ -52,7 +52,13 @@ class Plan:
     def copier_data(self) -> dict[str, Any]:
         """The data the template renders from; recorded whole in the workspace's answers file."""
         return {**self.values, "model_facts": dict(self.facts), "scenario_facts": catalog.load("scenarios")[self.values["scenario"]],
-                "precision": self.precision, "explicit_answers": self.explicit}
+                "precision": self.precision, "resource_name": self.resource_name, "explicit_answers": self.explicit}
+
+    @property
+    def resource_name(self) -> str:
+        """The project name as Azure ML endpoints (3-32 characters with a suffix) and Kubernetes accept it."""
+        name = self.values["project_name"].lower().replace("_", "-").replace(".", "-")
+        return name[:28].rstrip("-")
 
     def as_dict(self) -> dict:
         return {

@@ -4,6 +4,7 @@ adapter) and ONNX Runtime GenAI. Each streams text pieces and records token coun
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -37,20 +38,23 @@ class PytorchBackend:
         self.model.eval()
         self.repetition_penalty = repetition_penalty
         self.sampling: dict = {}  # greedy unless set (chat.py sets the config's generation settings)
+        self.context_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 1 << 20)
+        self.max_seconds: float | None = None  # a bound on one generation's time (serve.py sets it)
         self.usage = (0, 0)
         self.finish_reason = "stop"
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
 
-    def stream(self, messages: list[dict], max_new_tokens: int) -> Iterator[str]:
+    def stream(self, messages: list[dict], max_new_tokens: int, ids: list[int] | None = None) -> Iterator[str]:
         from threading import Thread
 
         from transformers import TextIteratorStreamer
 
-        ids = self.prompt_ids(messages)
+        ids = ids if ids is not None else self.prompt_ids(messages)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         result: list[list[int]] = []
+        started = time.monotonic()
         thread = Thread(target=lambda: result.append(self.generate_ids(ids, max_new_tokens, streamer)))
         thread.start()
         yield from streamer
@@ -58,7 +62,8 @@ class PytorchBackend:
         tokens = result[0] if result else []
         self.usage = (len(ids), len(tokens))
         ended = bool(tokens) and tokens[-1] == self.tokenizer.eos_token_id
-        self.finish_reason = "stop" if ended or len(tokens) < max_new_tokens else "length"
+        timed_out = self.max_seconds is not None and time.monotonic() - started >= self.max_seconds
+        self.finish_reason = "stop" if ended or (len(tokens) < max_new_tokens and not timed_out) else "length"
 
     def generate_ids(self, ids: list[int], max_new_tokens: int, streamer=None) -> list[int]:
         """Greedy decoding; the new token ids, ending at EOS."""
@@ -67,7 +72,7 @@ class PytorchBackend:
         with torch.no_grad():
             out = self.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                                       max_new_tokens=max_new_tokens, do_sample=bool(self.sampling), streamer=streamer,
-                                      **self.sampling,
+                                      max_time=self.max_seconds, **self.sampling,
                                       repetition_penalty=self.repetition_penalty,
                                       eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
         return out[0, len(ids):].tolist()
@@ -94,6 +99,9 @@ class OnnxBackend:
         self.usage = (0, 0)
         self.finish_reason = "stop"
         self.sampling: dict = {}
+        genai_config = json.loads((Path(model_path) / "genai_config.json").read_text())
+        self.context_length = int(genai_config["model"].get("context_length") or 1 << 20)
+        self.max_seconds: float | None = None
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         prompt = self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
@@ -108,17 +116,22 @@ class OnnxBackend:
         generator.append_tokens(ids)
         return generator
 
-    def stream(self, messages: list[dict], max_new_tokens: int) -> Iterator[str]:
-        ids = self.prompt_ids(messages)
+    def stream(self, messages: list[dict], max_new_tokens: int, ids: list[int] | None = None) -> Iterator[str]:
+        ids = ids if ids is not None else self.prompt_ids(messages)
         generator = self._generator(ids, max_new_tokens)
         decoder = self.tokenizer.create_stream()
         count = 0
+        deadline = time.monotonic() + self.max_seconds if self.max_seconds else None
+        out_of_time = False
         while not generator.is_done():
+            if deadline and time.monotonic() > deadline:
+                out_of_time = True
+                break
             generator.generate_next_token()
             count += 1
             yield decoder.decode(generator.get_next_tokens()[0])
         self.usage = (len(ids), count)
-        self.finish_reason = "length" if count >= max_new_tokens else "stop"
+        self.finish_reason = "length" if out_of_time or count >= max_new_tokens else "stop"
 
     def generate_ids(self, ids: list[int], max_new_tokens: int) -> list[int]:
         generator = self._generator(ids, max_new_tokens)

@@ -74,24 +74,36 @@ def read_examples(path: str, fmt: str, split: str = "train", task: dict | None =
 
 
 def _read_rows(file: Path):
-    text = file.read_text(encoding="utf-8")
+    raw = file.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        column = error.start - raw.rfind(b"\n", 0, error.start)
+        raise DataError(f"{file}:{line}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column {column}); "
+                        "save the file as UTF-8") from None
     if file.suffix == ".json" or text.lstrip().startswith("["):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise DataError(f"{file}:{error.lineno}: not valid JSON ({error.msg})") from None
+        except RecursionError:
+            raise DataError(f"{file}: nested too deeply to be a list of examples") from None
         if not isinstance(data, list):
             raise DataError(f"{file}: expected a JSON list of examples")
         for i, row in enumerate(data):
             yield f"{file}:item {i + 1}", row
         return
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            yield f"{file}:{number}", json.loads(line)
+            row = json.loads(line)
+        except RecursionError:
+            raise DataError(f"{file}:{number}: nested too deeply to be an example") from None
         except json.JSONDecodeError as error:
             raise DataError(f"{file}:{number}: not valid JSON ({error.msg} at column {error.colno})") from None
+        yield f"{file}:{number}", row
 
 
 def _read_hub(dataset_id: str, split: str):
