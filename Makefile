@@ -27,7 +27,6 @@ test-quick: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow"
 
 bench: $(STAMP)
-	$(BIN)/pip install --quiet trl==1.16.0  # the training benchmark's peer, not a dependency
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/onnx_speed.py

@@ -31,27 +31,27 @@ COMMON = dict(hardware="cuda", gpu_count=1, gpu_memory_gb=141, per_device_train_
               max_length=2048, gradient_checkpointing=True, targets=["pytorch"], project_name="gpu")
 
 
-def prepare() -> None:
+def prepare(workspaces: Path = GPU_DIR) -> None:
     sys.path.insert(0, str(ROOT / "generator"))
     os.environ.setdefault("TUNEFORGE_NO_DETECT", "1")
     from tuneforge import render
     from tuneforge.answers import Given
     from tuneforge.plan import resolve
 
-    GPU_DIR.mkdir(exist_ok=True)
+    workspaces.mkdir(parents=True, exist_ok=True)
     estimates = {}
     for name, answers in CASES.items():
         given = Given()
         given.add({**COMMON, **answers}, "bench")
         plan = resolve(given)
-        dest = GPU_DIR / name
+        dest = workspaces / name
         if dest.exists():
             subprocess.run(["rm", "-rf", str(dest)], check=True)
         render.render_workspace(dest, plan.copier_data())
         estimates[name] = {"estimate_gb": plan.memory.total_gb, "parts": plan.memory.as_dict(), "shape": plan.facts["shape"],
                            "architecture": plan.facts["architecture"]}
         print(f"{name}: estimate {plan.memory.total_gb} GB")
-    (GPU_DIR / "plan.json").write_text(json.dumps(estimates, indent=2) + "\n")
+    (workspaces / "plan.json").write_text(json.dumps(estimates, indent=2) + "\n")
 
 
 def long_rows(path: Path, words: list[str], rows: int, words_per_row: int) -> None:
@@ -85,13 +85,13 @@ def build_model(workspace: Path, shape: dict, architecture: str, out: Path, laye
         del sys.modules[name]
 
 
-def run(out: Path, layers: int | None = None, max_length: int = 2048) -> None:
-    estimates = json.loads((GPU_DIR / "plan.json").read_text())
+def run(out: Path, layers: int | None = None, max_length: int = 2048, workspaces: Path = GPU_DIR) -> None:
+    estimates = json.loads((workspaces / "plan.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     report = {}
     for name in CASES:
-        workspace = GPU_DIR / name
-        model_dir = Path("/tmp/gpu-models") / name
+        workspace = workspaces / name
+        model_dir = workspaces / "models" / name
         started = time.time()
         build_model(workspace, estimates[name]["shape"], estimates[name]["architecture"], model_dir, layers)
         words = (workspace / "data" / "sample.jsonl").read_text().split()
@@ -124,8 +124,12 @@ def main() -> int:
     parser.add_argument("--out", default=str(GPU_DIR))
     parser.add_argument("--layers", type=int, help="fewer layers than the real model (a quick check of this script on CPU)")
     parser.add_argument("--max-length", type=int, default=2048)
+    parser.add_argument("--workspaces", default=str(GPU_DIR), help="where prepare renders the workspaces and run finds them")
     args = parser.parse_args()
-    prepare() if args.step == "prepare" else run(Path(args.out), args.layers, args.max_length)
+    if args.step == "prepare":
+        prepare(Path(args.workspaces))
+    else:
+        run(Path(args.out), args.layers, args.max_length, Path(args.workspaces))
     return 0
 
 

@@ -1,6 +1,6 @@
 """ONNX speed and quality on a ~100M-parameter model: a generated workspace's benchmark.py on a trained Llama.
 
-    .venv/bin/python bench/onnx_speed.py [--data prose|drills] [--train-steps 300] [--workdir DIR]
+    .venv/bin/python bench/onnx_speed.py [--data prose|drills] [--train-steps 300] [--workdir DIR] [--size tiny]
 
 Generates a domain-adaptation workspace (text format, full fine-tuning, CPU, onnx-cpu target) and gives it
 2000 paragraphs of rule-bound sentences (--data drills: sums, copies, a table of facts) or about 900 paragraphs
@@ -34,6 +34,9 @@ BIN = Path(sys.executable).parent
 SPEC = {"architecture": "llama", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
         "num_key_value_heads": 4, "intermediate_size": 2048, "max_position_embeddings": 1024,
         "tie_word_embeddings": False}  # the vocabulary is the tokenizer's 8000 ids
+# --size tiny: the same steps on a 2-layer model and a little data, so that a test can run the benchmark
+TINY = {**SPEC, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "intermediate_size": 128}
 
 
 def prose() -> list[str]:
@@ -92,7 +95,10 @@ def main() -> int:
     parser.add_argument("--data", choices=["prose", "drills"], default="prose",
                         help="prose: package descriptions; drills: rule-bound sentences a small model learns fast")
     parser.add_argument("--workdir", type=Path, help="keep the workspace here; steps already done are skipped")
+    parser.add_argument("--size", choices=["full", "tiny"], default="full", help="tiny: a 2-layer model, to check the script")
     args = parser.parse_args()
+    tiny = args.size == "tiny"
+    spec, vocab = (TINY, 1000) if tiny else (SPEC, 8000)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tuneforge-bench-onnx-"))
     env = {**os.environ, "TUNEFORGE_CACHE_DIR": str(work / "cache"), "TUNEFORGE_NO_DETECT": "1", "HF_HUB_OFFLINE": "1",
            "OLIVE_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -104,13 +110,13 @@ def main() -> int:
                         "--set", "packing=true", "--set", "per_device_train_batch_size=8",
                         "--set", "gradient_accumulation_steps=1", "--set", "learning_rate=0.002"],
                        check=True, env=env, stdout=subprocess.DEVNULL)
-        paragraphs = prose() if args.data == "prose" else drills()
+        paragraphs = (prose() if args.data == "prose" else drills())[: 60 if tiny else None]
         (ws / "data" / "sample.jsonl").write_text("".join(json.dumps({"text": p}) + "\n" for p in paragraphs))
         print(f"data: {len(paragraphs)} paragraphs, {sum(map(len, paragraphs)) / 1e3:.0f}k characters", flush=True)
     if not (ws / "bench-model").exists():
         build = ("import json; from finetune.tiny import build_model, build_tokenizer, corpus; "
-                 "t = build_tokenizer(corpus('data/sample.jsonl'), 8000); "
-                 f"m = build_model(json.loads({json.dumps(json.dumps(SPEC))}), t); "
+                 f"t = build_tokenizer(corpus('data/sample.jsonl'), {vocab}); "
+                 f"m = build_model(json.loads({json.dumps(json.dumps(spec))}), t); "
                  "print(f'model: {sum(p.numel() for p in m.parameters()) / 1e6:.1f}M parameters'); "
                  "m.save_pretrained('bench-model'); t.save_pretrained('bench-model')")
         step([sys.executable, "-c", build], ws, env)
@@ -122,8 +128,9 @@ def main() -> int:
         step([sys.executable, "merge.py"], ws, env)
     if not (ws / "outputs" / "onnx" / "onnx-cpu").exists():
         step([sys.executable, "optimize.py"], ws, env, show=lambda line: not line.startswith("["))
-    step([sys.executable, "benchmark.py", "--new-tokens", "128", "--prompts", "4", "--parity-steps", "32",
-          "--eval-examples", "100"], ws, env, show=lambda line: not line.startswith("["))
+    sizes = ["--new-tokens", "16", "--prompts", "2", "--parity-steps", "8", "--eval-examples", "4"] if tiny else \
+        ["--new-tokens", "128", "--prompts", "4", "--parity-steps", "32", "--eval-examples", "100"]
+    step([sys.executable, "benchmark.py", *sizes], ws, env, show=lambda line: not line.startswith("["))
     print(f"workspace: {ws}")
     return 0
 

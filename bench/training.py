@@ -1,7 +1,6 @@
 """Training speed and memory: the workspace's train.py against TRL's SFTTrainer, side by side.
 
-    .venv/bin/pip install trl==1.16.0      # the peer; the benchmark only
-    .venv/bin/python bench/training.py [--examples 160] [--rounds 2]
+    .venv/bin/python bench/training.py [--examples 160] [--rounds 2]      # trl, the peer, is in requirements-dev.txt
 
 Same ~21M-parameter Llama (random weights, a 32000-id vocabulary, BPE tokenizer trained on the data), same 160 variable-length
 chat examples, LoRA r16 on all linear layers, batch 8, max length 512, one epoch, fp32 on CPU.
@@ -20,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "templates" / "includes" / "samples" / "chat" / "messages.jsonl"
 BIN = Path(sys.executable).parent
 # runs a script and prints its process's peak resident memory
 MEASURE = ("import json, resource, runpy, sys; sys.argv = sys.argv[1:]\ncode = 0\n"
@@ -30,9 +30,9 @@ MEASURE = ("import json, resource, runpy, sys; sys.argv = sys.argv[1:]\ncode = 0
 
 def chat_examples(n: int, seed: int = 0) -> list[dict]:
     """Chat examples of one to four turns built from the workspace's sample Q&A, so lengths vary."""
-    pairs = [json.loads(line)["messages"][1:] for line in
-             (ROOT / "templates" / "includes" / "samples" / "messages.jsonl").read_text().splitlines()]
-    system = json.loads((ROOT / "templates" / "includes" / "samples" / "messages.jsonl").read_text().splitlines()[0])["messages"][0]
+    lines = SAMPLES.read_text().splitlines()
+    pairs = [json.loads(line)["messages"][1:] for line in lines]
+    system = json.loads(lines[0])["messages"][0]
     rng = random.Random(seed)
     examples = []
     for _ in range(n):

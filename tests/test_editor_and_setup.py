@@ -71,14 +71,34 @@ def run_setup(workspace: Path, *args: str, env: dict | None = None) -> subproces
                           timeout=1800)
 
 
-def test_setup_check_passes_on_this_cpu_machine(new_workspace):
-    workspace = new_workspace()
+def test_setup_check_passes_on_this_cpu_machine(new_workspace, tmp_path):
+    # a local copy of the model, as a user without the hub has it
+    model = tmp_path / "my-model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "qwen2", "hidden_size": 64, "num_hidden_layers": 2, '
+                                       '"num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 1000}')
+    workspace = new_workspace(model=str(model))
     assert os.access(workspace / "setup.sh", os.X_OK)
     result = run_setup(workspace, "--check")
     assert result.returncode == 0, result.stdout
     assert "ok       Python 3." in result.stdout and "free disk" in result.stdout
+    assert "GB of memory per device (training needs about" in result.stdout
     assert "All checks passed." in result.stdout
     assert not (workspace / ".venv").exists()
+
+
+def test_setup_check_holds_memory_and_the_hub_against_the_plan(new_workspace, tmp_path):
+    workspace = new_workspace(model="qwen2.5-0.5b-instruct", gpu_memory_gb=4096)  # a plan for a far bigger machine
+    result = run_setup(workspace, "--check", env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty")})
+    assert result.returncode == 1
+    assert "MISSING  Qwen/Qwen2.5-0.5B-Instruct in the local Hugging Face cache: HF_HUB_OFFLINE=1" in result.stdout
+    cached = tmp_path / "hf" / "hub" / "models--Qwen--Qwen2.5-0.5B-Instruct"
+    cached.mkdir(parents=True)
+    result = run_setup(workspace, "--check", env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert "ok       Qwen/Qwen2.5-0.5B-Instruct is in the local Hugging Face cache" in result.stdout
+    big = new_workspace(model="llama-3.1-8b-instruct", technique="full", gpu_memory_gb=4096)
+    result = run_setup(big, "--check")
+    assert "MISSING  about" in result.stdout and "GB of memory per device for training as configured" in result.stdout
 
 
 def test_setup_check_says_what_is_missing(new_workspace):
@@ -87,7 +107,8 @@ def test_setup_check_says_what_is_missing(new_workspace):
     assert result.returncode == 1
     assert "MISSING  an NVIDIA GPU and driver: nvidia-smi was not found" in result.stdout
     assert "MISSING  HF_TOKEN" in result.stdout
-    assert "2 thing(s) missing" in result.stdout
+    assert "MISSING  meta-llama/Llama-3.2-1B-Instruct in the local Hugging Face cache" in result.stdout
+    assert "3 thing(s) missing" in result.stdout
     old = run_setup(workspace, "--check", env={"PYTHON": "/nonexistent/python"})
     assert "MISSING  Python 3.10 or newer" in old.stdout
 

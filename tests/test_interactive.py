@@ -83,3 +83,73 @@ def test_update_asks_with_the_previous_answers_as_defaults(new_workspace):
     plan = run_flow(ENTER * 30, previous={k: v for k, v in user_answers(previous).items() if k in ORDER})
     assert plan.values["technique"] == "dora" and plan.values["model"] == "llama-3.2-1b-instruct"
     assert git(dest, "status", "--porcelain") == ""
+
+
+UP = "\x1b[A"
+BIG_ON_SMALL = {"project_name": "p", "hardware": "cuda", "gpu_memory_gb": 8, "model": "llama-3.1-8b-instruct", "technique": "lora"}
+
+
+def test_each_sized_choice_shows_whether_it_fits(monkeypatch):
+    import questionary
+
+    seen = {}
+    real_select = questionary.select
+
+    def spy(message, choices, **kwargs):
+        seen[message] = {c.value: c.title for c in choices}
+        return real_select(message, choices=choices, **kwargs)
+
+    monkeypatch.setattr(questionary, "select", spy)
+    run_flow(ENTER * 40, given={"project_name": "p", "hardware": "cuda", "gpu_memory_gb": 8})
+    models = seen["Model: a catalog id, a Hugging Face id, or a local folder with config.json"]
+    assert "fits: about" in models["qwen2.5-0.5b-instruct"]
+    assert "does not fit: needs about" in models["llama-3.1-8b-instruct"]
+    techniques = seen["Fine-tuning technique"]
+    assert "does not fit" in techniques["full"] and "fits: about" in techniques["qlora"]
+    assert seen["What now?"]["write"] == "write the workspace"
+
+
+def test_the_summary_offers_what_fits_and_taking_it_makes_it_fit():
+    plan = run_flow(ENTER * 40, given=BIG_ON_SMALL)
+    assert plan.fits  # the summary's default, when it does not fit, is the first thing that would
+    assert plan.values["model"] == "llama-3.1-8b-instruct" and plan.values["technique"] == "lora"
+
+
+def _summary_choice(keys: str, given: dict):
+    from tuneforge.prompts import _Flow, summary
+
+    g = Given()
+    g.add(given, "--set")
+    with create_pipe_input() as pipe:
+        pipe.send_text(keys)
+        flow = _Flow(g, {}, {"input": pipe, "output": DummyOutput()})
+        return summary(flow, flow.current())
+
+
+def test_the_summary_lets_the_user_quit_or_change_an_answer(capsys):
+    assert _summary_choice(ENTER, {"project_name": "p"}) == "write"
+    assert "fits" in capsys.readouterr().out
+    assert _summary_choice(DOWN + ENTER, {"project_name": "p"}) == "change"
+    assert _summary_choice(UP + ENTER, {"project_name": "p"}) == "quit"
+    changes = _summary_choice(ENTER, BIG_ON_SMALL)
+    assert isinstance(changes, dict) and changes  # the first suggestion, offered first
+    out = capsys.readouterr().out
+    assert "DOES NOT FIT" in out and "What would fit" in out
+
+
+def test_quitting_at_the_summary_writes_nothing(tmp_path, monkeypatch):
+    from tuneforge import prompts
+
+    monkeypatch.setattr(prompts, "summary", lambda flow, plan: "quit")
+    with pytest.raises(prompts.Quit):
+        run_flow(ENTER * 40, given={"project_name": "p"})
+
+
+def test_changing_an_answer_at_the_summary_asks_it_again(monkeypatch):
+    from tuneforge import prompts
+
+    choices = iter(["change", "write"])
+    monkeypatch.setattr(prompts, "summary", lambda flow, plan: next(choices))
+    # the eleven questions with their defaults, no customising; at "Which answer?" the first (priority): memory
+    plan = run_flow(ENTER * 11 + "n" + ENTER + DOWN + ENTER + ENTER * 10, given={"project_name": "p"})
+    assert plan.values["priority"] == "memory"

@@ -61,12 +61,35 @@ def test_smoke_passes_and_the_loss_falls_over_30_steps(new_workspace, answers):
     assert "model>" in result.stdout
 
 
-def test_a_killed_run_resumes_from_its_last_checkpoint(new_workspace):
-    workspace = new_workspace(technique="lora", targets="pytorch")
+def save_tiny(workspace: Path) -> None:
+    """A tiny model of the workspace's architecture at workspace/tiny, as smoke.py makes it."""
     tiny = run(workspace, "-c", "import yaml; from finetune.tiny import save_tiny_model; "
                                 "s = yaml.safe_load(open('configs/smoke.yaml')); "
                                 "save_tiny_model(s['tiny_model'], 'data/sample.jsonl', 512, __import__('pathlib').Path('tiny'))")
     assert tiny.returncode == 0, tiny.stderr
+
+
+@pytest.mark.parametrize("tracker", ["tensorboard", "mlflow", "wandb"])
+def test_each_experiment_tracker_logs_offline(new_workspace, tracker, monkeypatch):
+    for variable in ("WANDB_API_KEY", "WANDB_MODE", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(variable, raising=False)
+    workspace = new_workspace(technique="lora", targets="pytorch", report_to=tracker)
+    save_tiny(workspace)
+    result = run(workspace, "train.py", "model.name_or_path=tiny", "model.torch_dtype=float32", "training.max_steps=3",
+                 "training.logging_steps=1", "training.eval_strategy=no", "training.save_strategy=no")
+    assert result.returncode == 0, result.stderr[-3000:]
+    if tracker == "tensorboard":
+        assert list((workspace / "outputs" / "run").rglob("events.out.tfevents.*"))
+    elif tracker == "mlflow":
+        losses_logged = list((workspace / "mlruns").rglob("metrics/loss"))
+        assert losses_logged and len(losses_logged[0].read_text().splitlines()) == 3
+    else:
+        assert list((workspace / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(new_workspace):
+    workspace = new_workspace(technique="lora", targets="pytorch")
+    save_tiny(workspace)
     common = ["model.name_or_path=tiny", "model.torch_dtype=float32", "training.max_steps=40", "training.save_steps=10",
               "training.logging_steps=1", "training.eval_strategy=no", "training.learning_rate=0.001",
               "training.per_device_train_batch_size=4", "training.gradient_accumulation_steps=1", "training.report_to=none"]
@@ -85,14 +108,34 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(new_workspace):
     process.wait()
     assert checkpoint.exists()
     assert not (workspace / "outputs" / "killed" / "metrics.json").exists(), "the run finished before it was killed"
+    # saves killed part-way, as they look on disk: a folder made but empty, and one whose weights were written
+    # but not yet its trainer_state.json (the Trainer writes that last)
+    killed = workspace / "outputs" / "killed"
+    (killed / "checkpoint-30").mkdir(exist_ok=True)
+    half = killed / "checkpoint-20"
+    half.mkdir(exist_ok=True)
+    (half / "trainer_state.json").unlink(missing_ok=True)
+    (half / "adapter_model.safetensors").write_bytes(b"")
 
     resumed = run(workspace, "train.py", "--resume", "training.output_dir=outputs/killed", *common)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "skipping outputs/killed/checkpoint-30: it has no trainer_state.json" in resumed.stdout
+    assert "skipping outputs/killed/checkpoint-20: it has no trainer_state.json" in resumed.stdout
+    assert "resuming from outputs/killed/checkpoint-10" in resumed.stdout
     history = json.loads((workspace / "outputs" / "killed" / "log_history.json").read_text())
     steps = [e["step"] for e in history if "loss" in e]
     assert steps[-1] == 40 and steps[0] <= 10
     assert json.loads((workspace / "outputs" / "killed" / "metrics.json").read_text())["global_step"] == 40
     assert losses(workspace / "outputs" / "killed")[-5:] == pytest.approx(losses(workspace / "outputs" / "straight")[-5:], rel=1e-3)
+
+    # trained with model.name_or_path=tiny: merge and eval take that base from the adapter, with no override
+    where = ["merge.adapter_dir=outputs/killed", "merge.output_dir=outputs/killed-merged"]
+    merged = run(workspace, "merge.py", *where)
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    scored = run(workspace, "eval.py", "--limit", "2", "--no-onnx", "--out", "outputs/eval", *where)
+    assert scored.returncode == 0, scored.stdout[-2000:] + scored.stderr[-2000:]
+    report = json.loads((workspace / "outputs" / "eval" / "report.json").read_text())
+    assert set(report["models"]) == {"base", "tuned"} and not report["broken"]
 
 
 @pytest.mark.parametrize("dataset_format", ["messages", "text"])
@@ -139,7 +182,8 @@ def test_serve_answers_openai_requests_and_rejects_bad_ones(new_workspace):
     assert result.returncode == 0, result.stdout[-3000:]
     env = {**os.environ}
     env.pop("PYTHONPATH", None)
-    server = subprocess.Popen([sys.executable, "serve.py", "--port", "0", "--model", "outputs/smoke/onnx/onnx-cpu"],
+    server = subprocess.Popen([sys.executable, "serve.py", "--port", "0", "--model", "outputs/smoke/onnx/onnx-cpu",
+                               "--request-timeout", "2"],
                               cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = server.stdout.readline()
@@ -180,6 +224,54 @@ def test_serve_answers_openai_requests_and_rejects_bad_ones(new_workspace):
             assert json.loads(body)["error"]["message"]
         assert call("/v1/nothing", question)[0] == 404
         assert call("/v1/chat/completions", question)[0] == 200  # still serving after the bad ones
+        _hardening_probes(base, call, question)
     finally:
         server.terminate()
         server.wait(timeout=30)
+    bounded = run(workspace, "-c", "from finetune.inference import OnnxBackend, PytorchBackend\n"
+                                   "for b in (OnnxBackend('outputs/smoke/onnx/onnx-cpu'), PytorchBackend('outputs/smoke/merged')):\n"
+                                   "    b.max_seconds = 1e-6\n"
+                                   "    ''.join(b.stream([{'role': 'user', 'content': 'hi'}], 300))\n"
+                                   "    print(b.name, b.finish_reason, b.usage[1])\n")
+    assert bounded.returncode == 0, bounded.stderr[-3000:]
+    for line in bounded.stdout.splitlines():  # one generation bounded in time ends early, as cut by length
+        name, reason, tokens = line.split()
+        assert reason == "length" and int(tokens) < 300, line
+
+
+def _hardening_probes(base: str, call, question: dict) -> None:
+    """What once stalled or dropped the server: each gets a 4xx at once, and others are still served."""
+    import socket
+    import threading
+    import urllib.parse
+
+    status, _, body = call("/v1/chat/completions", raw=b"[" * 100_000)
+    assert status == 400 and b"nested too deeply" in body
+    status, _, body = call("/v1/chat/completions", {**question, "model": "gpt-9"})
+    assert status == 404 and json.loads(body)["error"]["code"] == "model_not_found"
+    address = urllib.parse.urlparse(base)
+
+    def raw(head: bytes, body: bytes = b"", wait: float = 20) -> bytes:
+        with socket.create_connection((address.hostname, address.port), timeout=wait) as sock:
+            sock.sendall(head + body)
+            return sock.recv(65536)
+
+    post = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %s\r\n\r\n"
+    assert raw(post % (b"text/plain", b"2"), b"{}").startswith(b"HTTP/1.1 415")
+    assert raw(post % (b"application/json", b"-1")).startswith(b"HTTP/1.1 400")
+    started = time.monotonic()
+    assert raw(post % (b"application/json", b"1000"), b'{"messages"').startswith(b"HTTP/1.1 408")
+    assert time.monotonic() - started < 15  # the server's --request-timeout of 2 s, not forever
+
+    # a prompt far beyond the context is refused with the counts, without holding up a normal request
+    long = {"messages": [{"role": "user", "content": "water the plants " * 40_000}], "max_tokens": 8}
+    results = {}
+    thread = threading.Thread(target=lambda: results.update(long=call("/v1/chat/completions", long)))
+    thread.start()
+    results["normal"] = call("/v1/chat/completions", question)
+    thread.join(timeout=120)
+    status, _, body = results["long"]
+    assert status == 400, body
+    error = json.loads(body)["error"]
+    assert error["code"] == "context_length_exceeded" and "maximum context length is 512 tokens" in error["message"]
+    assert results["normal"][0] == 200

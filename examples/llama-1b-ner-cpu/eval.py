@@ -17,6 +17,7 @@ from pathlib import Path
 
 from finetune.config import ConfigError, load_config
 from finetune.data import DataError, check_labels, load_splits
+from finetune.hub import base_model_of
 from finetune.inference import OnnxBackend, PytorchBackend, default_pytorch_model
 from finetune.plot import plot_scores
 
@@ -26,7 +27,8 @@ def candidates(args: argparse.Namespace, config: dict) -> dict[str, tuple[str, s
     tuned = args.tuned or default_pytorch_model(config)
     if not Path(tuned).exists():
         raise FileNotFoundError(f"no tuned model at {tuned}: run python train.py first (or pass --tuned)")
-    models = {"base": ("pytorch", args.base or config["model"]["name_or_path"]), "tuned": ("pytorch", tuned)}
+    base = args.base or base_model_of(config["merge"]["adapter_dir"]) or config["model"]["name_or_path"]
+    models = {"base": ("pytorch", base), "tuned": ("pytorch", tuned)}
     onnx = args.onnx or next((str(p.parent) for p in sorted(Path("outputs/onnx").glob("*/genai_config.json"))), None)
     if onnx and not args.no_onnx:
         models["onnx"] = ("onnx", onnx)
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="configs/train.yaml")
     parser.add_argument("--split", choices=["eval", "train"], default="eval", help="held-out examples, or the training ones")
     parser.add_argument("--limit", type=int, default=None, help="score at most N examples")
-    parser.add_argument("--base", help="base model (default: model.name_or_path)")
+    parser.add_argument("--base", help="base model (default: the one the adapter was trained on, else model.name_or_path)")
     parser.add_argument("--tuned", help="tuned model: merged folder, or adapter folder (default: merged, else the adapter)")
     parser.add_argument("--onnx", help="ONNX model folder (default: the first under outputs/onnx/)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX model")

@@ -15,8 +15,9 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
-from finetune.config import load_config
+from finetune.config import ConfigError, load_config
 from finetune.inference import load_backend
 
 MAX_BODY = 1 << 20
@@ -204,12 +205,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds a client may take to send its request before it is dropped")
     args = parser.parse_args(argv)
     try:
-        backend = load_backend(args.backend, args.model, load_config(args.config), args.adapter)
-    except FileNotFoundError as error:
+        config = load_config(args.config)
+        backend = load_backend(args.backend, args.model, config, args.adapter)
+    except (ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     backend.max_seconds = args.max_seconds
-    name = load_config(args.config)["model"]["name_or_path"].rstrip("/").split("/")[-1] + "-tuned"
+    # the name clients pass as "model": the folder served, or the configured model's name
+    name = Path(args.model).resolve().name if args.model else config["model"]["name_or_path"].rstrip("/").split("/")[-1] + "-tuned"
     server = ThreadingHTTPServer((args.host, args.port), make_handler(backend, name, busy_seconds=args.max_seconds + 30,
                                                                           request_timeout=args.request_timeout))
     print(f"serving {name} ({args.backend}) on http://{args.host}:{server.server_port}/v1", flush=True)

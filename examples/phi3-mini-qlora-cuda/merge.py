@@ -14,6 +14,7 @@ from pathlib import Path
 
 from finetune.config import ConfigError, load_config
 from finetune.files import new_folder
+from finetune.hub import base_model_of
 from finetune.modeling import load_base_model, load_tokenizer
 
 
@@ -31,10 +32,11 @@ def merge(config: dict) -> Path:
         return output_dir
     from peft import PeftModel
 
-    if config["model"].get("torch_dtype") == "float32" or not config.get("quantization"):
-        base_config = config
-    else:
-        base_config = {**config, "model": {**config["model"], "torch_dtype": "bfloat16"}}
+    # the base the adapter was trained on, as peft recorded it (train.py model.name_or_path=... is then enough)
+    model = {**config["model"], "name_or_path": base_model_of(adapter_dir) or config["model"]["name_or_path"]}
+    if config.get("quantization") and model.get("torch_dtype") != "float32":
+        model["torch_dtype"] = "bfloat16"
+    base_config = {**config, "model": model}
     base = load_base_model(base_config, for_training=False)
     model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     with new_folder(output_dir) as partial:

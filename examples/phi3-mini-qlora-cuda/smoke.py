@@ -44,13 +44,14 @@ def steps(smoke: dict) -> list[tuple[str, list[str]]]:
     out = Path(smoke["output_dir"])
     base, run, merged = out / "base", out / "run", out / "merged"
     model_overrides = [f"model.name_or_path={base}", f"training.output_dir={run}"]
-    plan = [("train", [*smoke["launcher"], "train.py", *model_overrides, *smoke["train_overrides"]]),
-            ("merge", [sys.executable, "merge.py", f"model.name_or_path={base}", "model.torch_dtype=float32",
-                       f"merge.adapter_dir={run}", f"merge.output_dir={merged}"])]
-    plan[0][1][0] = launcher_executable(smoke["launcher"][0])
+    launcher = [launcher_executable(smoke["launcher"][0]), *smoke["launcher"][1:]]
     if smoke["launcher"][0] in ("torchrun", "deepspeed"):
         # a free port, so that two smoke runs on one machine do not collide on the default 29500
-        plan[0][1].insert(1, f"--master_port={free_port()}")
+        launcher.insert(1, f"--master_port={free_port()}")
+    plan = [("check data", [sys.executable, "check_data.py", f"model.name_or_path={base}", "data.max_length=256"]),
+            ("train", [*launcher, "train.py", *model_overrides, *smoke["train_overrides"]]),
+            ("merge", [sys.executable, "merge.py", f"model.name_or_path={base}", "model.torch_dtype=float32",
+                       f"merge.adapter_dir={run}", f"merge.output_dir={merged}"])]
     # only the CPU workflow can run here; the other targets' workflows need their hardware
     onnx_cpu = (HERE / "olive" / "onnx-cpu.json").exists()
     if onnx_cpu:

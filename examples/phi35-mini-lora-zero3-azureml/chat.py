@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from finetune.config import load_config
+from finetune.config import ConfigError, load_config
 from finetune.inference import load_backend, sampling_options
 
 
@@ -25,14 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--greedy", action="store_true", help="greedy decoding, whatever generation.temperature says")
     parser.add_argument("--config", default="configs/train.yaml")
     args = parser.parse_args(argv)
-    config = load_config(args.config)
-    generation = config.get("generation", {})
-    max_new_tokens = args.max_new_tokens or generation.get("max_new_tokens", 256)
     try:
+        config = load_config(args.config)
         backend = load_backend(args.backend, args.model, config, args.adapter)
-    except FileNotFoundError as error:
+    except (ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    generation = config.get("generation", {})
+    max_new_tokens = args.max_new_tokens or generation.get("max_new_tokens", 256)
     if not args.greedy:
         backend.sampling = sampling_options(generation)
     system = args.system or config["data"].get("system_prompt")

@@ -2,7 +2,8 @@
 # Set up this workspace: check the machine, create .venv, install the pinned requirements (cuda).
 #   bash setup.sh           check, then install
 #   bash setup.sh --check   only check, and say what is missing
-# TORCH_INDEX_URL chooses where PyTorch comes from (empty: pip's own configuration).
+# TORCH_INDEX_URL chooses where PyTorch comes from (empty: pip's own configuration); when the default one is
+# out of reach, pip's own index is used instead.
 set -uo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
@@ -32,6 +33,30 @@ if command -v nvidia-smi >/dev/null 2>&1 && gpus=$(nvidia-smi --query-gpu=name,m
 else
   lack "an NVIDIA GPU and driver: nvidia-smi was not found or failed (on WSL, install the Windows NVIDIA driver)"
 fi
+# memory against the plan's estimate of peak training memory per device (5.25 GB)
+device_gb=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | sort -n | head -n 1 | awk '{print int($1 / 1024)}')
+if [ -z "$device_gb" ]; then
+  echo "  ?        memory: could not read it; training needs about 5.25 GB per device"
+elif awk "BEGIN {exit !($device_gb >= 5.25)}"; then
+  ok "${device_gb} GB of GPU memory per device (training needs about 5.25 GB)"
+else
+  lack "about 5.25 GB of GPU memory per device for training as configured; ${device_gb} GB here (README.md, 'Will it fit?', lists what would)"
+fi
+cached="${HF_HUB_CACHE:-${HF_HOME:-$HOME/.cache/huggingface}/hub}/models--$(printf '%s' "$MODEL" | sed 's|/|--|g')"
+if [ -d "$cached" ]; then
+  ok "$MODEL is in the local Hugging Face cache"
+elif [ "${HF_HUB_OFFLINE:-}" = "1" ]; then
+  lack "$MODEL in the local Hugging Face cache: HF_HUB_OFFLINE=1 and it is not there; copy the model into a folder and train with python train.py model.name_or_path=/path/to/folder"
+elif "$PYTHON" - "$MODEL" <<'PY' >/dev/null 2>&1
+import os, socket, sys, urllib.parse
+host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+socket.create_connection((host, 443), timeout=5).close()
+PY
+then
+  ok "the Hugging Face hub answers (to download $MODEL)"
+else
+  lack "the Hugging Face hub, to download $MODEL: it is out of reach (fine if the model is already in your Hugging Face cache); otherwise copy the model into a folder and train with python train.py model.name_or_path=/path/to/folder"
+fi
 free_gb=$(df -Pk . | awk 'NR == 2 {print int($4 / 1048576)}')
 [ "$free_gb" -ge "$NEED_DISK_GB" ] && ok "${free_gb} GB free disk (about ${NEED_DISK_GB} GB needed)" \
   || lack "about ${NEED_DISK_GB} GB of free disk for the model and libraries; ${free_gb} GB free here"
@@ -42,6 +67,15 @@ if [ "$missing" -gt 0 ]; then
   echo "Installing anyway, since you may mean to train elsewhere."
 fi
 [ "${1:-}" = "--check" ] && { echo "All checks passed."; exit 0; }
+
+if [ -n "$TORCH_INDEX_URL" ] && ! "$PYTHON" - "$TORCH_INDEX_URL" <<'PY' >/dev/null 2>&1
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=10).close()
+PY
+then
+  echo "note: $TORCH_INDEX_URL is out of reach; taking PyTorch from pip's own index instead (TORCH_INDEX_URL=URL chooses one)"
+  TORCH_INDEX_URL=
+fi
 
 set -e
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv

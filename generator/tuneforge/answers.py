@@ -51,6 +51,7 @@ DISTRIBUTED = ["none", "ddp", "deepspeed-zero1", "deepspeed-zero2", "deepspeed-z
 DATASET_FORMATS = ["messages", "prompt-completion", "alpaca", "text", "classification", "ner", "translation", "qa", "summarization"]
 PRIORITIES = ["quality", "memory", "cost", "scale"]
 ADAPTER_EXPORTS = ["merged", "adapters"]
+TRACKERS = ["tensorboard", "mlflow", "wandb", "none"]
 
 # A project name ends up in shell scripts, YAML, JSON and cloud resource names, so it is kept to
 # characters that need no quoting anywhere and that Azure ML and Kubernetes names accept.
@@ -85,14 +86,27 @@ SPEC: list[Answer] = [
     Answer("gradient_checkpointing", "bool", "Recompute activations to save memory", group="hyper"),
     Answer("packing", "bool", "Pack short examples together (no padding waste)", group="hyper"),
     Answer("seed", "int", "Random seed", group="hyper", minimum=0, maximum=2**32 - 1),
+    Answer("report_to", "choice", "Experiment tracking: tensorboard, mlflow (local mlruns/, or Azure ML's own), wandb "
+           "(offline unless WANDB_API_KEY is set) or none", lambda: TRACKERS, group="hyper"),
 ]
 BY_KEY = {a.key: a for a in SPEC}
 KEYS = list(BY_KEY)
 # Values the plan derives and the template needs; recorded in the answers file, never asked.
-DERIVED_KEYS = ["model_facts", "scenario_facts", "precision", "resource_name", "explicit_answers"]
+DERIVED_KEYS = ["model_facts", "scenario_facts", "precision", "resource_name", "memory_plan", "explicit_answers"]
 
 _TRUE = {"true", "yes", "y", "1", "on"}
 _FALSE = {"false", "no", "n", "0", "off"}
+
+
+def format_value(value: Any) -> str:
+    """An answer as it is typed: --set KEY=VALUE, the plan's listing, a suggestion."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(value) or "(none)"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 def suggest(word: str, options: list[str]) -> str:

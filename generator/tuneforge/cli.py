@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tuneforge.answers import AnswerError
+    from tuneforge.prompts import Quit
     from tuneforge.render import RenderError
 
     try:
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except (AnswerError, RenderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return BAD_INPUT
+    except Quit:
+        print("quit; nothing was written", file=sys.stderr)
+        return 0
     except KeyboardInterrupt:
         # render and update put everything back as it was before they re-raise
         print("\ninterrupted; nothing was changed", file=sys.stderr)
@@ -152,21 +156,16 @@ def cmd_update(args) -> int:
 
 
 def _warn_fit(plan) -> None:
+    from tuneforge.answers import format_value
+
+    print(f"plan: peak training memory per device {plan.verdict}")
     if plan.fits:
         return
     print(f"warning: training needs about {plan.memory.total_gb:g} GB per device, more than the "
           f"{plan.available_gb:g} GB given. What would fit:", file=sys.stderr)
     for suggestion in plan.suggestions:
-        print(f"  --set {' --set '.join(f'{k}={_plain(v)}' for k, v in suggestion.changes.items())}"
+        print(f"  --set {' --set '.join(f'{k}={format_value(v)}' for k, v in suggestion.changes.items())}"
               f"  (about {suggestion.estimate.total_gb:g} GB)", file=sys.stderr)
-
-
-def _plain(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return ",".join(value)
-    return str(value)
 
 
 def cmd_plan(args) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge import catalog, hardware
-from tuneforge.answers import KEYS, AnswerError, Given, coerce
+from tuneforge.answers import KEYS, AnswerError, Given, coerce, format_value
 from tuneforge.memory import Estimate, Setup, plan_memory
 from tuneforge.models import resolve_model
 from tuneforge.rules import Problem, check
@@ -26,7 +26,7 @@ class Suggestion:
     estimate: Estimate
 
     def __str__(self) -> str:
-        change = ", ".join(f"{k}={_text(v)}" for k, v in self.changes.items())
+        change = ", ".join(f"{k}={format_value(v)}" for k, v in self.changes.items())
         return f"{change} (about {self.estimate.total_gb:g} GB)"
 
 
@@ -46,13 +46,27 @@ class Plan:
         return self.memory.total_gb <= self.available_gb
 
     @property
+    def verdict(self) -> str:
+        """The memory verdict in a few words, as the form, the CLI and the workspace README say it."""
+        if self.fits:
+            return f"fits: about {self.memory.total_gb:g} of {self.available_gb:g} GB"
+        return f"does not fit: needs about {self.memory.total_gb:g} GB, {self.available_gb:g} GB given"
+
+    @property
     def explicit(self) -> list[str]:
         return [k for k in KEYS if self.origins.get(k, "default").split(":")[0] not in DEFAULT_ORIGINS]
 
     def copier_data(self) -> dict[str, Any]:
         """The data the template renders from; recorded whole in the workspace's answers file."""
         return {**self.values, "model_facts": dict(self.facts), "scenario_facts": catalog.load("scenarios")[self.values["scenario"]],
-                "precision": self.precision, "resource_name": self.resource_name, "explicit_answers": self.explicit}
+                "precision": self.precision, "resource_name": self.resource_name, "memory_plan": self.memory_plan,
+                "explicit_answers": self.explicit}
+
+    @property
+    def memory_plan(self) -> dict:
+        """The estimate the workspace README and setup.sh --check repeat."""
+        return {**self.memory.as_dict(), "available_gb": self.available_gb, "fits": self.fits, "verdict": self.verdict,
+                "suggestions": [str(s) for s in self.suggestions]}
 
     @property
     def resource_name(self) -> str:
@@ -65,18 +79,10 @@ class Plan:
             "answers": {k: {"value": self.values[k], "origin": self.origins[k]} for k in KEYS},
             "model": self.facts,
             "precision": self.precision,
-            "memory": {**self.memory.as_dict(), "available_gb": self.available_gb, "fits": self.fits},
+            "memory": self.memory_plan,
             "suggestions": [{"changes": s.changes, "total_gb": s.estimate.total_gb} for s in self.suggestions],
             "problems": [{"key": p.key, "reason": p.reason, "alternatives": p.alternatives} for p in self.problems],
         }
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return ",".join(value)
-    return str(value)
 
 
 class _Resolver:
@@ -149,7 +155,8 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
     r.take("max_steps", -1)
     r.take("packing", True)
     r.take("seed", 42)
-    r.take("compute", "local")
+    compute = r.take("compute", "local")
+    r.take("report_to", *(("mlflow", "default: compute=azureml logs to its MLflow") if compute == "azureml" else ("tensorboard",)))
     r.take("targets", ["pytorch", "onnx-cpu"])
     r.take("adapter_export", "merged")
     r.take("dataset", "data/sample.jsonl")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuneforge import catalog
+from tuneforge import catalog, hardware
 from tuneforge.answers import BY_KEY, AnswerError, Given, coerce
 from tuneforge.models import resolve_model
 from tuneforge.plan import Plan, resolve
@@ -14,6 +14,15 @@ ORDER = ["priority", "scenario", "project_name", "hardware", "gpu_count", "gpu_m
          "distributed", "compute", "targets", "adapter_export", "dataset", "dataset_format"]
 HYPER = [a.key for a in BY_KEY.values() if a.group == "hyper"]
 OTHER_MODEL = "other: a Hugging Face id or a local folder"
+OTHER_NUMBER = "other: type a number"
+# answers whose every choice is shown with the memory it needs, so the fit is seen before choosing
+SIZED = ("model", "technique", "distributed", "per_device_train_batch_size", "max_length")
+BATCH_SIZES = [1, 2, 4, 8, 16, 32]
+LENGTHS = [256, 512, 1024, 2048, 4096, 8192]
+
+
+class Quit(Exception):
+    """The user chose to quit at the summary: nothing is written."""
 
 
 class _Flow:
@@ -25,6 +34,7 @@ class _Flow:
         self.fixed = Given(dict(given.values), dict(given.origins))  # answered on the command line: not asked
         self.asked = Given()
         self.previous = previous
+        self.detected = hardware.detect()  # once: each verdict resolves a whole plan
 
     def current(self, extra: dict[str, Any] | None = None) -> Plan:
         merged = Given()
@@ -34,7 +44,14 @@ class _Flow:
         merged.add(self.asked.values, "asked")
         if extra:
             merged.add(extra, "asked")
-        return resolve(merged)
+        return resolve(merged, detected=self.detected)
+
+    def fit_note(self, key: str, value: Any) -> str:
+        """The plan's memory verdict with this choice, for its title."""
+        try:
+            return f"  ({self.current({key: value}).verdict})"
+        except AnswerError:
+            return ""
 
     def relevant(self, key: str, plan: Plan) -> bool:
         v = plan.values
@@ -55,10 +72,11 @@ class _Flow:
         mine = [p for p in plan.problems if p.key == key] or plan.problems
         return mine[0].reason if mine else None
 
-    def ask(self, key: str) -> None:
+    def ask(self, key: str, again: bool = False) -> None:
         plan = self.current()
-        if key in self.fixed.values or not self.relevant(key, plan):
+        if not again and (key in self.fixed.values or not self.relevant(key, plan)):
             return
+        self.fixed.values.pop(key, None)
         spec = BY_KEY[key]
         default = plan.values[key]
         message = spec.help
@@ -68,6 +86,8 @@ class _Flow:
             value = self.checkbox(key, message, spec.choices(), default)
         elif key == "model":
             value = self.model(message, default)
+        elif key in ("per_device_train_batch_size", "max_length"):
+            value = self.sized_number(key, message, default)
         else:
             value = self.text(key, message, default)
         self.asked.add({key: value}, "asked")
@@ -79,13 +99,9 @@ class _Flow:
             title = option
             if section:
                 title += f"  {catalog.load(section)[option].get('title', '')}"
-            if key == "technique":
-                try:
-                    estimate = self.current({key: option}).memory.total_gb
-                    title += f"  (~{estimate:g} GB)"
-                except AnswerError:
-                    pass
             reason = self.verdict(key, option) if option != default else None
+            if key in SIZED and not reason:
+                title += self.fit_note(key, option)
             choices.append(self.q.Choice(title=title, value=option, disabled=reason))
         enabled = [c.value for c in choices if not c.disabled]
         pick = default if default in enabled else (enabled[0] if enabled else None)
@@ -102,8 +118,8 @@ class _Flow:
 
     def model(self, message: str, default: str) -> str:
         models = catalog.load("models")
-        choices = [self.q.Choice(title=f"{m}  ({f['params_b']:g}B{', gated' if f.get('gated') else ''})", value=m)
-                   for m, f in models.items()]
+        choices = [self.q.Choice(title=f"{m}  ({f['params_b']:g}B{', gated' if f.get('gated') else ''}){self.fit_note('model', m)}",
+                                 value=m) for m, f in models.items()]
         choices.append(self.q.Choice(title=OTHER_MODEL, value=OTHER_MODEL))
         pick = default if default in models else OTHER_MODEL
         value = self.q.select(message, choices=choices, default=pick, **self.io).unsafe_ask()
@@ -120,6 +136,15 @@ class _Flow:
         start = default if default not in models else ""
         return self.q.text("Hugging Face id or local folder:", default=start, validate=valid, **self.io).unsafe_ask().strip()
 
+    def sized_number(self, key: str, message: str, default: int) -> int:
+        """A number from common values, each with the plan's verdict, or one typed in."""
+        low = BY_KEY[key].minimum
+        options = sorted({v for v in (BATCH_SIZES if key == "per_device_train_batch_size" else LENGTHS) if v >= low} | {default})
+        choices = [self.q.Choice(title=f"{v}{self.fit_note(key, v)}", value=v) for v in options]
+        choices.append(self.q.Choice(title=OTHER_NUMBER, value=OTHER_NUMBER))
+        value = self.q.select(message, choices=choices, default=default, **self.io).unsafe_ask()
+        return self.text(key, message, default) if value == OTHER_NUMBER else value
+
     def text(self, key: str, message: str, default: Any) -> Any:
         shown = str(default).lower() if isinstance(default, bool) else str(default)
 
@@ -134,7 +159,8 @@ class _Flow:
 
 
 def ask(given: Given, previous: dict[str, Any] | None = None, io: dict | None = None) -> Plan:
-    """Ask every relevant answer not already given; return the resolved plan.
+    """Ask every relevant answer not already given, then show the plan and let the user write it,
+    take what would fit, change an answer, or quit (Quit). Returns the resolved plan.
 
     previous: answers of an existing workspace, offered as defaults. io: questionary's input/output
     (tests pass a prompt_toolkit pipe input).
@@ -146,9 +172,30 @@ def ask(given: Given, previous: dict[str, Any] | None = None, io: dict | None = 
     if customise:
         for key in HYPER:
             flow.ask(key)
-    final = Given()
-    final.add(flow.previous, "previous answers")
-    final.values.update(flow.fixed.values)
-    final.origins.update(flow.fixed.origins)
-    final.add(flow.asked.values, "asked")
-    return resolve(final)
+    while True:
+        plan = flow.current()
+        choice = summary(flow, plan)
+        if choice == "write":
+            return plan
+        if choice == "quit":
+            raise Quit
+        if choice == "change":
+            key = flow.q.select("Which answer?", choices=ORDER + HYPER, **flow.io).unsafe_ask()
+            flow.ask(key, again=True)
+        else:
+            flow.asked.add(choice, "asked")  # one of the plan's suggestions: the changes that make it fit
+
+
+def summary(flow: _Flow, plan: Plan) -> Any:
+    """Print the plan's verdict and ask what to do: "write", "change", "quit", or a suggestion's changes."""
+    from tuneforge.report import format_summary
+
+    print(format_summary(plan), flush=True)
+    choices = []
+    if not plan.problems:
+        label = "write the workspace" if plan.fits else "write it anyway (it will not fit this memory)"
+        choices.append(flow.q.Choice(title=label, value="write"))
+    choices += [flow.q.Choice(title=f"take what fits: {s}", value=s.changes) for s in plan.suggestions]
+    choices += [flow.q.Choice(title="change an answer", value="change"), flow.q.Choice(title="quit, writing nothing", value="quit")]
+    default = choices[1].value if not plan.fits and plan.suggestions else choices[0].value
+    return flow.q.select("What now?", choices=choices, default=default, **flow.io).unsafe_ask()

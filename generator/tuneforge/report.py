@@ -2,42 +2,49 @@
 
 from __future__ import annotations
 
-from tuneforge.answers import KEYS
-
-
-def _value(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return ",".join(value) or "(none)"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
+from tuneforge.answers import KEYS, format_value
 
 
 def format_plan(plan, files: list[str]) -> str:
     lines = ["Answers (value, and where it came from):"]
     width = max(map(len, KEYS))
     for key in KEYS:
-        lines.append(f"  {key:<{width}}  {_value(plan.values[key]):<28} {plan.origins[key]}")
+        lines.append(f"  {key:<{width}}  {format_value(plan.values[key]):<28} {plan.origins[key]}")
     f = plan.facts
     lines += ["", f"Model: {f['hf_id']} ({f['architecture']}, {f['params_b']:g}B parameters, "
               f"{f['context_length']} tokens){' - gated: set HF_TOKEN' if f.get('gated') else ''}",
               f"Precision: {plan.precision}", ""]
-    m = plan.memory
-    devices = plan.values["gpu_count"] * plan.values["num_nodes"]
-    lines += [f"Peak training memory per device (estimate, {devices} device{'s' if devices > 1 else ''}):",
-              f"  weights {m.weights_gb:g} GB + optimizer and gradients {m.optimizer_gb:g} GB "
-              f"({m.trainable_params:,} trainable parameters)",
-              f"  + activations {m.activations_gb:g} GB + logits {m.logits_gb:g} GB + runtime {m.overhead_gb:g} GB",
-              f"  = about {m.total_gb:g} GB of {plan.available_gb:g} GB: {'fits' if plan.fits else 'DOES NOT FIT'}"]
-    if plan.suggestions:
-        lines.append("  What would fit:")
-        lines += [f"    {s}" for s in plan.suggestions]
+    lines += format_memory(plan)
     if plan.problems:
         lines += ["", "Cannot work:"] + [f"  - {p}" for p in plan.problems]
     if files:
         lines += ["", f"Files ({len(files)}):"] + [f"  {name}" for name in files]
+    return "\n".join(lines)
+
+
+def format_memory(plan) -> list[str]:
+    m = plan.memory
+    devices = plan.values["gpu_count"] * plan.values["num_nodes"]
+    lines = [f"Peak training memory per device (estimate, {devices} device{'s' if devices > 1 else ''}):",
+             f"  weights {m.weights_gb:g} GB + optimizer and gradients {m.optimizer_gb:g} GB "
+             f"({m.trainable_params:,} trainable parameters)",
+             f"  + activations {m.activations_gb:g} GB + logits {m.logits_gb:g} GB + runtime {m.overhead_gb:g} GB",
+             f"  = about {m.total_gb:g} GB of {plan.available_gb:g} GB: {'fits' if plan.fits else 'DOES NOT FIT'}"]
+    if plan.suggestions:
+        lines.append("  What would fit:")
+        lines += [f"    {s}" for s in plan.suggestions]
+    return lines
+
+
+def format_summary(plan) -> str:
+    """What the form shows before writing: the main answers, the memory verdict, what cannot work."""
+    v = plan.values
+    lines = ["", f"{v['project_name']}: {plan.facts['hf_id']} ({plan.facts['params_b']:g}B), {v['technique']} on "
+             f"{v['gpu_count'] * v['num_nodes']} x {v['hardware']} ({v['distributed']}), batch "
+             f"{v['per_device_train_batch_size']} x {v['max_length']} tokens, targets {format_value(v['targets'])}"]
+    lines += format_memory(plan)
+    if plan.problems:
+        lines += ["Cannot work:"] + [f"  - {p}" for p in plan.problems]
     return "\n".join(lines)
 
 

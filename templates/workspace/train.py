@@ -9,12 +9,14 @@ import argparse
 import importlib.util
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
 
 from finetune.config import ConfigError, load_config
 from finetune.data import Collator, DataError, build_datasets
+from finetune.doctor import examine
 from finetune.files import write_text
 from finetune.modeling import add_adapter, count_trainable, load_base_model, load_tokenizer
 from finetune.plot import plot_losses
@@ -40,8 +42,7 @@ def training_arguments(config: dict, has_eval: bool):
         args["bf16"], args["fp16"] = False, True
     if not has_eval:
         args["eval_strategy"] = "no"
-    if args.get("report_to", "auto") == "auto":
-        args["report_to"] = "tensorboard" if importlib.util.find_spec("tensorboard") else "none"
+    args["report_to"] = tracking(args.get("report_to", "none"))
     if args.get("gradient_checkpointing"):
         args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     args["ddp_find_unused_parameters"] = False
@@ -49,6 +50,28 @@ def training_arguments(config: dict, has_eval: bool):
     args.setdefault("save_only_model", False)
     args.setdefault("include_num_input_tokens_seen", "non_padding")  # for train_tokens_per_second in metrics.json
     return TrainingArguments(**args)
+
+
+TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb", "none": None}
+
+
+def tracking(tracker: str) -> str:
+    """Check the experiment tracker and point it somewhere that works offline unless told otherwise."""
+    if tracker not in TRACKERS:
+        raise ConfigError(f"training.report_to must be one of {', '.join(TRACKERS)}, got {tracker!r}")
+    module = TRACKERS[tracker]
+    if module and importlib.util.find_spec(module) is None:
+        raise ConfigError(f"training.report_to={tracker} needs the {module} package: pip install -r requirements.txt, "
+                          "or training.report_to=none")
+    if tracker == "mlflow":
+        # Azure ML and an MLflow server set MLFLOW_TRACKING_URI; otherwise a local store beside the workspace, in
+        # MLflow's file format, which needs no database (`mlflow ui --backend-store-uri mlruns` shows it)
+        if "MLFLOW_TRACKING_URI" not in os.environ:
+            os.environ["MLFLOW_TRACKING_URI"] = Path("mlruns").resolve().as_uri()
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    if tracker == "wandb" and not os.environ.get("WANDB_API_KEY"):
+        os.environ.setdefault("WANDB_MODE", "offline")  # `wandb sync wandb/offline-run-*` uploads it later
+    return tracker
 
 
 def train(config: dict, resume: bool = False) -> dict:
@@ -59,6 +82,7 @@ def train(config: dict, resume: bool = False) -> dict:
     seed = config["training"]["seed"]
     set_seed(seed)
     tokenizer = load_tokenizer(config["model"]["name_or_path"])
+    check_data(config, tokenizer, first=is_first_process())
     train_set, eval_set = build_datasets(config, tokenizer, seed)
     args = training_arguments(config, has_eval=bool(eval_set))
     model = load_base_model(config)
@@ -91,6 +115,18 @@ def train(config: dict, resume: bool = False) -> dict:
         plot = plot_losses(trainer.state.log_history, out / "loss.png")
         print(f"saved to {out}/ (metrics.json{', loss.png' if plot else ''}): {json.dumps(metrics)}", flush=True)
     return metrics
+
+
+def check_data(config: dict, tokenizer, first: bool = True) -> None:
+    """The data doctor on the first 2000 examples: fatal problems stop here, before a model is loaded."""
+    report = examine(config, tokenizer, limit=2000)
+    if first:
+        for warning in report.warnings:
+            print(f"data warning: {warning} (python check_data.py shows more)", flush=True)
+
+
+def is_first_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
 
 
 def peak_memory() -> dict:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
+
+from finetune.hub import from_pretrained
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -14,7 +14,7 @@ def load_tokenizer(name_or_path: str):
 
     from finetune.data import ensure_chat_template
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    tokenizer = from_pretrained(AutoTokenizer, name_or_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     ensure_chat_template(tokenizer)
@@ -37,10 +37,7 @@ def load_base_model(config: dict, for_training: bool = True):
             bnb_4bit_compute_dtype=DTYPES[quant.get("bnb_4bit_compute_dtype", "bfloat16")],
             bnb_4bit_quant_storage=dtype,
         )
-    name = model_cfg["name_or_path"]
-    if not Path(name).exists() and name.count("/") != 1:
-        raise FileNotFoundError(f"model {name} not found: no such folder, and not a Hugging Face id")
-    return AutoModelForCausalLM.from_pretrained(name, **kwargs)
+    return from_pretrained(AutoModelForCausalLM, model_cfg["name_or_path"], **kwargs)
 
 
 def add_adapter(model, config: dict, gradient_checkpointing: bool):

@@ -24,17 +24,20 @@ class PytorchBackend:
         import torch
         from transformers import AutoModelForCausalLM
 
+        from finetune.hub import base_model_of, from_pretrained, is_local
         from finetune.modeling import load_tokenizer
 
-        if not Path(model_path).is_dir():
+        if is_local(model_path) and not Path(model_path).is_dir():
             raise FileNotFoundError(f"{model_path} not found: train (python train.py) and merge (python merge.py) first")
         self.tokenizer = load_tokenizer(model_path)
-        if (Path(model_path) / "adapter_config.json").exists():
-            from peft import AutoPeftModelForCausalLM
+        base = base_model_of(model_path)
+        if base is not None:
+            from peft import PeftModel
 
-            self.model = AutoPeftModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+            # the base the adapter was trained on, as recorded with it: one override at train time is enough
+            self.model = PeftModel.from_pretrained(from_pretrained(AutoModelForCausalLM, base, dtype=torch.float32), model_path)
         else:
-            self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+            self.model = from_pretrained(AutoModelForCausalLM, model_path, dtype=torch.float32)
         self.model.eval()
         self.repetition_penalty = repetition_penalty
         self.sampling: dict = {}  # greedy unless set (chat.py sets the config's generation settings)

@@ -1,0 +1,47 @@
+"""Each benchmark under bench/ runs at its smallest size, so that none rots unnoticed (`make bench` runs them
+at full size). What is asserted is that they run and report their comparison, never how fast anything is."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def bench(*args: str, timeout: int = 900) -> str:
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_generation_benchmark():
+    out = bench("bench/generation.py", "--rounds", "1")
+    assert "copier copy" in out and "x" in out
+
+
+def test_training_benchmark_against_trl():
+    out = bench("bench/training.py", "--examples", "16", "--rounds", "1")
+    assert "tuneforge" in out and "trl" in out and "x TRL" in out
+
+
+def test_onnx_speed_benchmark(tmp_path):
+    out = bench("bench/onnx_speed.py", "--size", "tiny", "--train-steps", "2", "--data", "drills", "--workdir", str(tmp_path))
+    assert "tokens/s" in out
+
+
+def test_gpu_memory_benchmark_on_one_layer_on_the_cpu(tmp_path):
+    import json
+
+    out = bench("bench/gpu_memory.py", "prepare", "--workspaces", str(tmp_path))
+    assert "estimate" in out and (tmp_path / "plan.json").exists()
+    bench("bench/gpu_memory.py", "run", "--workspaces", str(tmp_path), "--out", str(tmp_path / "out"), "--layers", "1",
+          "--max-length", "32")
+    report = json.loads((tmp_path / "out" / "gpu_memory.json").read_text())
+    assert all(entry["returncode"] == 0 for entry in report.values()), report

@@ -1,0 +1,108 @@
+"""The data doctor (finetune/doctor.py, check_data.py) catches every fault of a set of seeded bad datasets:
+fatal ones by file:line, the rest as warnings; a clean dataset gets none."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "templates" / "workspace"))
+
+from finetune.data import DataError  # noqa: E402
+from finetune.doctor import describe, examine, histogram  # noqa: E402
+
+SAMPLES = ROOT / "templates" / "includes" / "samples" / "chat" / "messages.jsonl"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from finetune.tiny import build_tokenizer, corpus
+
+    return build_tokenizer(corpus(str(SAMPLES)) + ["plant " * 50], 400)
+
+
+def chat(question: str, answer: str) -> dict:
+    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+
+def dataset(tmp_path, rows, raw: bytes | None = None, **data) -> dict:
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(raw if raw is not None else "".join(json.dumps(r) + "\n" for r in rows).encode())
+    return {"data": {"path": str(path), "format": "messages", "max_length": 256, "eval_fraction": 0.0, **data},
+            "training": {"seed": 42}, "task": {"scenario": "chat"}}
+
+
+GOOD = [chat(f"How often should I water plant number {i}?", f"About once a week, number {i}.") for i in range(12)]
+
+
+def test_a_clean_dataset_has_no_warnings_and_shows_what_is_trained(tmp_path, tokenizer):
+    report = examine(dataset(tmp_path, GOOD), tokenizer)
+    assert report.warnings == [] and report.examples == 12 and len(report.lengths) == 12
+    assert "[[About once a week, number 0." in report.sample and "<|im_end|>" in report.sample.split("[[")[1]
+    text = "\n".join(describe(report))
+    assert "12 training and 0 held-out examples" in text and "no warnings" in text
+
+
+def test_duplicates_are_named_with_both_lines(tmp_path, tokenizer):
+    report = examine(dataset(tmp_path, GOOD + [GOOD[3]]), tokenizer)
+    assert [(a.split(":")[-1], b.split(":")[-1]) for a, b in report.duplicates] == [("13", "4")]
+    assert any("1 duplicate example(s)" in w for w in report.warnings)
+
+
+def test_held_out_examples_that_are_also_trained_on(tmp_path, tokenizer):
+    report = examine(dataset(tmp_path, GOOD + GOOD, eval_fraction=0.25), tokenizer)
+    assert report.overlap and any("also trained on" in w for w in report.warnings)
+
+
+def test_examples_longer_than_max_length_are_counted(tmp_path, tokenizer):
+    long = [chat("Tell me about watering.", "plant " * 80)] + GOOD
+    report = examine(dataset(tmp_path, long, max_length=64), tokenizer)
+    assert [s.split(":")[-1] for s in report.truncated] == ["1"]
+    assert any("longer than data.max_length=64" in w for w in report.warnings)
+    assert any("<- cut at max_length" in line for line in histogram(report.lengths, 64))
+
+
+def test_answers_beyond_max_length_are_counted_as_skipped(tmp_path, tokenizer):
+    late = [chat("plant " * 80, "Yes.")] + GOOD
+    report = examine(dataset(tmp_path, late, max_length=64), tokenizer)
+    assert [s.split(":")[-1] for s in report.dropped] == ["1"]
+
+
+def test_every_answer_cut_off_is_fatal(tmp_path, tokenizer):
+    with pytest.raises(DataError, match=r"data.jsonl:1: every example is longer than data.max_length=16"):
+        examine(dataset(tmp_path, [chat("plant " * 40, "Yes.")] * 2, max_length=16), tokenizer)
+
+
+def test_a_chat_template_that_never_ends_the_answer_is_fatal(tmp_path, tokenizer):
+    import copy
+
+    broken = copy.deepcopy(tokenizer)
+    broken.chat_template = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+                            "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
+    with pytest.raises(DataError, match=r"data.jsonl:1: no example teaches the model to end its answer"):
+        examine(dataset(tmp_path, GOOD), broken)
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b'{"messages": [}\n', r"data.jsonl:1: not valid JSON"),
+    (json.dumps(GOOD[0]).encode() + b'\n{"text": "caf\xe9"}\n', r"data.jsonl:2: not UTF-8"),
+    (json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode() + b"\n", r"data.jsonl:1: no assistant turn"),
+    (json.dumps(chat("hi", " ")).encode() + b"\n", r"data.jsonl:1: empty assistant turn"),
+])
+def test_unreadable_examples_are_fatal_with_file_and_line(tmp_path, tokenizer, raw, message):
+    with pytest.raises(DataError, match=message):
+        examine(dataset(tmp_path, [], raw=raw), tokenizer)
+
+
+def test_check_data_py_exits_2_on_a_fatal_problem(tmp_path):
+    import subprocess
+
+    config = tmp_path / "train.yaml"
+    config.write_text(json.dumps({**dataset(tmp_path, [], raw=b"{oops\n"), "model": {"name_or_path": str(tmp_path / "nope")}}))
+    result = subprocess.run([sys.executable, "check_data.py", "--config", str(config)], cwd=ROOT / "templates" / "workspace",
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "error: model folder" in result.stderr
