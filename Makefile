@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/onnx_speed.py
+	$(BIN)/python bench/plan_accuracy.py
 
 examples: $(STAMP)
 	$(BIN)/python examples/render.py

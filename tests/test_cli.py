@@ -83,13 +83,22 @@ def test_plan_text_and_refusal(capsys):
     assert "Cannot work" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("section", ["models", "techniques", "hardware", "targets", "compute"])
+@pytest.mark.parametrize("section", ["models", "techniques", "hardware", "targets", "compute", "scenarios", "formats"])
 def test_catalog(capsys, section):
     assert tuneforge("catalog", section, "--json") == 0
     data = json.loads(capsys.readouterr().out)
     assert data
     assert tuneforge("catalog", section) == 0
-    assert capsys.readouterr().out.count("\n") >= len(data) - 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(data) + 1 and lines[0].split()[0] in ("id", "format")  # a header, then a row each
+    assert all(line.split()[0] in data for line in lines[1:])
+
+
+def test_catalog_into_a_closed_pipe_says_nothing():
+    # `true` reads nothing and exits long before tuneforge writes
+    result = subprocess.run(f"{sys.executable} -m tuneforge catalog models | true", shell=True, capture_output=True,
+                            text=True, env={"PYTHONPATH": str(ROOT / "generator"), "PATH": "/usr/bin:/bin"})
+    assert result.stderr == ""
 
 
 def test_catalog_lists_the_models_the_brief_names():

@@ -59,6 +59,20 @@ def test_azureml_job_loads_with_the_answers_distribution(new_workspace, answers,
     assert f"{nodes} node(s)" in dry.stdout
 
 
+def test_azureml_submit_finds_the_data_from_any_folder_through_the_sdks_own_check(new_workspace):
+    workspace = new_workspace(compute="azureml", hardware="cuda", gpu_memory_gb=80)
+    data = (workspace / "data" / "sample.jsonl").resolve()
+    for cwd in (workspace, workspace / "deploy" / "azureml", workspace.parent):
+        dry = subprocess.run([sys.executable, str(workspace / "deploy" / "azureml" / "submit.py"), "train", "--dry-run"],
+                             cwd=cwd, capture_output=True, text=True, timeout=300)
+        assert dry.returncode == 0, dry.stderr
+        assert f"data {data}" in dry.stdout
+    data.unlink()
+    dry = run_python(workspace, "deploy/azureml/submit.py", "train", "--dry-run")
+    assert dry.returncode == 2 and "File path does not match asset type uri_file" in dry.stderr
+    assert "Traceback" not in dry.stderr
+
+
 def test_azureml_endpoint_and_deployment_load(new_workspace):
     from azure.ai.ml import load_online_deployment, load_online_endpoint
 

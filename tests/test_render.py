@@ -21,7 +21,8 @@ ALWAYS = {".copier-answers.yml", ".gitignore", "README.md", "requirements.txt", 
           "chat.py", "eval.py", "configs/train.yaml", "configs/smoke.yaml", "data/sample.jsonl", "data/README.md",
           "finetune/__init__.py", "finetune/config.py", "finetune/data.py", "finetune/modeling.py", "finetune/plot.py",
           "finetune/tiny.py", "finetune/inference.py", "finetune/metrics.py", "finetune/scoring.py", "finetune/trainer.py",
-          "finetune/files.py", "finetune/hub.py", "finetune/doctor.py", "check_data.py", "tests/test_workspace.py", "pytest.ini",
+          "finetune/files.py", "finetune/hub.py", "finetune/doctor.py", "finetune/quiet.py", "check_data.py",
+          "tests/test_workspace.py", "pytest.ini",
           ".vscode/launch.json", ".vscode/tasks.json", ".vscode/extensions.json", ".vscode/settings.json",
           ".devcontainer/devcontainer.json", "setup.sh", "setup.ps1"}
 NOT_ONNX = ("pytorch", "azureml-endpoint", "kaito")

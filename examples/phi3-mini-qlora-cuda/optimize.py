@@ -10,10 +10,13 @@ static quantization) reads outputs/calibration.jsonl, which this script writes f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
+
+from finetune.quiet import quiet_libraries
 
 HERE = Path(__file__).parent
 PATH_KEYS = (("input_model", "model_path"), ("input_model", "adapter_path"), ("cache_dir",), ("output_dir",))
@@ -74,19 +77,65 @@ def write_calibration(path: str, model_path: str, limit: int = 64) -> None:
     Path(path).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
+def missing_packages(target: str) -> list[str]:
+    """The packages olive/requirements-<target>.txt pins that are not installed here."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    requirements = HERE / "olive" / f"requirements-{target}.txt"
+    if not requirements.exists():
+        return []
+    missing = []
+    for line in requirements.read_text().splitlines():
+        name = line.split("#")[0].split("==")[0].strip()
+        if name:
+            try:
+                version(name)
+            except PackageNotFoundError:
+                missing.append(name)
+    return missing
+
+
 def run(path: Path, smoke: bool = False, precision: str | None = None) -> Path:
     from olive.workflows import run as olive_run
 
+    if missing := missing_packages(path.stem):
+        raise FileNotFoundError(f"{path.stem} needs {', '.join(missing)}, which is not installed here: "
+                                f"pip install -r olive/requirements-{path.stem}.txt (on the machine that runs it)")
     config = load_workflow(path, smoke, precision=precision)
     check_inputs(config)
     for calibration in calibration_files(config):
         write_calibration(calibration, config["input_model"]["model_path"])
     output_dir = Path(config["output_dir"])
-    olive_run(config)  # olive consumes parts of the dict
+    log = output_dir.parent / f"olive-{path.stem}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"{path.stem}: optimizing with Olive (its log: {log})", flush=True)
+    with quiet_olive(log):
+        olive_run(config)  # olive consumes parts of the dict
     return output_dir
 
 
+@contextlib.contextmanager
+def quiet_olive(log: Path):
+    """Olive's INFO lines and the model builder's prints go to a file, not the terminal; its errors still show."""
+    import logging
+
+    logger = logging.getLogger("olive")
+    handlers, propagate = list(logger.handlers), logger.propagate
+    with open(log, "w", encoding="utf-8") as out:
+        file_handler = logging.StreamHandler(out)
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        error_handler = logging.StreamHandler(sys.stderr)
+        error_handler.setLevel(logging.ERROR)
+        logger.handlers, logger.propagate = [file_handler, error_handler], False
+        try:
+            with contextlib.redirect_stdout(out):
+                yield
+        finally:
+            logger.handlers, logger.propagate = handlers, propagate
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", help="one target (default: every olive/*.json)")
     parser.add_argument("--precision", choices=["int4", "fp16", "fp32"], help="override the workflow's precision")

@@ -17,9 +17,11 @@ from finetune.config import ConfigError, load_config
 from finetune.data import DataError
 from finetune.doctor import describe, examine
 from finetune.modeling import load_tokenizer
+from finetune.quiet import quiet_libraries
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/train.yaml")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")

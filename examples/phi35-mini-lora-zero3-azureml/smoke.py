@@ -76,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     smoke = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
     train_config = load_config("configs/train.yaml")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OLIVE_DISABLE_TELEMETRY": "1",
-           "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
+           "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": "",
+           "DS_ACCELERATOR": "cpu"}  # said, so that DeepSpeed does not warn that it found no GPU
 
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")  # the tiny model is built on the CPU too
     from finetune.tiny import save_tiny_model
 
     started = time.time()

@@ -12,9 +12,11 @@ import sys
 
 from finetune.config import ConfigError, load_config
 from finetune.inference import load_backend, sampling_options
+from finetune.quiet import quiet_libraries
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=["pytorch", "onnx"], default="pytorch")
     parser.add_argument("--model", help="model folder (default: the merged model, or the ONNX model)")

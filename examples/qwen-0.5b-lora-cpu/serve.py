@@ -19,6 +19,7 @@ from pathlib import Path
 
 from finetune.config import ConfigError, load_config
 from finetune.inference import load_backend
+from finetune.quiet import quiet_libraries
 
 MAX_BODY = 1 << 20
 MAX_TOKENS_LIMIT = 4096
@@ -192,6 +193,7 @@ def make_handler(backend, model_name: str, busy_seconds: float = 150, request_ti
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     parser.add_argument("--port", type=int, default=8000)

@@ -20,6 +20,7 @@ from finetune.doctor import examine
 from finetune.files import write_text
 from finetune.modeling import add_adapter, count_trainable, load_base_model, load_tokenizer
 from finetune.plot import plot_losses
+from finetune.quiet import quiet_libraries
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +49,7 @@ def training_arguments(config: dict, has_eval: bool):
     args["ddp_find_unused_parameters"] = False
     args["remove_unused_columns"] = False
     args.setdefault("save_only_model", False)
+    args.setdefault("dataloader_pin_memory", torch.cuda.is_available())  # pinning needs an accelerator
     args.setdefault("include_num_input_tokens_seen", "non_padding")  # for train_tokens_per_second in metrics.json
     return TrainingArguments(**args)
 
@@ -100,13 +102,14 @@ def train(config: dict, resume: bool = False) -> dict:
     )
     resume_from = resume and last_complete_checkpoint(args.output_dir, speak=args.process_index == 0)
     trainer.train(resume_from_checkpoint=resume_from or None)
+    already = tokens_seen(resume_from) if resume_from else 0
     trainer.save_model(args.output_dir)
     metrics = {"train_loss": next((e["train_loss"] for e in reversed(trainer.state.log_history) if "train_loss" in e), None),
                "global_step": trainer.state.global_step}
     if eval_set:
         eval_loss = trainer.evaluate()["eval_loss"]
         metrics.update(eval_loss=eval_loss, eval_perplexity=math.exp(min(eval_loss, 50)))
-    metrics.update(peak_memory(), train_tokens_per_second=_tokens_per_second(trainer))
+    metrics.update(peak_memory(), train_tokens_per_second=_tokens_per_second(trainer, already))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(args.output_dir)
         out = Path(args.output_dir)
@@ -139,10 +142,15 @@ def peak_memory() -> dict:
             "peak_gpu_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 2)}
 
 
-def _tokens_per_second(trainer) -> float | None:
+def _tokens_per_second(trainer, already: int = 0) -> float | None:
+    """Tokens trained in this run (not those before a resume) over this run's time."""
     runtime = next((e["train_runtime"] for e in reversed(trainer.state.log_history) if "train_runtime" in e), None)
-    tokens = getattr(trainer.state, "num_input_tokens_seen", 0)
-    return round(tokens / runtime, 1) if runtime and tokens else None
+    tokens = getattr(trainer.state, "num_input_tokens_seen", 0) - already
+    return round(tokens / runtime, 1) if runtime and tokens > 0 else None
+
+
+def tokens_seen(checkpoint: str) -> int:
+    return json.loads((Path(checkpoint) / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)
 
 
 WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -183,6 +191,7 @@ def last_complete_checkpoint(output_dir: str, speak: bool = True) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
     args = parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)

@@ -49,7 +49,13 @@ def _ids(section: str) -> Callable[[], list[str]]:
 
 DISTRIBUTED = ["none", "ddp", "deepspeed-zero1", "deepspeed-zero2", "deepspeed-zero3", "deepspeed-zero3-offload", "fsdp"]
 DATASET_FORMATS = ["messages", "prompt-completion", "alpaca", "text", "classification", "ner", "translation", "qa", "summarization"]
-PRIORITIES = ["quality", "memory", "cost", "scale"]
+# what each priority steers in the plan's defaults (plan.resolve), as the form explains it
+PRIORITIES = {
+    "quality": "LoRA rank 32 and the technique that fits with the least compromise",
+    "memory": "QLoRA where the hardware has 4-bit kernels, gradient checkpointing, ZeRO-3 on several GPUs",
+    "cost": "LoRA rank 8: fewer trained parameters, quicker steps",
+    "scale": "several GPUs or nodes: DeepSpeed ZeRO-3 by default",
+}
 ADAPTER_EXPORTS = ["merged", "adapters"]
 TRACKERS = ["tensorboard", "mlflow", "wandb", "none"]
 
@@ -70,7 +76,7 @@ SPEC: list[Answer] = [
     Answer("compute", "choice", "Where training runs", _ids("compute")),
     Answer("targets", "list", "Where the tuned model is served", _ids("targets")),
     Answer("adapter_export", "choice", "ONNX export: the merged model, or the base plus separate adapter files", lambda: ADAPTER_EXPORTS),
-    Answer("priority", "choice", "What matters most; steers the defaults", lambda: PRIORITIES),
+    Answer("priority", "choice", "What matters most; steers the defaults", lambda: list(PRIORITIES)),
     Answer("scenario", "choice", "What the model is tuned for; decides the sample data, format default and metric", _ids("scenarios")),
     Answer("dataset", "str", "Training data: a local JSON/JSONL file or a Hugging Face dataset id"),
     Answer("dataset_format", "choice", "Format of each example", lambda: DATASET_FORMATS),

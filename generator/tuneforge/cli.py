@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cat = sub.add_parser("catalog", help="list models, techniques, hardware or targets")
     cat.add_argument("section", nargs="?", default="models",
-                     choices=["models", "techniques", "hardware", "targets", "compute"])
+                     choices=["models", "techniques", "hardware", "targets", "compute", "scenarios", "formats"])
     cat.add_argument("--json", action="store_true")
     return parser
 
@@ -60,12 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     from tuneforge.render import RenderError
 
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below rather than at exit
+        return status
     except (AnswerError, RenderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return BAD_INPUT
     except Quit:
         print("quit; nothing was written", file=sys.stderr)
+        return 0
+    except BrokenPipeError:
+        # the reader went away (`tuneforge catalog | head`); say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
         # render and update put everything back as it was before they re-raise
@@ -190,7 +196,7 @@ def cmd_catalog(args) -> int:
     from tuneforge import catalog
     from tuneforge.report import format_catalog
 
-    data = catalog.load(args.section)
+    data = catalog.formats() if args.section == "formats" else catalog.load(args.section)
     print(json.dumps(data, indent=2) if args.json else format_catalog(args.section, data))
     return 0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tuneforge import catalog, hardware
-from tuneforge.answers import BY_KEY, AnswerError, Given, coerce
+from tuneforge.answers import BY_KEY, PRIORITIES, AnswerError, Given, coerce
 from tuneforge.models import resolve_model
 from tuneforge.plan import Plan, resolve
 
@@ -99,6 +99,8 @@ class _Flow:
             title = option
             if section:
                 title += f"  {catalog.load(section)[option].get('title', '')}"
+            elif key == "priority":
+                title += f"  {PRIORITIES[option]}"
             reason = self.verdict(key, option) if option != default else None
             if key in SIZED and not reason:
                 title += self.fit_note(key, option)

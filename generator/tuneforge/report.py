@@ -49,18 +49,26 @@ def format_summary(plan) -> str:
 
 
 def format_catalog(section: str, data: dict) -> str:
-    lines = []
-    for key, facts in data.items():
-        if section == "models":
-            notes = []
-            if facts.get("gated"):
-                notes.append("gated")
+    """A table per catalog section, with a header line."""
+    if section == "models":
+        rows = [("id", "Hugging Face id", "params", "architecture", "context", "notes")]
+        for key, facts in data.items():
+            notes = ["gated"] if facts.get("gated") else []
             if facts.get("kaito"):
                 notes.append("KAITO" + (" tuning" if facts["kaito"].get("tuning") else " inference"))
             if facts.get("foundry"):
                 notes.append("Foundry serverless")
-            lines.append(f"{key:<28} {facts['hf_id']:<38} {facts['params_b']:>6g}B {facts['architecture']:<8} "
-                         f"{facts['context_length']:>7} ctx  {', '.join(notes)}")
-        else:
-            lines.append(f"{key:<24} {facts.get('title', '')}" + (f" - {facts['summary']}" if facts.get("summary") else ""))
-    return "\n".join(lines)
+            rows.append((key, facts["hf_id"], f"{facts['params_b']:g}B", facts["architecture"], str(facts["context_length"]),
+                         ", ".join(notes)))
+    elif section == "scenarios":
+        rows = [("id", "what it tunes for", "formats (first is the default)", "metric")]
+        rows += [(key, f["title"], ", ".join(f["formats"]), f["metric"]) for key, f in data.items()]
+    elif section == "formats":
+        rows = [("format", "scenarios that read it")]
+        rows += [(key, ", ".join(scenarios)) for key, scenarios in data.items()]
+    else:
+        rows = [("id", "what it is")]
+        rows += [(key, facts.get("title", "") + (f" - {facts['summary']}" if facts.get("summary") else ""))
+                 for key, facts in data.items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1] for row in rows).rstrip()

@@ -20,6 +20,7 @@ from finetune.data import DataError, check_labels, load_splits
 from finetune.hub import base_model_of
 from finetune.inference import OnnxBackend, PytorchBackend, default_pytorch_model
 from finetune.plot import plot_scores
+from finetune.quiet import quiet_libraries
 
 
 def candidates(args: argparse.Namespace, config: dict) -> dict[str, tuple[str, str]]:
@@ -64,6 +65,7 @@ def print_table(report: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/train.yaml")
     parser.add_argument("--split", choices=["eval", "train"], default="eval", help="held-out examples, or the training ones")

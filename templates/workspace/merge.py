@@ -16,6 +16,7 @@ from finetune.config import ConfigError, load_config
 from finetune.files import new_folder
 from finetune.hub import base_model_of
 from finetune.modeling import load_base_model, load_tokenizer
+from finetune.quiet import quiet_libraries
 
 
 def merge(config: dict) -> Path:
@@ -46,6 +47,7 @@ def merge(config: dict) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/train.yaml")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")

@@ -127,16 +127,19 @@ def histogram(lengths: list[int], max_length: int, width: int = 40) -> list[str]
     if not lengths:
         return []
     edges, edge = [], 16
+    while edge < min(lengths):  # from the first bucket that holds an example
+        edge *= 2
     while edge < max(lengths):
         edges.append(edge)
         edge *= 2
     edges.append(edge)
-    counts, low = [], 0
+    first = edges[0] // 2 if edges[0] > 16 else 0
+    counts, low = [], first
     for high in edges:
         counts.append(sum(low < n <= high for n in lengths))
         low = high
     most = max(counts)
-    lines, low = [], 0
+    lines, low = [], first
     for high, count in zip(edges, counts):
         cut = "  <- cut at max_length" if low < max_length <= high else ""
         lines.append(f"  {low + 1:>6}-{high:<6} {'#' * round(width * count / most):<{width}} {count}{cut}")

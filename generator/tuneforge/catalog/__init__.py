@@ -26,3 +26,12 @@ def model_by_hf_id(hf_id: str) -> tuple[str, dict] | None:
         if facts["hf_id"].lower() == hf_id.lower():
             return model_id, facts
     return None
+
+
+def formats() -> dict[str, list[str]]:
+    """Each data format with the scenarios that read it, from the scenarios' own lists."""
+    found: dict[str, list[str]] = {}
+    for scenario, facts in load("scenarios").items():
+        for fmt in facts["formats"]:
+            found.setdefault(fmt, []).append(scenario)
+    return found

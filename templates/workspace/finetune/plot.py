@@ -24,7 +24,8 @@ def plot_losses(log_history: list[dict], path: Path) -> Path | None:
     evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
     fig, ax = plt.subplots(figsize=(6, 4))
     if train:
-        ax.plot(*zip(*train), label="train loss")
+        # markers too: a short run logs a handful of points, which a bare line can hide
+        ax.plot(*zip(*train), marker="." if len(train) < 50 else None, label="train loss")
     if evals:
         ax.plot(*zip(*evals), marker="o", label="eval loss")
     ax.set_xlabel("step")
@@ -51,6 +52,10 @@ def plot_scores(report: dict, path: Path) -> Path | None:
         ax.set_title(key + (" (lower is better)" if key == "perplexity" else ""), fontsize=9)
         if key == "perplexity":
             ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)  # a bar chart's axis starts at zero, so small differences look small
+        for i, name in enumerate(names):
+            ax.annotate(f"{models[name][key]:.4g}", (i, models[name][key]), ha="center", va="bottom", fontsize=8)
     fig.suptitle(f"{report['scenario']}: {report['examples']} {report['split']} examples", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -39,13 +39,28 @@ def load_training_job():
     return load_job(path)
 
 
+def check_data_path(path: Path) -> None:
+    """The SDK's own check of a local uri_file path (create_or_update runs it too), before signing in."""
+    from azure.ai.ml.constants import AssetTypes
+    from azure.ai.ml.exceptions import ValidationException
+    from azure.ai.ml.operations._data_operations import _assert_local_path_matches_asset_type
+
+    try:
+        _assert_local_path_matches_asset_type(str(path), AssetTypes.URI_FILE)
+    except ValidationException as error:
+        raise FileNotFoundError(f"{error.message}; set data.path in configs/train.yaml and inputs.data.path in "
+                                "deploy/azureml/job.yml to your training file") from None
+
+
 def train(args) -> int:
     from azure.ai.ml import Input
     from azure.ai.ml.constants import AssetTypes
     from azure.ai.ml.entities import Data
 
     job = load_training_job()
-    data_path = Path(job.inputs["data"].path)
+    # job.yml names the data relative to itself; the SDK resolves a path against the current folder
+    data_path = (HERE / job.inputs["data"].path).resolve()
+    check_data_path(data_path)
     distribution = type(job.distribution).__name__ if job.distribution else "none"
     print(f"job {job.display_name}: {job.resources.instance_count} node(s), distribution {distribution}, "
           f"compute {job.compute}, data {data_path}")
