@@ -65,7 +65,7 @@ def build_model(folder: Path, shape: dict, env: dict) -> None:
     code = ("import json, sys; from pathlib import Path; from finetune.tiny import build_model, build_tokenizer, corpus; "
             "t = build_tokenizer(corpus(sys.argv[1]), 4000); "
             "m = build_model(json.loads(sys.argv[2]), t); m.save_pretrained(sys.argv[3]); t.save_pretrained(sys.argv[3])")
-    subprocess.run([sys.executable, "-c", code, str(folder.parent / "rows.jsonl"), json.dumps(spec), str(folder)],
+    subprocess.run([sys.executable, "-c", code, str(folder.parents[1] / "rows.jsonl"), json.dumps(spec), str(folder)],
                    cwd=ROOT / "templates" / "workspace", env=env, check=True, capture_output=True)
 
 

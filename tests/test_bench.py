@@ -45,3 +45,8 @@ def test_gpu_memory_benchmark_on_one_layer_on_the_cpu(tmp_path):
           "--max-length", "32")
     report = json.loads((tmp_path / "out" / "gpu_memory.json").read_text())
     assert all(entry["returncode"] == 0 for entry in report.values()), report
+
+
+def test_plan_accuracy_benchmark(tmp_path):
+    out = bench("bench/plan_accuracy.py", "--size", "small", "--steps", "1", "--workdir", str(tmp_path))
+    assert "mean absolute error" in out and "20m-lora-b4-512" in out

@@ -9,7 +9,8 @@ MODELS = catalog.load("models")
 
 
 def estimate(model, technique, batch=2, length=2048, checkpointing=True, distributed="none", devices=1, r=16):
-    return plan_memory(MODELS[model], Setup(technique, "bf16", batch, length, checkpointing, distributed, devices, r, "cuda"), 1.0)
+    return plan_memory(MODELS[model], Setup(technique, "bf16", batch, length, checkpointing, distributed, devices, r, "cuda"),
+                       catalog.load("hardware")["cuda"])
 
 
 @pytest.mark.parametrize("technique, measured_gib", [("lora", 16.2), ("qlora", 7.4)])

@@ -39,8 +39,9 @@ class Answer:
 
     @property
     def range_text(self) -> str:
-        low = f"above {self.minimum:g}" if self.above else f"at least {self.minimum:g}"
-        return f"{low} and at most {self.maximum:g}" if self.maximum is not None else low
+        show = (lambda n: str(int(n))) if self.kind == "int" else (lambda n: f"{n:g}")
+        low = f"above {show(self.minimum)}" if self.above else f"at least {show(self.minimum)}"
+        return f"{low} and at most {show(self.maximum)}" if self.maximum is not None else low
 
 
 def _ids(section: str) -> Callable[[], list[str]]:
@@ -188,7 +189,7 @@ def _number(spec: Answer, value: Any) -> int | float:
             raise ValueError(f"expected a finite number, got {value!r}")
     low_ok = number > spec.minimum if spec.above else number >= spec.minimum
     if (spec.minimum is not None and not low_ok) or (spec.maximum is not None and number > spec.maximum):
-        raise ValueError(f"must be {spec.range_text}, got {number:g}")
+        raise ValueError(f"must be {spec.range_text}, got {number}")
     return number
 
 

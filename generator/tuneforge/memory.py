@@ -57,8 +57,10 @@ def trainable_parameters(shape: dict, technique: str, lora_r: int, total_params:
     return layers * per_layer
 
 
-def plan_memory(facts: dict, setup: Setup, overhead_gb: float) -> Estimate:
+def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
+    """device: the hardware's catalog entry (its overhead and how it spends memory on attention and logits)."""
     shape = facts["shape"]
+    overhead_gb = device["device_overhead_gb"]
     params = facts["params_b"] * 1e9
     h, layers, vocab = shape["hidden_size"], shape["num_hidden_layers"], shape["vocab_size"]
     embed = vocab * h * (1 if shape.get("tie_word_embeddings") else 2)
@@ -67,7 +69,7 @@ def plan_memory(facts: dict, setup: Setup, overhead_gb: float) -> Estimate:
     offload = setup.distributed == "deepspeed-zero3-offload"
     half = 4 if setup.precision == "fp32" else 2
 
-    if setup.technique == "qlora":
+    if setup.technique == "qlora" and not device.get("quantized_load_full"):
         weights = embed * 2 + (params - embed) * NF4_BYTES
     else:
         weights = params * half
@@ -95,12 +97,15 @@ def plan_memory(facts: dict, setup: Setup, overhead_gb: float) -> Estimate:
 
     tokens = setup.batch * setup.max_length
     act_bytes = 2 if setup.precision != "fp32" else 4
+    kept_layers = 1 if setup.gradient_checkpointing else layers
     if setup.gradient_checkpointing:
         # layer inputs kept for every layer, one layer's full activations recomputed at a time
         activations = tokens * h * act_bytes * layers + tokens * h * 17 * act_bytes
     else:
         activations = tokens * h * 17 * act_bytes * layers
-    logits = tokens * vocab * 4  # fp32 logits; their gradient reuses the buffer
+    # attention probabilities, where attention does not run in a fused kernel
+    activations += device.get("attention_copies", 0) * tokens * shape["num_attention_heads"] * setup.max_length * 4 * kept_layers
+    logits = tokens * vocab * 4 * device.get("logits_copies", 1)  # fp32 logits (on GPU their gradient reuses the buffer)
     total = weights + optimizer + activations + logits + overhead_gb * GB
     return Estimate(
         weights_gb=_gb(weights), trainable_params=int(trainable), optimizer_gb=_gb(optimizer),

@@ -143,7 +143,7 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
     if priority == "memory" and catalog.load("hardware")[hw]["quantization"]:
         technique_default, why = "qlora", "default: priority=memory"
     elif gpu and "technique" not in given.values:
-        lora_fit = plan_memory(facts, _setup({**r.values, "technique": "lora"}, precision, devices), _overhead(hw))
+        lora_fit = plan_memory(facts, _setup({**r.values, "technique": "lora"}, precision, devices), _device(hw))
         if lora_fit.total_gb > r.values["gpu_memory_gb"]:
             technique_default, why = "qlora", f"default: lora needs about {lora_fit.total_gb:g} GB"
     technique = r.take("technique", technique_default, why)
@@ -165,7 +165,7 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
     r.take("project_name", "finetune")
 
     values = {k: r.values[k] for k in KEYS}
-    estimate = plan_memory(facts, _setup(values, precision, devices), _overhead(hw))
+    estimate = plan_memory(facts, _setup(values, precision, devices), _device(hw))
     plan = Plan(values, {k: r.origins[k] for k in KEYS}, facts, precision, estimate, values["gpu_memory_gb"])
     plan.problems = check(values, facts)
     if not plan.fits and not plan.problems:
@@ -188,8 +188,8 @@ def _scenario_default(given: Given) -> tuple[str, str]:
     return "chat", "default"
 
 
-def _overhead(hw: str) -> float:
-    return catalog.load("hardware")[hw]["device_overhead_gb"]
+def _device(hw: str) -> dict:
+    return catalog.load("hardware")[hw]
 
 
 def _setup(values: dict, precision: str, devices: int) -> Setup:
@@ -225,7 +225,7 @@ def _candidate_changes(plan: Plan) -> list[dict[str, Any]]:
 def _estimate(plan: Plan, changes: dict[str, Any]) -> Estimate:
     values = {**plan.values, **changes}
     devices = values["gpu_count"] * values["num_nodes"]
-    return plan_memory(plan.facts, _setup(values, plan.precision, devices), _overhead(values["hardware"]))
+    return plan_memory(plan.facts, _setup(values, plan.precision, devices), _device(values["hardware"]))
 
 
 def _paths(plan: Plan) -> list[list[dict[str, Any]]]:
