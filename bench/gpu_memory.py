@@ -85,7 +85,12 @@ def build_model(workspace: Path, shape: dict, architecture: str, out: Path, laye
         del sys.modules[name]
 
 
-def run(out: Path, layers: int | None = None, max_length: int = 2048, workspaces: Path = GPU_DIR) -> None:
+# --tiny: every step of `run` on a model of a few thousand parameters, to check this script without a GPU
+TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "intermediate_size": 128, "vocab_size": 1024}
+
+
+def run(out: Path, layers: int | None = None, max_length: int = 2048, workspaces: Path = GPU_DIR, tiny: bool = False) -> None:
     estimates = json.loads((workspaces / "plan.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     report = {}
@@ -93,7 +98,8 @@ def run(out: Path, layers: int | None = None, max_length: int = 2048, workspaces
         workspace = workspaces / name
         model_dir = workspaces / "models" / name
         started = time.time()
-        build_model(workspace, estimates[name]["shape"], estimates[name]["architecture"], model_dir, layers)
+        shape = {**estimates[name]["shape"], **(TINY if tiny else {})}
+        build_model(workspace, shape, estimates[name]["architecture"], model_dir, layers)
         words = (workspace / "data" / "sample.jsonl").read_text().split()
         long_rows(workspace / "data" / "long.jsonl", words, 32, 2600)
         command = [sys.executable, "train.py", f"model.name_or_path={model_dir}", "data.path=data/long.jsonl", "data.format=text",
@@ -125,11 +131,12 @@ def main() -> int:
     parser.add_argument("--layers", type=int, help="fewer layers than the real model (a quick check of this script on CPU)")
     parser.add_argument("--max-length", type=int, default=2048)
     parser.add_argument("--workspaces", default=str(GPU_DIR), help="where prepare renders the workspaces and run finds them")
+    parser.add_argument("--tiny", action="store_true", help="run: a tiny model of each architecture (a check of this script)")
     args = parser.parse_args()
     if args.step == "prepare":
         prepare(Path(args.workspaces))
     else:
-        run(Path(args.out), args.layers, args.max_length, Path(args.workspaces))
+        run(Path(args.out), args.layers, args.max_length, Path(args.workspaces), tiny=args.tiny)
     return 0
 
 

@@ -101,8 +101,8 @@ def train(config: dict, resume: bool = False) -> dict:
         processing_class=tokenizer,
     )
     resume_from = resume and last_complete_checkpoint(args.output_dir, speak=args.process_index == 0)
+    already = tokens_seen(resume_from) if resume_from else 0  # read now: training may rotate that checkpoint away
     trainer.train(resume_from_checkpoint=resume_from or None)
-    already = tokens_seen(resume_from) if resume_from else 0
     trainer.save_model(args.output_dir)
     metrics = {"train_loss": next((e["train_loss"] for e in reversed(trainer.state.log_history) if "train_loss" in e), None),
                "global_step": trainer.state.global_step}

@@ -167,26 +167,21 @@ def coerce(key: str, value: Any) -> Any:
 
 
 def _number(spec: Answer, value: Any) -> int | float:
-    if isinstance(value, bool):
-        raise ValueError("expected a number")
+    """The number in a --set string or a YAML value, checked against the answer's range."""
     text = value.strip() if isinstance(value, str) else value
-    if spec.kind == "int":
-        try:
-            number = int(text) if not isinstance(text, float) else None
-        except ValueError:
-            number = None
-        if number is None:
-            if isinstance(text, float) and text.is_integer():
-                number = int(text)
-            else:
-                raise ValueError(f"expected a whole number, got {value!r}")
-    else:
-        try:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        if spec.kind == "int":
+            number = int(text) if not isinstance(text, float) or text.is_integer() else None
+        else:
             number = float(text)
-        except ValueError:
-            raise ValueError(f"expected a number, got {value!r}") from None
-        if not math.isfinite(number):
-            raise ValueError(f"expected a finite number, got {value!r}")
+    except (ValueError, OverflowError):
+        number = None
+    if number is None:
+        raise ValueError(f"expected a {'whole number' if spec.kind == 'int' else 'number'}, got {value!r}")
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
     low_ok = number > spec.minimum if spec.above else number >= spec.minimum
     if (spec.minimum is not None and not low_ok) or (spec.maximum is not None and number > spec.maximum):
         raise ValueError(f"must be {spec.range_text}, got {number}")
