@@ -253,3 +253,11 @@ def test_train_py_on_an_unreachable_hub_exits_2_at_once(new_workspace, monkeypat
     assert "Traceback" not in result.stderr
     assert "error: model tuneforge-tests/no-such-model" in result.stderr and "model.name_or_path=" in result.stderr
     assert time.monotonic() - started < 60
+
+
+def test_chat_before_training_says_to_train_not_that_the_hub_is_out_of_reach(tmp_path, monkeypatch):
+    from finetune.inference import load_backend
+
+    monkeypatch.chdir(tmp_path)  # outputs/run has one slash, like a hub id, but is this workspace's folder
+    with pytest.raises(FileNotFoundError, match=r"^outputs/run not found: train \(python train.py\)"):
+        load_backend("pytorch", None, {"merge": {"output_dir": "outputs/merged", "adapter_dir": "outputs/run"}})

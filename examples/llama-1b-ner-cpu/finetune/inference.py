@@ -160,4 +160,8 @@ def default_pytorch_model(config: dict) -> str:
 def load_backend(backend: str, model_path: str | None, config: dict, adapter: str | None = None):
     if backend == "onnx":
         return OnnxBackend(model_path or default_onnx_model(), adapter)
-    return PytorchBackend(model_path or default_pytorch_model(config))
+    if model_path is None:
+        model_path = default_pytorch_model(config)
+        if not Path(model_path).is_dir():  # a folder of this workspace, never a hub id
+            raise FileNotFoundError(f"{model_path} not found: train (python train.py) and merge (python merge.py) first")
+    return PytorchBackend(model_path)
