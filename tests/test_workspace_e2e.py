@@ -276,3 +276,23 @@ def _hardening_probes(base: str, call, question: dict) -> None:
     error = json.loads(body)["error"]
     assert error["code"] == "context_length_exceeded" and "maximum context length is 512 tokens" in error["message"]
     assert results["normal"][0] == 200
+
+
+def test_a_model_and_data_at_hostile_paths_train_and_run_nothing(tmp_path, new_workspace):
+    """The injection case end to end: quoted into YAML, JSON and shell, the paths reach train.py intact."""
+    hostile = tmp_path / 'm"; touch PWNED; echo "$(touch PWNED2)`touch PWNED3`\'x‘; y: z'
+    scratch = new_workspace(technique="lora", targets="pytorch")
+    save_tiny(scratch)
+    hostile.mkdir()
+    for file in (scratch / "tiny").iterdir():
+        (hostile / file.name).write_bytes(file.read_bytes())
+    data = hostile / "data #1: 'x'.jsonl"
+    data.write_text((scratch / "data" / "sample.jsonl").read_text())
+    workspace = new_workspace(technique="lora", targets="pytorch", model=str(hostile), dataset=str(data))
+    setup = subprocess.run(["bash", "setup.sh", "--check"], cwd=workspace, capture_output=True, text=True, timeout=120)
+    assert str(hostile.resolve()) in setup.stdout
+    result = run(workspace, "train.py", "model.torch_dtype=float32", "training.max_steps=2", "training.eval_strategy=no",
+                 "training.save_strategy=no", "training.report_to=none")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((workspace / "outputs" / "run" / "metrics.json").read_text())["global_step"] == 2
+    assert not list(tmp_path.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
