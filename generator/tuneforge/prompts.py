@@ -46,12 +46,17 @@ class _Flow:
             merged.add(extra, "asked")
         return resolve(merged, detected=self.detected)
 
-    def fit_note(self, key: str, value: Any) -> str:
-        """The plan's memory verdict with this choice, for its title."""
+    def judge(self, key: str, value: Any) -> tuple[str | None, str]:
+        """One plan with this choice: why it cannot work (or None), and its memory verdict for the title."""
         try:
-            return f"  ({self.current({key: value}).verdict})"
-        except AnswerError:
-            return ""
+            plan = self.current({key: value})
+        except AnswerError as error:
+            return str(error), ""
+        mine = [p for p in plan.problems if p.key == key] or plan.problems
+        return (mine[0].reason if mine else None), f"  ({plan.verdict})"
+
+    def fit_note(self, key: str, value: Any) -> str:
+        return self.judge(key, value)[1]
 
     def relevant(self, key: str, plan: Plan) -> bool:
         v = plan.values
@@ -65,12 +70,7 @@ class _Flow:
 
     def verdict(self, key: str, value: Any) -> str | None:
         """Why this choice cannot work now, or None."""
-        try:
-            plan = self.current({key: value})
-        except AnswerError as error:
-            return str(error)
-        mine = [p for p in plan.problems if p.key == key] or plan.problems
-        return mine[0].reason if mine else None
+        return self.judge(key, value)[0]
 
     def ask(self, key: str, again: bool = False) -> None:
         plan = self.current()
@@ -101,9 +101,10 @@ class _Flow:
                 title += f"  {catalog.load(section)[option].get('title', '')}"
             elif key == "priority":
                 title += f"  {PRIORITIES[option]}"
-            reason = self.verdict(key, option) if option != default else None
+            reason, note = self.judge(key, option) if option != default or key in SIZED else (None, "")
+            reason = reason if option != default else None  # the default is always offered
             if key in SIZED and not reason:
-                title += self.fit_note(key, option)
+                title += note
             choices.append(self.q.Choice(title=title, value=option, disabled=reason))
         enabled = [c.value for c in choices if not c.disabled]
         pick = default if default in enabled else (enabled[0] if enabled else None)
