@@ -29,7 +29,7 @@ def answers_for(row: dict) -> dict:
     """Fill in what a row implies: enough devices for its distributed mode, a big enough GPU."""
     answers = dict(row)
     answers["targets"] = [row["targets"]] if isinstance(row.get("targets"), str) else row.get("targets", ["pytorch"])
-    if answers.get("adapter_export") == "adapters" and not any(t.startswith("onnx-") for t in answers["targets"]):
+    if answers.get("adapter_export") == "adapters" and not any(catalog.is_onnx(t) for t in answers["targets"]):
         answers["targets"] = answers["targets"] + ["onnx-cpu"]
     distributed = answers.get("distributed", "none")
     hardware = answers.get("hardware", "cpu")

@@ -1,6 +1,6 @@
 import pytest
 
-from tuneforge.answers import DERIVED_KEYS, KEYS, AnswerError, coerce, parse_sets, read_answers_file
+from tuneforge.answers import BY_KEY, DERIVED_KEYS, KEYS, AnswerError, coerce, parse_sets, read_answers_file
 
 
 def test_set_parses_types_and_lists():
@@ -47,6 +47,8 @@ def test_copier_questions_mirror_the_answer_keys():
     copier = yaml.safe_load((ROOT / "templates" / "copier.yml").read_text())
     questions = {k for k, q in copier.items() if not k.startswith("_") and q.get("when") is not False}
     assert questions == set(KEYS) | set(DERIVED_KEYS)
+    types = {"int": "int", "float": "float", "bool": "bool", "list": "yaml"}  # the rest are text
+    assert {k: copier[k]["type"] for k in KEYS} == {k: types.get(BY_KEY[k].kind, "str") for k in KEYS}
 
 
 def test_coerce_rejects_fractional_ints():

@@ -25,7 +25,7 @@ def _serve():
     """serve.py as the template holds it (its file name carries the condition that renders it)."""
     from importlib.machinery import SourceFileLoader
 
-    loader = SourceFileLoader("serve", str(WORKSPACE / "{% if onnx_targets %}serve.py{% endif %}"))
+    loader = SourceFileLoader("serve", str(WORKSPACE / "{% if include.onnx %}serve.py{% endif %}"))
     spec = importlib.util.spec_from_loader("serve", loader)
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)

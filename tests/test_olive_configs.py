@@ -7,10 +7,11 @@ import json
 
 import pytest
 
-ONNX_TARGETS = ["onnx-cpu", "onnx-cuda", "onnx-directml", "onnx-qnn", "onnx-openvino", "onnx-vitisai"]
+from tuneforge import catalog
 
-
-NPU = {"onnx-qnn", "onnx-openvino", "onnx-vitisai"}
+TARGETS = catalog.load("targets")
+ONNX_TARGETS = catalog.onnx_targets()
+NPU = {t for t in ONNX_TARGETS if TARGETS[t]["onnx"]["device"] == "npu"}
 PASSES = {  # each target's recipe, in order
     "onnx-cpu": ["ModelBuilder"], "onnx-cuda": ["ModelBuilder"], "onnx-directml": ["ModelBuilder"],
     "onnx-qnn": ["CaptureSplitInfo", "ModelBuilder", "MatMulNBitsToQDQ", "OnnxStaticQuantization", "SplitModel", "StaticLLM",
@@ -45,7 +46,7 @@ def test_olive_accepts_the_workflow(new_workspace, target, adapter_export):
     accelerator = config["systems"]["local_system"]["accelerators"][0]
     device, provider = accelerator["device"], accelerator["execution_providers"][0]
     assert ExecutionProvider(provider) in DEVICE_TO_EXECUTION_PROVIDERS[device]
-    assert (device == "npu") == (target in NPU)
+    assert (device, provider) == (TARGETS[target]["onnx"]["device"], TARGETS[target]["onnx"]["provider"])
     types = [spec["type"] for spec in config["passes"].values() if spec["type"] != "ExtractAdapters"]
     assert types == PASSES[target]
     for name, spec in config["passes"].items():
@@ -112,7 +113,7 @@ def test_optimize_precision_override_for_cuda_fp16(new_workspace):
     assert config["output_dir"] == "outputs/onnx/onnx-cuda-fp16"
 
 
-RUNTIME_FILES = {"onnx-directml": "win_amd64", "onnx-qnn": "win_arm64", "onnx-openvino": "win_amd64"}
+RUNTIME_FILES = {t: TARGETS[t]["runtime"]["platform"] for t in ONNX_TARGETS if "runtime" in TARGETS[t]}
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from combos import all_pairs, plan_or_none, row_id, technique_hardware_distributed
-from tuneforge import render
+from tuneforge import catalog, render
 
 ROWS = {row_id(r): r for r in all_pairs() + technique_hardware_distributed()}
 ALWAYS = {".copier-answers.yml", ".gitignore", "README.md", "requirements.txt", "train.py", "merge.py", "smoke.py",
@@ -25,12 +25,11 @@ ALWAYS = {".copier-answers.yml", ".gitignore", "README.md", "requirements.txt", 
           "tests/test_workspace.py", "pytest.ini",
           ".vscode/launch.json", ".vscode/tasks.json", ".vscode/extensions.json", ".vscode/settings.json",
           ".devcontainer/devcontainer.json", "setup.sh", "setup.ps1"}
-NOT_ONNX = ("pytorch", "azureml-endpoint", "kaito")
 
 
 def expected_files(values: dict) -> set[str]:
     files = set(ALWAYS)
-    onnx = [t for t in values["targets"] if t not in NOT_ONNX]
+    onnx = [t for t in values["targets"] if catalog.is_onnx(t)]
     if values["distributed"].startswith("deepspeed"):
         files.add("configs/deepspeed.json")
     if values["distributed"] == "fsdp":
@@ -41,7 +40,7 @@ def expected_files(values: dict) -> set[str]:
         files |= {"optimize.py", "serve.py", "benchmark.py"}
         files |= {f"olive/{t}.json" for t in onnx}
         # the targets that run on another machine's ONNX Runtime build
-        files |= {f"olive/requirements-{t}.txt" for t in onnx if t in ("onnx-directml", "onnx-qnn", "onnx-openvino")}
+        files |= {f"olive/requirements-{t}.txt" for t in onnx if "runtime" in catalog.load("targets")[t]}
     compute, targets = values["compute"], values["targets"]
     if compute == "azureml" or "azureml-endpoint" in targets:
         files |= {".amlignore", "deploy/azureml/conda.yml", "deploy/azureml/submit.py"}

@@ -18,7 +18,7 @@ from pathlib import Path
 from finetune.config import ConfigError, load_config
 from finetune.data import DataError, check_labels, load_splits
 from finetune.hub import base_model_of
-from finetune.inference import OnnxBackend, PytorchBackend, default_pytorch_model
+from finetune.inference import OnnxBackend, PytorchBackend, default_pytorch_model, find_onnx_model
 from finetune.plot import plot_scores
 from finetune.quiet import quiet_libraries
 
@@ -30,7 +30,7 @@ def candidates(args: argparse.Namespace, config: dict) -> dict[str, tuple[str, s
         raise FileNotFoundError(f"no tuned model at {tuned}: run python train.py first (or pass --tuned)")
     base = args.base or base_model_of(config["merge"]["adapter_dir"]) or config["model"]["name_or_path"]
     models = {"base": ("pytorch", base), "tuned": ("pytorch", tuned)}
-    onnx = args.onnx or next((str(p.parent) for p in sorted(Path("outputs/onnx").glob("*/genai_config.json"))), None)
+    onnx = args.onnx or find_onnx_model()
     if onnx and not args.no_onnx:
         models["onnx"] = ("onnx", onnx)
     return models

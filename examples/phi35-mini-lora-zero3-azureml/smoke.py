@@ -75,11 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     smoke = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
     train_config = load_config("configs/train.yaml")
+    # said, so that DeepSpeed does not look for a GPU, here (the tiny model is built on the CPU) and in each step
+    os.environ["DS_ACCELERATOR"] = "cpu"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OLIVE_DISABLE_TELEMETRY": "1",
-           "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": "",
-           "DS_ACCELERATOR": "cpu"}  # said, so that DeepSpeed does not warn that it found no GPU
-
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")  # the tiny model is built on the CPU too
+           "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
     from finetune.tiny import save_tiny_model
 
     started = time.time()

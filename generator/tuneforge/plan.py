@@ -60,7 +60,59 @@ class Plan:
         """The data the template renders from; recorded whole in the workspace's answers file."""
         return {**self.values, "model_facts": dict(self.facts), "scenario_facts": catalog.load("scenarios")[self.values["scenario"]],
                 "precision": self.precision, "resource_name": self.resource_name, "memory_plan": self.memory_plan,
-                "explicit_answers": self.explicit}
+                "explicit_answers": self.explicit, "target_facts": self.target_facts, "onnx_targets": self.onnx_targets,
+                "npu_targets": self.npu_targets, "runtime_targets": self.runtime_targets, "platforms": self.platforms, "instances": self.instances, "include": self.include}
+
+    @property
+    def target_facts(self) -> dict[str, dict]:
+        """The catalog's facts about each chosen target."""
+        return {t: catalog.load("targets")[t] for t in self.values["targets"]}
+
+    @property
+    def onnx_targets(self) -> list[str]:
+        return [t for t in self.values["targets"] if catalog.is_onnx(t)]
+
+    @property
+    def npu_targets(self) -> list[str]:
+        """ONNX targets compiled to one static graph for an NPU (from the merged model, never separate adapters)."""
+        return [t for t in self.onnx_targets if self.target_facts[t]["onnx"]["device"] == "npu"]
+
+    @property
+    def runtime_targets(self) -> list[str]:
+        """ONNX targets whose machine needs other ONNX Runtime packages than requirements.txt's."""
+        return [t for t in self.onnx_targets if "runtime" in self.target_facts[t]]
+
+    @property
+    def platforms(self) -> list[str]:
+        """The cloud platforms the workspace gets deployment files for (deploy/<platform>/)."""
+        found = [catalog.load("compute")[self.values["compute"]].get("platform")]
+        found += [facts.get("platform") for facts in self.target_facts.values()]
+        return [p for p in dict.fromkeys(found) if p]
+
+    @property
+    def instances(self) -> dict[str, dict]:
+        """The GPU instance each cloud target serves on (by model size) and the cloud training job asks for."""
+        chosen = {}
+        for target, facts in self.target_facts.items():
+            if "serving_instances" in facts:
+                chosen[target] = next(i for i in facts["serving_instances"] if self.facts["params_b"] <= i.get("up_to_params_b", float("inf")))
+        training = catalog.load("compute")[self.values["compute"]].get("training_instance")
+        if training:
+            chosen["training"] = training
+        return chosen
+
+    @property
+    def include(self) -> dict[str, bool]:
+        """One named switch per optional file or folder of the workspace (the template's file names read them)."""
+        v, platforms, targets = self.values, self.platforms, self.values["targets"]
+        return {
+            "launcher": v["distributed"] != "none", "deepspeed_config": v["distributed"].startswith("deepspeed"),
+            "fsdp_config": v["distributed"] == "fsdp", "onnx": bool(self.onnx_targets), "deploy": bool(platforms),
+            "azureml": "azureml" in platforms, "azureml_job": v["compute"] == "azureml",
+            "azureml_endpoint": "azureml-endpoint" in targets, "foundry": "foundry" in platforms,
+            "kaito": "kaito" in platforms, "kaito_tuning": v["compute"] == "kaito", "kaito_inference": "kaito" in targets,
+            "export_chat": "foundry" in platforms or "kaito" in platforms,
+        }
 
     @property
     def memory_plan(self) -> dict:

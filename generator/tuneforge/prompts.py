@@ -65,7 +65,7 @@ class _Flow:
         if key == "distributed":
             return len(catalog.load("hardware")[v["hardware"]]["distributed"]) > 1
         if key == "adapter_export":
-            return any(t.startswith("onnx-") for t in v["targets"]) and catalog.load("techniques")[v["technique"]]["onnx_adapter"]
+            return any(catalog.is_onnx(t) for t in v["targets"]) and catalog.load("techniques")[v["technique"]]["onnx_adapter"]
         return True
 
     def verdict(self, key: str, value: Any) -> str | None:

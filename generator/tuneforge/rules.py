@@ -94,7 +94,7 @@ def _compute_platform(v: dict, facts: dict) -> list[Problem]:
 
 def _targets(v: dict, facts: dict) -> list[Problem]:
     problems = []
-    onnx = [t for t in v["targets"] if t.startswith("onnx-")]
+    onnx = [t for t in v["targets"] if catalog.is_onnx(t)]
     if not v["targets"]:
         problems.append(Problem("targets", "choose at least one target.", ["targets=pytorch", "targets=onnx-cpu"]))
     if onnx and not catalog.load("architectures")[facts["architecture"]]["onnx"]:

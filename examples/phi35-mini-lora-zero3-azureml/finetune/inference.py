@@ -145,11 +145,17 @@ class OnnxBackend:
         return out
 
 
-def default_onnx_model() -> str:
+def find_onnx_model() -> str | None:
+    """The first ONNX Runtime GenAI model under outputs/onnx/, if optimize.py made one."""
     found = sorted(Path("outputs/onnx").glob("*/genai_config.json"))
+    return str(found[0].parent) if found else None
+
+
+def default_onnx_model() -> str:
+    found = find_onnx_model()
     if not found:
         raise FileNotFoundError("no ONNX model under outputs/onnx/: run python optimize.py first")
-    return str(found[0].parent)
+    return found
 
 
 def default_pytorch_model(config: dict) -> str:

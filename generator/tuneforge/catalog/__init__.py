@@ -35,3 +35,12 @@ def formats() -> dict[str, list[str]]:
         for fmt in facts["formats"]:
             found.setdefault(fmt, []).append(scenario)
     return found
+
+
+def onnx_targets() -> list[str]:
+    """The targets an Olive workflow renders for."""
+    return [t for t, facts in load("targets").items() if "onnx" in facts]
+
+
+def is_onnx(target: str) -> bool:
+    return "onnx" in load("targets")[target]

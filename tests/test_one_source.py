@@ -1,0 +1,81 @@
+"""Each fact about targets and platforms is said once, in the catalog; the plan derives from it and the
+template's file names and files only read what the plan derived."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from tuneforge import catalog
+from tuneforge.answers import DERIVED_KEYS, Given
+from tuneforge.plan import resolve
+
+WORKSPACE = ROOT / "templates" / "workspace"
+SEGMENT = re.compile(r"\{%.*?%\}")
+
+
+def template_paths() -> list[Path]:
+    return [p.relative_to(WORKSPACE) for p in WORKSPACE.rglob("*") if "__pycache__" not in p.parts]
+
+
+def plan_for(**answers):
+    given = Given()
+    given.add({"hardware": "cpu", **answers}, "--set")
+    return resolve(given)
+
+
+def test_each_optional_path_reads_one_named_switch_of_the_plan():
+    """copier-uv's rule: a file name holds one named boolean (or a loop over a list the plan derived), no logic."""
+    switches = set(plan_for().include)
+    used = set()
+    for path in template_paths():
+        for tag in SEGMENT.findall(str(path)):
+            if "yield" in tag:
+                assert re.fullmatch(r"\{% (yield target from (onnx_targets|runtime_targets)|endyield) %\}", tag), (path, tag)
+                continue
+            found = re.fullmatch(r"\{% (?:if include\.(\w+)|endif) %\}", tag)
+            assert found, (path, tag)
+            if found.group(1):
+                assert found.group(1) in switches, (path, tag)
+                used.add(found.group(1))
+    assert used == switches, f"switches no file reads: {switches - used}"
+
+
+def test_no_code_decides_by_a_targets_name_what_the_catalog_says():
+    """Which targets are ONNX, NPU or need their own runtime comes from catalog/targets.yaml alone."""
+    by_name = re.compile(r"startswith\(\s*[\"']onnx-|\[\s*[\"']onnx-\w+[\"']\s*,\s*[\"']onnx-")
+    files = [*(ROOT / "generator").rglob("*.py"), *(ROOT / "templates").rglob("*.jinja"), *(ROOT / "templates").glob("*.yml"),
+             *(ROOT / "tests").glob("*.py")]
+    offenders = [str(f.relative_to(ROOT)) for f in files if by_name.search(f.read_text(encoding="utf-8"))
+                 or by_name.search(str(f))]
+    assert not offenders
+
+
+@pytest.mark.parametrize("model, instance", [("qwen2.5-0.5b-instruct", 0), ("phi-3-medium-4k-instruct", 1)])
+def test_cloud_instances_follow_the_model_size_as_the_catalog_says(model, instance):
+    plan = plan_for(model=model, targets=["pytorch", "azureml-endpoint", "kaito"], compute="kaito", technique="lora",
+                    hardware="cuda", gpu_memory_gb=80.0)
+    targets = catalog.load("targets")
+    assert plan.instances["azureml-endpoint"] == targets["azureml-endpoint"]["serving_instances"][instance]
+    assert plan.instances["kaito"] == targets["kaito"]["serving_instances"][instance]
+    assert plan.instances["training"] == catalog.load("compute")["kaito"]["training_instance"]
+
+
+def test_the_workspace_renders_the_instances_and_runtimes_the_plan_derived(new_workspace):
+    workspace = new_workspace(model="phi-3-mini-4k-instruct", targets="pytorch,azureml-endpoint,kaito,onnx-qnn,onnx-directml",
+                              gpu_memory_gb=64)
+    recorded = yaml.safe_load((workspace / ".copier-answers.yml").read_text())
+    assert set(DERIVED_KEYS) <= set(recorded)
+    deployment = yaml.safe_load((workspace / "deploy" / "azureml" / "deployment.yml").read_text())
+    assert deployment["instance_type"] == recorded["instances"]["azureml-endpoint"]["type"]
+    inference = yaml.safe_load((workspace / "deploy" / "kaito" / "inference-workspace.yaml").read_text())
+    assert inference["resource"]["instanceType"] == recorded["instances"]["kaito"]["type"]
+    for target in ("onnx-qnn", "onnx-directml"):
+        runtime = catalog.load("targets")[target]["runtime"]
+        text = (workspace / "olive" / f"requirements-{target}.txt").read_text()
+        assert [line for line in text.splitlines() if line and not line.startswith("#")] == runtime["packages"]
+        assert ("pip uninstall" in text) == runtime["replaces_cpu_build"]
