@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/plan_accuracy.py [--size small] [--steps 3] [--only NAME]
 
-Trains generated workspaces on ten CPU configurations (Llama-shaped models of 20M to 500M parameters with a
+Trains generated workspaces on twelve CPU configurations (Llama-shaped models of 20M to 500M parameters with a
 32000-id vocabulary; LoRA, QLoRA and full fine-tuning; batch and length varied; packing and gradient
 checkpointing on and off) for a few steps each, with the workspace's own train.py on rows that fill
 max_length, and sets the plan's estimate (`tuneforge plan`, the same numbers the README and the form show)
@@ -45,6 +45,10 @@ CASES = {  # name: (model, answers)
                                             gradient_checkpointing=True)),
     "150m-qlora-b2-1024-ckpt": ("150m", dict(technique="qlora", per_device_train_batch_size=2, max_length=1024,
                                              gradient_checkpointing=True)),
+    "150m-lora-b1-256-ckpt": ("150m", dict(technique="lora", per_device_train_batch_size=1, max_length=256,
+                                           gradient_checkpointing=True)),
+    "150m-lora-b1-1024-ckpt": ("150m", dict(technique="lora", per_device_train_batch_size=1, max_length=1024,
+                                            gradient_checkpointing=True)),
     "500m-lora-b2-512": ("500m", dict(technique="lora", per_device_train_batch_size=2, max_length=512)),
     "500m-full-b1-256-ckpt": ("500m", dict(technique="full", per_device_train_batch_size=1, max_length=256,
                                            gradient_checkpointing=True)),

@@ -51,3 +51,26 @@ def test_dora_trains_a_little_more_than_lora():
     lora = estimate("llama-3.2-3b-instruct", "lora", r=32)
     dora = estimate("llama-3.2-3b-instruct", "dora", r=32)
     assert lora.trainable_params < dora.trainable_params < lora.trainable_params * 1.1
+
+
+def cpu_estimate(technique, length, checkpointing, batch=1):
+    setup = Setup(technique, "fp32", batch, length, checkpointing, "none", 1, 16, "cpu")
+    return plan_memory(MODELS["qwen2.5-0.5b-instruct"], setup, catalog.load("hardware")["cpu"])
+
+
+def test_cpu_activations_grow_linearly_with_length_and_checkpointing_frees_only_part_of_them():
+    # measured by bench/plan_accuracy.py: PyTorch's CPU attention keeps no length^2 probabilities, and glibc keeps
+    # about 45 % of the activations resident under checkpointing
+    short, long = cpu_estimate("lora", 512, False), cpu_estimate("lora", 1024, False)
+    assert long.activations_gb == pytest.approx(2 * short.activations_gb, rel=0.02)
+    kept = cpu_estimate("lora", 1024, True).activations_gb / long.activations_gb
+    assert kept == pytest.approx(catalog.load("hardware")["cpu"]["checkpoint_resident"], rel=0.02)
+    # on a GPU the caching allocator reuses the freed blocks: checkpointing keeps a small fraction
+    gpu = estimate("qwen2.5-0.5b-instruct", "lora", batch=1, length=1024)
+    gpu_full = estimate("qwen2.5-0.5b-instruct", "lora", batch=1, length=1024, checkpointing=False)
+    assert gpu.activations_gb < 0.2 * gpu_full.activations_gb
+
+
+def test_cpu_qlora_counts_the_dequantized_fp32_copies():
+    lora, qlora = cpu_estimate("lora", 512, False), cpu_estimate("qlora", 512, False)
+    assert qlora.weights_gb > lora.weights_gb  # loaded in full precision, plus the copies bitsandbytes dequantizes

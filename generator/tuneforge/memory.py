@@ -73,6 +73,9 @@ def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
         weights = embed * 2 + (params - embed) * NF4_BYTES
     else:
         weights = params * half
+    if setup.technique == "qlora":
+        # 4-bit layers dequantized to fp32 for each matmul, where those copies stay resident
+        weights += device.get("dequantized_copies", 0) * (params - embed) * 4
     if stage == 3 or setup.distributed == "fsdp":
         weights /= shards
     if offload:
@@ -97,14 +100,19 @@ def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
 
     tokens = setup.batch * setup.max_length
     act_bytes = 2 if setup.precision != "fp32" else 4
-    kept_layers = 1 if setup.gradient_checkpointing else layers
-    if setup.gradient_checkpointing:
-        # layer inputs kept for every layer, one layer's full activations recomputed at a time
-        activations = tokens * h * act_bytes * layers + tokens * h * 17 * act_bytes
-    else:
-        activations = tokens * h * 17 * act_bytes * layers
+    # copies of the hidden state each layer keeps for the backward pass, per token; adapters keep more (their
+    # dropout's copy of each adapted layer's input)
+    copies = device.get("activation_copies", 17) + (0 if setup.technique == "full" else device.get("adapter_activation_copies", 0))
+    every_layer = tokens * h * copies * act_bytes * layers
     # attention probabilities, where attention does not run in a fused kernel
-    activations += device.get("attention_copies", 0) * tokens * shape["num_attention_heads"] * setup.max_length * 4 * kept_layers
+    attention = device.get("attention_copies", 0) * tokens * shape["num_attention_heads"] * setup.max_length * 4
+    if setup.gradient_checkpointing:
+        # layer inputs kept for every layer, one layer's full activations recomputed at a time; where the
+        # allocator keeps freed blocks (glibc on CPU), part of the full activations stays resident all the same
+        activations = tokens * h * act_bytes * layers + tokens * h * copies * act_bytes + attention
+        activations = max(activations, device.get("checkpoint_resident", 0) * (every_layer + attention * layers))
+    else:
+        activations = every_layer + attention * layers
     logits = tokens * vocab * 4 * device.get("logits_copies", 1)  # fp32 logits (on GPU their gradient reuses the buffer)
     total = weights + optimizer + activations + logits + overhead_gb * GB
     return Estimate(
