@@ -110,8 +110,11 @@ def test_catalog_lists_the_models_the_brief_names():
                   "llama-3.2-1b-instruct", "llama-3.2-3b-instruct", "llama-3.1-8b-instruct",
                   "mistral-7b-instruct-v0.3", "qwen2.5-0.5b-instruct", "qwen2.5-7b-instruct"]:
         assert model in models
-    for facts in models.values():
-        assert {"hf_id", "architecture", "params_b", "context_length", "lora_target_modules", "gated"} <= set(facts)
+    from tuneforge.models import resolve_model
+
+    for model, facts in models.items():
+        assert {"hf_id", "architecture", "params_b", "context_length", "gated"} <= set(facts)
+        assert resolve_model(model)["lora_target_modules"]  # its own, or its architecture's
 
 
 def test_open_without_vscode_says_how(new_workspace, tmp_path, capsys, monkeypatch):

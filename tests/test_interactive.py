@@ -48,9 +48,9 @@ def test_choosing_answers_by_keys():
 
 def test_bad_typed_input_is_asked_again():
     # hyperparameters: customise, then a learning rate that is not a number, corrected
-    # eleven questions apply on a CPU machine (priority, scenario, hardware, model, technique, distributed, compute,
-    # targets, adapter_export, dataset, dataset_format); "y" answers the confirm at once
-    keys = ENTER * 11 + "y" + "\x7f" * 10 + "fast" + ENTER + "\x7f" * 4 + "3e-4" + ENTER + ENTER * 20
+    # twelve questions apply on a CPU machine (priority, scenario, hardware, model, technique, distributed, compute,
+    # targets, adapter_export, dataset, dataset_format, and thinking for the default Qwen3); "y" answers the confirm at once
+    keys = ENTER * 12 + "y" + "\x7f" * 10 + "fast" + ENTER + "\x7f" * 4 + "3e-4" + ENTER + ENTER * 20
     plan = run_flow(keys, given={"project_name": "p"})
     assert plan.values["learning_rate"] == pytest.approx(3e-4)
 
@@ -96,11 +96,11 @@ def test_each_sized_choice_shows_whether_it_fits(monkeypatch):
     real_select = questionary.select
 
     def spy(message, choices, **kwargs):
-        seen[message] = {c.value: c.title for c in choices}
+        seen[message] = {c.value if isinstance(c.value, str) else repr(c.value): c.title for c in choices}
         return real_select(message, choices=choices, **kwargs)
 
     monkeypatch.setattr(questionary, "select", spy)
-    run_flow(ENTER * 40, given={"project_name": "p", "hardware": "cuda", "gpu_memory_gb": 8})
+    run_flow(ENTER * 40, given={"project_name": "p", "hardware": "cuda", "gpu_memory_gb": 12})
     models = seen["Model: a catalog id, a Hugging Face id, or a local folder with config.json"]
     assert "fits: about" in models["qwen2.5-0.5b-instruct"]
     assert "does not fit: needs about" in models["llama-3.1-8b-instruct"]
@@ -150,6 +150,6 @@ def test_changing_an_answer_at_the_summary_asks_it_again(monkeypatch):
 
     choices = iter(["change", "write"])
     monkeypatch.setattr(prompts, "summary", lambda flow, plan: next(choices))
-    # the eleven questions with their defaults, no customising; at "Which answer?" the first (priority): memory
-    plan = run_flow(ENTER * 11 + "n" + ENTER + DOWN + ENTER + ENTER * 10, given={"project_name": "p"})
+    # the twelve questions with their defaults, no customising; at "Which answer?" the first (priority): memory
+    plan = run_flow(ENTER * 12 + "n" + ENTER + DOWN + ENTER + ENTER * 10, given={"project_name": "p"})
     assert plan.values["priority"] == "memory"

@@ -27,7 +27,7 @@ def plan_for(**answers):
     (dict(targets="kaito", model="qwen2.5-0.5b-instruct"), "targets", "no inference preset", "targets=azureml-endpoint"),
     (dict(adapter_export="adapters", technique="dora"), "adapter_export", "cannot be exported", "adapter_export=merged"),
     (dict(adapter_export="adapters", targets="pytorch"), "adapter_export", "need an ONNX target", "targets=onnx-cpu"),
-    (dict(max_length=100000), "max_length", "at most", "max_length=32768"),
+    (dict(max_length=100000, model="qwen2.5-0.5b-instruct"), "max_length", "at most", "max_length=32768"),
     (dict(hardware="cuda", gpu_memory_gb=2, model="phi-4", technique="lora"), "model", "leanest", "a smaller model"),
     (dict(compute="azureml", hardware="mps"), "hardware", "Azure ML", "hardware=cuda"),
 ])
@@ -44,7 +44,7 @@ def test_the_default_plan_is_valid_and_fits():
     assert plan.problems == []
     assert plan.fits
     assert plan.values["hardware"] == "cpu" and plan.origins["hardware"] == "detected"
-    assert plan.values["model"] == "qwen2.5-0.5b-instruct"
+    assert plan.values["model"] == "qwen3-0.6b"
 
 
 def test_defaults_follow_technique_and_hardware():

@@ -24,7 +24,11 @@ CASES = {
     "dora-llama-alpaca": dict(technique="dora", model="llama-3.2-1b-instruct", dataset_format="alpaca", targets="pytorch"),
     "rslora-phi4mini": dict(technique="rslora", model="phi-4-mini-instruct", targets="pytorch", gpu_memory_gb=64),
     "ia3-mistral": dict(technique="ia3", model="mistral-7b-v0.3", targets="pytorch", gpu_memory_gb=64),
-    "full-qwen2-text": dict(technique="full", model="qwen2.5-0.5b-instruct", dataset_format="text", targets="pytorch"),
+    "full-qwen3-text": dict(technique="full", model="qwen3-0.6b", dataset_format="text", targets="pytorch"),
+    "dora-gemma3": dict(technique="dora", model="gemma-3-1b-it", targets="pytorch"),
+    # a mixture of experts: adapters on attention, the fused experts and the router frozen (30B in fp32 on a CPU)
+    "lora-qwen3-moe": dict(technique="lora", model="qwen3-30b-a3b", targets="pytorch", gpu_memory_gb=400),
+    "lora-gpt-oss-moe": dict(technique="lora", model="gpt-oss-20b", targets="pytorch", gpu_memory_gb=400),
     "deepspeed-zero2": dict(technique="lora", distributed="deepspeed-zero2", targets="pytorch"),
     "deepspeed-zero3": dict(technique="lora", distributed="deepspeed-zero3", targets="pytorch"),
     "ddp-two-processes": dict(technique="lora", distributed="ddp", gpu_count=2, targets="pytorch"),
@@ -153,6 +157,8 @@ ONNX_CASES = {
                               dataset_format="text"),
     "adapters-llama": dict(technique="lora", model="llama-3.2-1b-instruct", adapter_export="adapters"),
     "adapters-phi3-qlora": dict(technique="qlora", model="phi-3-mini-4k-instruct", adapter_export="adapters", gpu_memory_gb=64),
+    "merged-granite-qlora": dict(technique="qlora", model="granite-3.3-2b-instruct", adapter_export="merged", gpu_memory_gb=64),
+    "merged-smollm3-dora": dict(technique="dora", model="smollm3-3b", adapter_export="merged", gpu_memory_gb=64),
 }
 
 
@@ -296,3 +302,36 @@ def test_a_model_and_data_at_hostile_paths_train_and_run_nothing(tmp_path, new_w
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((workspace / "outputs" / "run" / "metrics.json").read_text())["global_step"] == 2
     assert not list(tmp_path.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
+
+
+def test_kept_reasoning_runs_alike_in_the_adapter_the_merged_and_the_onnx_model(new_workspace):
+    """thinking=keep on a tiny Qwen3: answers learnt with <think> blocks; the adapter, the merged model and the
+    fp32 ONNX export give the same first 20 greedy tokens, reasoning tags included."""
+    workspace = new_workspace(model="qwen3-0.6b", thinking="keep", targets="pytorch,onnx-cpu")
+    data = workspace / "data" / "sample.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+    for row in rows:
+        for message in row["messages"]:
+            if message["role"] == "assistant":
+                message["content"] = "<think>\nThe user asks about a plant.\n</think>\n\n" + message["content"]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    smoke = workspace / "configs" / "smoke.yaml"
+    # long and fast enough for the adapter to learn that an answer opens with its reasoning
+    smoke.write_text(smoke.read_text().replace("training.max_steps=8", "training.max_steps=60")
+                     .replace("training.learning_rate=0.001", "training.learning_rate=0.01"))
+    result = run(workspace, "smoke.py")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "[[<think>" in result.stdout and "no warnings" in result.stdout  # the reasoning is learnt, none missing
+    bench = run(workspace, "benchmark.py", "--smoke", "--new-tokens", "8", "--prompts", "2", "--parity-steps", "20")
+    assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
+    assert json.loads((workspace / "outputs" / "smoke" / "benchmark.json").read_text())["fp32_greedy_tokens_match"] is True
+    compare = run(workspace, "-c", (
+        "import json; from finetune.inference import PytorchBackend\n"
+        "kw = {'enable_thinking': True}\n"
+        "adapter, merged = (PytorchBackend(p, template_kwargs=kw) for p in ('outputs/smoke/run', 'outputs/smoke/merged'))\n"
+        "ids = merged.prompt_ids([{'role': 'user', 'content': 'How often should I water a snake plant?'}])\n"
+        "a, m = adapter.generate_ids(ids, 20), merged.generate_ids(ids, 20)\n"
+        "print(json.dumps({'same': a == m, 'text': merged.tokenizer.decode(m)}))"))
+    assert compare.returncode == 0, compare.stderr[-3000:]
+    outcome = json.loads(compare.stdout.strip().splitlines()[-1])
+    assert outcome["same"] and outcome["text"].startswith("<think>"), outcome

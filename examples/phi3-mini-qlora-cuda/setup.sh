@@ -33,14 +33,14 @@ if command -v nvidia-smi >/dev/null 2>&1 && gpus=$(nvidia-smi --query-gpu=name,m
 else
   lack "an NVIDIA GPU and driver: nvidia-smi was not found or failed (on WSL, install the Windows NVIDIA driver)"
 fi
-# memory against the plan's estimate of peak training memory per device (7.17 GB)
+# memory against the plan's estimate of peak training memory per device (7.06 GB)
 device_gb=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | sort -n | head -n 1 | awk '{print int($1 / 1024)}')
 if [ -z "$device_gb" ]; then
-  echo "  ?        memory: could not read it; training needs about 7.17 GB per device"
-elif awk "BEGIN {exit !($device_gb >= 7.17)}"; then
-  ok "${device_gb} GB of GPU memory per device (training needs about 7.17 GB)"
+  echo "  ?        memory: could not read it; training needs about 7.06 GB per device"
+elif awk "BEGIN {exit !($device_gb >= 7.06)}"; then
+  ok "${device_gb} GB of GPU memory per device (training needs about 7.06 GB)"
 else
-  lack "about 7.17 GB of GPU memory per device for training as configured; ${device_gb} GB here (README.md, 'Will it fit?', lists what would)"
+  lack "about 7.06 GB of GPU memory per device for training as configured; ${device_gb} GB here (README.md, 'Will it fit?', lists what would)"
 fi
 cached="${HF_HUB_CACHE:-${HF_HOME:-$HOME/.cache/huggingface}/hub}/models--$(printf '%s' "$MODEL" | sed 's|/|--|g')"
 if [ -d "$cached" ]; then

@@ -59,6 +59,7 @@ PRIORITIES = {
 }
 ADAPTER_EXPORTS = ["merged", "adapters"]
 TRACKERS = ["tensorboard", "mlflow", "wandb", "none"]
+THINKING = ["off", "keep"]
 
 # A project name ends up in shell scripts, YAML, JSON and cloud resource names, so it is kept to
 # characters that need no quoting anywhere and that Azure ML and Kubernetes names accept.
@@ -81,6 +82,8 @@ SPEC: list[Answer] = [
     Answer("scenario", "choice", "What the model is tuned for; decides the sample data, format default and metric", _ids("scenarios")),
     Answer("dataset", "str", "Training data: a local JSON/JSONL file or a Hugging Face dataset id"),
     Answer("dataset_format", "choice", "Format of each example", lambda: DATASET_FORMATS),
+    Answer("thinking", "choice", "Reasoning models whose chat template has a thinking switch (Qwen3, SmolLM3): off trains "
+           "and answers with thinking switched off; keep trains on and answers with <think> reasoning blocks", lambda: THINKING),
     Answer("learning_rate", "float", "Peak learning rate", group="hyper", minimum=0, maximum=1, above=True),
     Answer("num_train_epochs", "float", "Epochs over the data", group="hyper", minimum=0, maximum=1000, above=True),
     Answer("max_steps", "int", "Stop after this many optimizer steps (-1: run all epochs)", group="hyper", minimum=-1, maximum=10_000_000),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from tuneforge.shapes import linear_sizes
+
 GB = 1024**3
 NF4_BYTES = 0.55  # 4-bit weights plus quantization constants (double quantization)
 
@@ -40,21 +42,18 @@ class Estimate:
         return asdict(self)
 
 
-def trainable_parameters(shape: dict, technique: str, lora_r: int, total_params: float) -> int:
-    h, layers = shape["hidden_size"], shape["num_hidden_layers"]
-    heads, kv = shape["num_attention_heads"], shape.get("num_key_value_heads") or shape["num_attention_heads"]
-    kv_dim = h // heads * kv
-    inter = shape["intermediate_size"]
+def trainable_parameters(shape: dict, technique: str, lora_r: int, total_params: float, targets: list[str]) -> int:
+    """targets: the linear layers an adapter adapts (a mixture-of-experts model's experts and router stay frozen)."""
     if technique == "full":
         return int(total_params)
-    # (in, out) of each adapted linear layer in one block
-    linears = [(h, h), (h, kv_dim), (h, kv_dim), (h, h), (h, inter), (h, inter), (inter, h)]
-    if technique == "ia3":
-        return layers * (kv_dim * 2 + inter)
-    per_layer = sum(lora_r * (i + o) for i, o in linears)
+    sizes = linear_sizes(shape)
+    if technique == "ia3":  # one scaling vector for keys, values and the feed-forward output's input
+        return shape["num_hidden_layers"] * (2 * sizes["k_proj"][1] + shape["intermediate_size"])
+    adapted = [sizes[name] for name in targets if name in sizes]
+    per_layer = sum(lora_r * (i + o) for i, o in adapted)
     if technique == "dora":
-        per_layer += sum(o for _, o in linears)
-    return layers * per_layer
+        per_layer += sum(o for _, o in adapted)
+    return shape["num_hidden_layers"] * per_layer
 
 
 def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
@@ -81,7 +80,7 @@ def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
     if offload:
         weights = weights * 0.1  # only the layer being computed is gathered on the device
 
-    trainable = trainable_parameters(shape, setup.technique, setup.lora_r, params)
+    trainable = trainable_parameters(shape, setup.technique, setup.lora_r, params, facts["lora_target_modules"])
     if setup.technique == "full":
         # grads in the training dtype, AdamW moments in fp32 (and fp32 master weights for 16-bit)
         grads = trainable * half

@@ -11,37 +11,49 @@ from pathlib import Path
 
 from tuneforge import catalog
 from tuneforge.answers import AnswerError, suggest
+from tuneforge.shapes import count_parameters
 
 # what the hub accepts as a repository id: owner/name of letters, digits, '-', '_' and '.'
 HF_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-              "intermediate_size", "vocab_size", "tie_word_embeddings", "partial_rotary_factor")
+              "intermediate_size", "vocab_size", "tie_word_embeddings", "partial_rotary_factor", "head_dim")
+# a mixture of experts, as each family's config.json spells it: (experts, experts per token, expert width)
+EXPERT_KEYS = {"qwen3_moe": ("num_experts", "num_experts_per_tok", "moe_intermediate_size"),
+               "gpt_oss": ("num_local_experts", "num_experts_per_tok", "intermediate_size")}
 
 
 def resolve_model(value: str) -> dict:
     """Return the model's facts: id, hf_id (or local path), architecture, params_b, shape, ..."""
     models = catalog.load("models")
     if value in models:
-        return {"id": value, "source": "catalog", **models[value]}
+        return with_architecture({"id": value, "source": "catalog", **models[value]})
     found = catalog.model_by_hf_id(value)
     if found:
-        return {"id": found[0], "source": "catalog", **found[1]}
+        return with_architecture({"id": found[0], "source": "catalog", **found[1]})
     path = Path(value).expanduser()
     if path.is_dir():
         config_file = path / "config.json"
         if not config_file.is_file():
             raise AnswerError("model", f"the folder {path} has no config.json, so its architecture is unknown")
-        return facts_from_config(_read_json(config_file), hf_id=str(path.resolve()), source="local")
+        return with_architecture(facts_from_config(_read_json(config_file), hf_id=str(path.resolve()), source="local"))
     if value.count("/") == 1 and not value.startswith((".", "/", "~")):
         if not HF_ID.fullmatch(value) or ".." in value:
             raise AnswerError("model", f"{value!r} is neither a local folder nor a Hugging Face id (owner/name, of "
                                        "letters, digits, '-', '_' and '.'); check the spelling, or give a local folder holding config.json")
-        return facts_from_config(_fetch_hub_config(value), hf_id=value, source="hub")
+        return with_architecture(facts_from_config(_fetch_hub_config(value), hf_id=value, source="hub"))
     raise AnswerError(
         "model",
         f"unknown model {value!r}.{suggest(value, list(models))} Give a catalog id (see `tuneforge catalog models`), "
         "a Hugging Face id such as microsoft/Phi-3-mini-4k-instruct, or a local folder holding config.json.",
     )
+
+
+def with_architecture(facts: dict) -> dict:
+    """The model's facts with what its architecture implies (LoRA targets, experts, the smoke test's tiny model)."""
+    known = catalog.load("architectures")[facts["architecture"]]
+    return {"lora_target_modules": known["lora_target_modules"], **facts, "moe": bool(known.get("moe")),
+            "attn_implementation": known.get("attn_implementation", "sdpa"), "thinking": bool(known.get("thinking")),
+            "tiny": known.get("tiny", {})}
 
 
 def _read_json(path: Path) -> dict:
@@ -90,10 +102,14 @@ def facts_from_config(config: dict, hf_id: str, source: str) -> dict:
     known = catalog.load("architectures")
     if not isinstance(architecture, str) or architecture not in known:
         raise AnswerError("model", f"{hf_id}: architecture {architecture!r} is not supported; supported: {', '.join(known)}")
-    shape = {k: config[k] for k in SHAPE_KEYS if k in config}
+    shape = {k: config[k] for k in SHAPE_KEYS if k in config and config[k] is not None}
+    if architecture in EXPERT_KEYS:
+        shape.update(zip(("experts", "experts_per_token", "expert_intermediate_size"),
+                         (config.get(k) for k in EXPERT_KEYS[architecture])))
     shape.setdefault("num_key_value_heads", shape.get("num_attention_heads"))
     shape.setdefault("tie_word_embeddings", False)
-    counts = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size", "vocab_size")
+    counts = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size", "vocab_size",
+              *(k for k in ("head_dim", "experts", "experts_per_token", "expert_intermediate_size") if k in shape))
     missing = [k for k in counts if k not in shape]
     if missing:
         raise AnswerError("model", f"{hf_id}: config.json lacks {', '.join(missing)}")
@@ -101,7 +117,7 @@ def facts_from_config(config: dict, hf_id: str, source: str) -> dict:
            if isinstance(shape[k], bool) or not isinstance(shape[k], int) or not 0 < shape[k] < 10**9]
     if bad:
         raise AnswerError("model", f"{hf_id}: config.json has {', '.join(bad)}; each must be a positive whole number")
-    if shape["hidden_size"] % shape["num_attention_heads"] or shape["num_attention_heads"] % shape["num_key_value_heads"]:
+    if (shape["hidden_size"] % shape["num_attention_heads"] and "head_dim" not in shape) or shape["num_attention_heads"] % shape["num_key_value_heads"]:
         raise AnswerError("model", f"{hf_id}: config.json's hidden_size {shape['hidden_size']}, num_attention_heads "
                                    f"{shape['num_attention_heads']} and num_key_value_heads {shape['num_key_value_heads']} "
                                    "do not divide evenly, so it is not a model these tools can load")
@@ -115,19 +131,8 @@ def facts_from_config(config: dict, hf_id: str, source: str) -> dict:
         "family": architecture,
         "architecture": architecture,
         "params_b": round(count_parameters(shape) / 1e9, 3),
+        **({"active_params_b": round(count_parameters(shape, active=True) / 1e9, 3)} if "experts" in shape else {}),
         "shape": shape,
         "context_length": context,
-        "lora_target_modules": known[architecture]["lora_target_modules"],
         "gated": False,
     }
-
-
-def count_parameters(shape: dict) -> int:
-    """Parameters of a decoder-only transformer of this shape (embeddings, attention, gated MLP)."""
-    h, layers, v = shape["hidden_size"], shape["num_hidden_layers"], shape["vocab_size"]
-    heads, kv = shape["num_attention_heads"], shape.get("num_key_value_heads") or shape["num_attention_heads"]
-    head_dim = h // heads
-    attention = h * h * 2 + 2 * h * kv * head_dim
-    mlp = 3 * h * shape["intermediate_size"]
-    embeddings = v * h * (1 if shape.get("tie_word_embeddings") else 2)
-    return layers * (attention + mlp + 2 * h) + embeddings + h

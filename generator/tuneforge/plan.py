@@ -14,9 +14,9 @@ from tuneforge.rules import Problem, check
 
 DEFAULT_ORIGINS = ("default", "detected")
 LEARNING_RATES = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4, "dora": 2e-4, "rslora": 1e-4, "ia3": 3e-3}
-# small enough to train in fp32 on a CPU or a Mac; a GPU gets the Phi model the AI Toolkit starts from
-DEFAULT_MODELS = {"cpu": "qwen2.5-0.5b-instruct", "mps": "qwen2.5-1.5b-instruct", "cuda": "phi-3.5-mini-instruct",
-                  "rocm": "phi-3.5-mini-instruct"}
+# current models that fit each hardware's default memory: a small Qwen3 trains in fp32 on a CPU or a Mac, a 4B
+# one with LoRA in bf16 on a 24 GB GPU (the plan's verdict says so, tests/test_plan.py checks it)
+DEFAULT_MODELS = {"cpu": "qwen3-0.6b", "mps": "qwen3-1.7b", "cuda": "qwen3-4b", "rocm": "qwen3-4b"}
 GPU_MEMORY_DEFAULTS = {"cuda": 24.0, "rocm": 64.0, "mps": 16.0}
 
 
@@ -211,6 +211,8 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
     r.take("report_to", *(("mlflow", "default: compute=azureml logs to its MLflow") if compute == "azureml" else ("tensorboard",)))
     r.take("targets", ["pytorch", "onnx-cpu"])
     r.take("adapter_export", "merged")
+    # most data has no reasoning in its answers: train and answer as the template's thinking switch set off does
+    r.take("thinking", "off")
     r.take("dataset", "data/sample.jsonl")
     scenario = r.take("scenario", *_scenario_default(given))
     r.take("dataset_format", catalog.load("scenarios")[scenario]["formats"][0], f"default: suits scenario={scenario}")

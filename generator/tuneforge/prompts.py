@@ -11,7 +11,7 @@ from tuneforge.models import resolve_model
 from tuneforge.plan import Plan, resolve
 
 ORDER = ["priority", "scenario", "project_name", "hardware", "gpu_count", "gpu_memory_gb", "num_nodes", "model", "technique",
-         "distributed", "compute", "targets", "adapter_export", "dataset", "dataset_format"]
+         "distributed", "compute", "targets", "adapter_export", "dataset", "dataset_format", "thinking"]
 HYPER = [a.key for a in BY_KEY.values() if a.group == "hyper"]
 OTHER_MODEL = "other: a Hugging Face id or a local folder"
 OTHER_NUMBER = "other: type a number"
@@ -64,6 +64,8 @@ class _Flow:
             return v["hardware"] in ("cuda", "rocm")
         if key == "distributed":
             return len(catalog.load("hardware")[v["hardware"]]["distributed"]) > 1
+        if key == "thinking":
+            return bool(plan.facts.get("thinking"))
         if key == "adapter_export":
             return any(catalog.is_onnx(t) for t in v["targets"]) and catalog.load("techniques")[v["technique"]]["onnx_adapter"]
         return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tuneforge import catalog
 from tuneforge.answers import KEYS, format_value
 
 
@@ -11,7 +12,8 @@ def format_plan(plan, files: list[str]) -> str:
     for key in KEYS:
         lines.append(f"  {key:<{width}}  {format_value(plan.values[key]):<28} {plan.origins[key]}")
     f = plan.facts
-    lines += ["", f"Model: {f['hf_id']} ({f['architecture']}, {f['params_b']:g}B parameters, "
+    lines += ["", f"Model: {f['hf_id']} ({f['architecture']}, {f['params_b']:g}B parameters"
+              f"{', %gB active per token' % f['active_params_b'] if f.get('active_params_b') else ''}, "
               f"{f['context_length']} tokens){' - gated: set HF_TOKEN' if f.get('gated') else ''}",
               f"Precision: {plan.precision}", ""]
     lines += format_memory(plan)
@@ -54,6 +56,10 @@ def format_catalog(section: str, data: dict) -> str:
         rows = [("id", "Hugging Face id", "params", "architecture", "context", "notes")]
         for key, facts in data.items():
             notes = ["gated"] if facts.get("gated") else []
+            if facts.get("active_params_b"):
+                notes.append(f"mixture of experts, {facts['active_params_b']:g}B active")
+            if catalog.load("architectures")[facts["architecture"]].get("thinking"):
+                notes.append("thinking switch")
             if facts.get("kaito"):
                 notes.append("KAITO" + (" tuning" if facts["kaito"].get("tuning") else " inference"))
             if facts.get("foundry"):

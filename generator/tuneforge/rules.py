@@ -39,6 +39,27 @@ def _technique_on_hardware(v: dict, facts: dict) -> list[Problem]:
     return []
 
 
+def _technique_on_experts(v: dict, facts: dict) -> list[Problem]:
+    """transformers 5 keeps a mixture of experts' experts as fused tensors, not linear layers."""
+    if not facts.get("moe"):
+        return []
+    if v["technique"] == "qlora":
+        return [Problem("technique", f"{facts['id']} is a mixture of experts: bitsandbytes quantizes linear layers only, so its "
+                                     "experts (most of its weights) would stay 16-bit and QLoRA would save little.",
+                        ["technique=lora (adapters on attention, experts frozen)", "technique=full with distributed=deepspeed-zero3"])]
+    if v["technique"] == "ia3":
+        return [Problem("technique", f"{facts['id']} is a mixture of experts: IA3 scales feed-forward linear layers, and its "
+                                     "experts are fused tensors that IA3 cannot adapt.", ["technique=lora"])]
+    return []
+
+
+def _thinking(v: dict, facts: dict) -> list[Problem]:
+    if v["thinking"] == "keep" and not facts.get("thinking"):
+        return [Problem("thinking", f"{facts['id']}'s chat template has no thinking switch, so there are no reasoning blocks to keep.",
+                        ["thinking=off", "model=qwen3-0.6b"])]
+    return []
+
+
 def _distributed_on_hardware(v: dict, facts: dict) -> list[Problem]:
     hw = catalog.load("hardware")[v["hardware"]]
     dist = v["distributed"]
@@ -149,4 +170,4 @@ def _format_for_scenario(v: dict, facts: dict) -> list[Problem]:
                                                                  if fmt in f2["formats"] and s != scenario][:3])]
 
 
-RULES = [_technique_on_hardware, _distributed_on_hardware, _compute_platform, _targets, _hyperparameters, _format_for_scenario]
+RULES = [_technique_on_hardware, _technique_on_experts, _thinking, _distributed_on_hardware, _compute_platform, _targets, _hyperparameters, _format_for_scenario]

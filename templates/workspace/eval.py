@@ -48,8 +48,8 @@ def shared_tokenizer(paths: list[str]):
     return None
 
 
-def load(backend: str, path: str):
-    return OnnxBackend(path) if backend == "onnx" else PytorchBackend(path)
+def load(backend: str, path: str, template_kwargs: dict | None):
+    return OnnxBackend(path, template_kwargs=template_kwargs) if backend == "onnx" else PytorchBackend(path, template_kwargs=template_kwargs)
 
 
 def print_table(report: dict) -> None:
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, (backend, path) in models.items():
         print(f"scoring {name} ({backend}: {path}) on {len(examples)} examples...", flush=True)
         try:
-            report["models"][name], answers[name] = score(load(backend, path), examples, config, tokenizer, labels)
+            model = load(backend, path, config["data"].get("chat_template_kwargs"))
+            report["models"][name], answers[name] = score(model, examples, config, tokenizer, labels)
         except Exception as error:  # a model that cannot load or run is reported, and the others still scored
             report["broken"][name] = f"{type(error).__name__}: {error}"
     report["answers"] = [{"source": e.source, "reference": e.reference if e.messages else None,

@@ -20,7 +20,7 @@ def sampling_options(generation: dict) -> dict:
 class PytorchBackend:
     name = "pytorch"
 
-    def __init__(self, model_path: str, repetition_penalty: float = 1.0):
+    def __init__(self, model_path: str, repetition_penalty: float = 1.0, template_kwargs: dict | None = None):
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -40,6 +40,7 @@ class PytorchBackend:
             self.model = from_pretrained(AutoModelForCausalLM, model_path, dtype=torch.float32)
         self.model.eval()
         self.repetition_penalty = repetition_penalty
+        self.template_kwargs = template_kwargs or {}  # as in training (data.chat_template_kwargs), e.g. enable_thinking
         self.sampling: dict = {}  # greedy unless set (chat.py sets the config's generation settings)
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 1 << 20)
         self.max_seconds: float | None = None  # a bound on one generation's time (serve.py sets it)
@@ -47,7 +48,8 @@ class PytorchBackend:
         self.finish_reason = "stop"
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                                  **self.template_kwargs)["input_ids"]
 
     def stream(self, messages: list[dict], max_new_tokens: int, ids: list[int] | None = None) -> Iterator[str]:
         from threading import Thread
@@ -84,7 +86,7 @@ class PytorchBackend:
 class OnnxBackend:
     name = "onnx"
 
-    def __init__(self, model_path: str, adapter: str | None = None):
+    def __init__(self, model_path: str, adapter: str | None = None, template_kwargs: dict | None = None):
         import onnxruntime_genai as og
 
         if not (Path(model_path) / "genai_config.json").exists():
@@ -105,9 +107,19 @@ class OnnxBackend:
         genai_config = json.loads((Path(model_path) / "genai_config.json").read_text())
         self.context_length = int(genai_config["model"].get("context_length") or 1 << 20)
         self.max_seconds: float | None = None
+        self.model_path = model_path
+        self.template_kwargs = template_kwargs or {}
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
-        prompt = self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
+        if self.template_kwargs:
+            # ONNX Runtime GenAI's template engine takes no arguments such as enable_thinking: render the
+            # exported tokenizer's own template with transformers, as training did
+            from finetune.modeling import load_tokenizer
+
+            prompt = load_tokenizer(self.model_path).apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                                         **self.template_kwargs)
+        else:
+            prompt = self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
         return list(self.tokenizer.encode(prompt))
 
     def _generator(self, ids: list[int], max_new_tokens: int):
@@ -164,10 +176,11 @@ def default_pytorch_model(config: dict) -> str:
 
 
 def load_backend(backend: str, model_path: str | None, config: dict, adapter: str | None = None):
+    template_kwargs = config.get("data", {}).get("chat_template_kwargs")
     if backend == "onnx":
-        return OnnxBackend(model_path or default_onnx_model(), adapter)
+        return OnnxBackend(model_path or default_onnx_model(), adapter, template_kwargs=template_kwargs)
     if model_path is None:
         model_path = default_pytorch_model(config)
         if not Path(model_path).is_dir():  # a folder of this workspace, never a hub id
             raise FileNotFoundError(f"{model_path} not found: train (python train.py) and merge (python merge.py) first")
-    return PytorchBackend(model_path)
+    return PytorchBackend(model_path, template_kwargs=template_kwargs)

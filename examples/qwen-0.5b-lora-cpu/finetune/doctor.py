@@ -30,6 +30,7 @@ class Report:
     no_stop: list[str] = field(default_factory=list)  # no end-of-turn token among the trained tokens
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     overlap: list[tuple[str, str]] = field(default_factory=list)  # (held-out, training) pairs
+    unreasoned: bool = False  # thinking kept, yet no answer holds a <think> block
     sample: str = ""
 
     @property
@@ -52,6 +53,10 @@ class Report:
         if self.overlap:
             out.append(f"{len(self.overlap)} held-out example(s) are also trained on, so evaluation flatters the model: "
                        f"{few(self.overlap)}")
+        if self.unreasoned:
+            out.append("thinking is kept (data.chat_template_kwargs.enable_thinking: true), yet no answer holds a "
+                       "<think>...</think> block: the model learns to answer with an empty one; add the reasoning to your "
+                       "answers, or regenerate with --set thinking=off")
         return out
 
 
@@ -79,13 +84,15 @@ def examine(config: dict, tokenizer, limit: int | None = None) -> Report:
         if source != example.source:
             report.duplicates.append((example.source, source))
     report.overlap = [(e.source, first_seen[key(e)]) for e in held_out if key(e) in first_seen]
+    report.unreasoned = bool((data.get("chat_template_kwargs") or {}).get("enable_thinking")) and not any(
+        "</think>" in m["content"] for e in train for m in (e.messages or []) if m["role"] == "assistant")
     trained_any_stop = False
     for example in train[:limit]:
-        whole = encode(example, tokenizer, NO_LIMIT, data.get("system_prompt"))
+        whole = encode(example, tokenizer, NO_LIMIT, data.get("system_prompt"), data.get("chat_template_kwargs"))
         if whole is None:
             continue
         report.lengths.append(len(whole["input_ids"]))
-        kept = encode(example, tokenizer, data["max_length"], data.get("system_prompt"))
+        kept = encode(example, tokenizer, data["max_length"], data.get("system_prompt"), data.get("chat_template_kwargs"))
         if kept is None:
             report.dropped.append(example.source)
             continue

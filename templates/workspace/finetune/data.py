@@ -243,22 +243,16 @@ def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
     return list(messages)
 
 
-def encode(example: Example, tokenizer, max_length: int, system_prompt: str | None = None) -> dict | None:
-    """Token ids and labels; labels are IGNORE_INDEX outside assistant turns. None if nothing is left to learn."""
+def encode(example: Example, tokenizer, max_length: int, system_prompt: str | None = None,
+           template_kwargs: dict | None = None) -> dict | None:
+    """Token ids and labels; labels are IGNORE_INDEX outside assistant turns. None if nothing is left to learn.
+    template_kwargs reach the chat template as they do when answering (e.g. enable_thinking)."""
     if example.text is not None:
         ids = tokenizer(example.text, add_special_tokens=True)["input_ids"][: max_length - 1] + [tokenizer.eos_token_id]
         return {"input_ids": ids, "labels": list(ids)}
     messages = with_system(example.messages, system_prompt)
-    full = tokenizer.apply_chat_template(messages, tokenize=False)
-    spans = []
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True) if i else ""
-        through = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
-        if not full.startswith(through) or not through.startswith(before):
-            raise DataError(f"{example.source}: the chat template does not render turns as prefixes; cannot mask the loss")
-        spans.append((len(before), len(through)))
+    spans = assistant_spans(messages, tokenizer, example.source, template_kwargs or {})
+    full = tokenizer.apply_chat_template(messages, tokenize=False, **(template_kwargs or {}))
     encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids = encoded["input_ids"][:max_length]
     labels = [IGNORE_INDEX] * len(ids)
@@ -268,6 +262,25 @@ def encode(example: Example, tokenizer, max_length: int, system_prompt: str | No
     if all(label == IGNORE_INDEX for label in labels):
         return None
     return {"input_ids": ids, "labels": labels}
+
+
+def assistant_spans(messages: list[dict], tokenizer, source: str, template_kwargs: dict) -> list[tuple[int, int]]:
+    """Character spans of the assistant turns in the rendered conversation, each as the model generates it
+    after the generation prompt. Templates that render earlier turns differently from the last (Qwen3 drops
+    earlier turns' reasoning) train on the last turn only, with the rest as context."""
+    def render(upto: int, prompt: bool = False) -> str:
+        return tokenizer.apply_chat_template(messages[:upto], tokenize=False, add_generation_prompt=prompt, **template_kwargs) if upto else ""
+
+    full = render(len(messages))
+    turns = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
+    spans = [(len(render(i, prompt=True)), len(render(i + 1))) for i in turns]
+    if all(full.startswith(render(i + 1)) and render(i + 1).startswith(render(i, prompt=True)) for i in turns):
+        return spans
+    last = turns[-1] if turns else None
+    if last is not None and last == len(messages) - 1 and full.startswith(render(last, prompt=True)):
+        return [spans[-1]]
+    raise DataError(f"{source}: the chat template does not render the answer after its own generation prompt; "
+                    "cannot mask the loss (end each conversation with the assistant's answer)")
 
 
 def load_splits(config: dict, seed: int) -> tuple[list[Example], list[Example]]:
@@ -300,7 +313,7 @@ def check_labels(train: list[Example], held_out: list[Example], labels: list[str
 
 def encode_examples(examples: list[Example], tokenizer, data: dict) -> list[dict]:
     """encode() each example with the data section's max_length and system prompt; drops those left with nothing to learn."""
-    rows = (encode(e, tokenizer, data["max_length"], data.get("system_prompt")) for e in examples)
+    rows = (encode(e, tokenizer, data["max_length"], data.get("system_prompt"), data.get("chat_template_kwargs")) for e in examples)
     return [row for row in rows if row is not None]
 
 

@@ -7,9 +7,25 @@ import json
 from pathlib import Path
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+REASONING_TOKENS = ["<think>", "</think>"]  # added tokens, not special: answers keep them, as Qwen3's do
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# Qwen3's thinking behaviour without its tool calls: the last assistant turn carries a <think> block (empty
+# when it has no reasoning), earlier ones lose theirs, and enable_thinking=false closes an empty block in the
+# generation prompt
+THINKING_CHAT_TEMPLATE = (
+    "{%- set ns = namespace(last_user=-1) %}{%- for m in messages %}{%- if m.role == 'user' %}{%- set ns.last_user = loop.index0 %}"
+    "{%- endif %}{%- endfor %}"
+    "{%- for m in messages %}{%- if m.role == 'assistant' %}{%- set content = m.content %}{%- set reasoning = '' %}"
+    "{%- if '</think>' in content %}{%- set reasoning = content.split('</think>')[0].split('<think>')[-1].strip('\n') %}"
+    "{%- set content = content.split('</think>')[-1].lstrip('\n') %}{%- endif %}"
+    "{%- if loop.index0 > ns.last_user %}{{ '<|im_start|>assistant\n<think>\n' + reasoning + '\n</think>\n\n' + content }}"
+    "{%- else %}{{ '<|im_start|>assistant\n' + content }}{%- endif %}{{ '<|im_end|>\n' }}"
+    "{%- else %}{{ '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{ '<think>\n\n</think>\n\n' }}{%- endif %}{%- endif %}"
 )
 
 
@@ -37,7 +53,7 @@ def corpus(data_path: str) -> list[str]:
     return texts + ["system", "user", "assistant"]
 
 
-def build_tokenizer(texts: list[str], vocab_size: int):
+def build_tokenizer(texts: list[str], vocab_size: int, thinking: bool = False):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -49,7 +65,8 @@ def build_tokenizer(texts: list[str], vocab_size: int):
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>",
                                    pad_token="<pad>", unk_token=None)
-    fast.chat_template = CHAT_TEMPLATE
+    fast.add_tokens(REASONING_TOKENS)
+    fast.chat_template = THINKING_CHAT_TEMPLATE if thinking else CHAT_TEMPLATE
     return fast
 
 
@@ -73,9 +90,11 @@ def build_model(spec: dict, tokenizer):
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
-def save_tiny_model(spec: dict, data_path: str, vocab_size: int, out: Path, extra_texts: list[str] = ()) -> Path:
-    """A tiny model and a tokenizer trained on the data (and on extra texts such as the prompts it will see)."""
-    tokenizer = build_tokenizer(corpus(data_path) + [t for t in extra_texts if t], vocab_size)
+def save_tiny_model(spec: dict, data_path: str, vocab_size: int, out: Path, extra_texts: list[str] = (),
+                    thinking: bool = False) -> Path:
+    """A tiny model and a tokenizer trained on the data (and on extra texts such as the prompts it will see);
+    thinking: a chat template with a thinking switch, as the real model's has."""
+    tokenizer = build_tokenizer(corpus(data_path) + [t for t in extra_texts if t], vocab_size, thinking)
     model = build_model(spec, tokenizer)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)

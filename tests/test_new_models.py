@@ -1,0 +1,96 @@
+"""Late-2025 model families in the plan: each catalog entry's facts agree with its shape, a mixture of
+experts is counted by total and active parameters, adapters train attention with the experts frozen, and
+what cannot handle experts is refused with the reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tuneforge import catalog
+from tuneforge.answers import Given
+from tuneforge.memory import trainable_parameters
+from tuneforge.plan import resolve
+from tuneforge.shapes import count_parameters, linear_sizes
+
+MODELS = catalog.load("models")
+NEW = ["qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen3-14b", "qwen3-32b", "qwen3-30b-a3b", "granite-3.3-2b-instruct",
+       "granite-3.3-8b-instruct", "gemma-3-1b-it", "smollm3-3b",
+       "phi-4-mini-reasoning", "gpt-oss-20b"]
+
+
+def plan_for(**answers):
+    given = Given()
+    given.add(answers, "--set")
+    return resolve(given)
+
+
+@pytest.mark.parametrize("model", NEW)
+def test_each_new_entry_cites_its_source_and_its_parameters_follow_its_shape(model):
+    facts = MODELS[model]
+    assert facts["source"].startswith("https://huggingface.co/" + facts["hf_id"] + "/")
+    assert facts["params_b"] == pytest.approx(count_parameters(facts["shape"]) / 1e9, abs=0.01)
+    if "experts" in facts["shape"]:
+        assert facts["active_params_b"] == pytest.approx(count_parameters(facts["shape"], active=True) / 1e9, abs=0.01)
+
+
+@pytest.mark.parametrize("model, total, active", [("qwen3-30b-a3b", 30.5, 3.3), ("gpt-oss-20b", 20.9, 4.2)])
+def test_a_mixture_of_experts_counts_total_and_active_parameters(model, total, active):
+    # Qwen3-30B-A3B's model card: 30.5B in total, 3.3B activated (8 of 128 experts per token)
+    facts = MODELS[model]
+    assert facts["params_b"] == pytest.approx(total, abs=0.1) and facts["active_params_b"] == pytest.approx(active, abs=0.1)
+
+
+def test_adapters_on_a_mixture_of_experts_train_attention_and_leave_the_experts_frozen():
+    plan = plan_for(model="qwen3-30b-a3b", technique="lora", lora_r=16, targets="pytorch", hardware="cuda", gpu_memory_gb=80)
+    assert plan.facts["lora_target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    shape = plan.facts["shape"]
+    sizes = linear_sizes(shape)
+    assert sizes["q_proj"] == (2048, 32 * 128) and sizes["k_proj"] == (2048, 4 * 128)  # head_dim, not hidden/heads
+    attention = shape["num_hidden_layers"] * 16 * sum(i + o for name, (i, o) in sizes.items() if name in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    assert plan.memory.trainable_params == attention
+    # the weights are all 30.5B parameters, whatever a token uses
+    assert plan.memory.weights_gb == pytest.approx(30.53e9 * 2 / 1024**3, rel=0.01)
+
+
+@pytest.mark.parametrize("technique, words", [("qlora", "quantizes linear layers only"), ("ia3", "fused tensors")])
+def test_what_cannot_handle_experts_is_refused_with_the_reason(technique, words):
+    plan = plan_for(model="qwen3-30b-a3b", technique=technique, targets="pytorch", hardware="cuda", gpu_memory_gb=80)
+    problem = next(p for p in plan.problems if p.key == "technique")
+    assert words in problem.reason and problem.alternatives[0].startswith("technique=lora")
+
+
+def test_an_architecture_the_model_builder_cannot_export_is_refused_for_onnx():
+    plan = plan_for(model="qwen3-30b-a3b", technique="lora", targets="pytorch,onnx-cpu", hardware="cuda", gpu_memory_gb=80)
+    assert any(p.key == "targets" and "qwen3_moe" in p.reason for p in plan.problems)
+    assert not plan_for(model="qwen3-0.6b", targets="pytorch,onnx-cpu").problems
+
+
+@pytest.mark.parametrize("config, experts, per_token, width", [
+    ({"model_type": "qwen3_moe", "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 96}, 8, 2, 96),
+    ({"model_type": "gpt_oss", "num_local_experts": 4, "num_experts_per_tok": 2}, 4, 2, 512),
+])
+def test_a_local_mixture_of_experts_reads_each_familys_own_config_keys(tmp_path, config, experts, per_token, width):
+    (tmp_path / "config.json").write_text(json.dumps({
+        "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 64,
+        "intermediate_size": 512, "vocab_size": 1000, "max_position_embeddings": 1024, **config}))
+    plan = plan_for(model=str(tmp_path), targets="pytorch")
+    shape = plan.facts["shape"]
+    assert (shape["experts"], shape["experts_per_token"], shape["expert_intermediate_size"]) == (experts, per_token, width)
+    assert plan.facts["moe"] is True and plan.facts["active_params_b"] < plan.facts["params_b"]
+    assert plan.facts["lora_target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def test_lora_counts_follow_the_modules_it_adapts():
+    # Phi-3's fused qkv_proj takes one LoRA pair where q, k and v take three
+    shape = MODELS["phi-3-mini-4k-instruct"]["shape"]
+    fused = trainable_parameters(shape, "lora", 8, 0, ["qkv_proj"])
+    split = trainable_parameters(shape, "lora", 8, 0, ["q_proj", "k_proj", "v_proj"])
+    assert fused == 32 * 8 * (3072 + 3 * 3072) and split == 32 * 8 * 3 * (3072 + 3072)
+
+
+def test_gpt_oss_trains_with_the_attention_transformers_has_for_it(new_workspace):
+    workspace = new_workspace(model="gpt-oss-20b", targets="pytorch", gpu_memory_gb=400)
+    assert "attn_implementation: eager" in (workspace / "configs" / "train.yaml").read_text()
+    assert "attn_implementation: sdpa" in (new_workspace(model="qwen3-0.6b", targets="pytorch") / "configs" / "train.yaml").read_text()
