@@ -251,8 +251,7 @@ def encode(example: Example, tokenizer, max_length: int, system_prompt: str | No
         ids = tokenizer(example.text, add_special_tokens=True)["input_ids"][: max_length - 1] + [tokenizer.eos_token_id]
         return {"input_ids": ids, "labels": list(ids)}
     messages = with_system(example.messages, system_prompt)
-    spans = assistant_spans(messages, tokenizer, example.source, template_kwargs or {})
-    full = tokenizer.apply_chat_template(messages, tokenize=False, **(template_kwargs or {}))
+    full, spans = assistant_spans(messages, tokenizer, example.source, template_kwargs or {})
     encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids = encoded["input_ids"][:max_length]
     labels = [IGNORE_INDEX] * len(ids)
@@ -264,8 +263,8 @@ def encode(example: Example, tokenizer, max_length: int, system_prompt: str | No
     return {"input_ids": ids, "labels": labels}
 
 
-def assistant_spans(messages: list[dict], tokenizer, source: str, template_kwargs: dict) -> list[tuple[int, int]]:
-    """Character spans of the assistant turns in the rendered conversation, each as the model generates it
+def assistant_spans(messages: list[dict], tokenizer, source: str, template_kwargs: dict) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of its assistant turns, each as the model generates it
     after the generation prompt. Templates that render earlier turns differently from the last (Qwen3 drops
     earlier turns' reasoning) train on the last turn only, with the rest as context."""
     def render(upto: int, prompt: bool = False) -> str:
@@ -273,12 +272,11 @@ def assistant_spans(messages: list[dict], tokenizer, source: str, template_kwarg
 
     full = render(len(messages))
     turns = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
-    spans = [(len(render(i, prompt=True)), len(render(i + 1))) for i in turns]
-    if all(full.startswith(render(i + 1)) and render(i + 1).startswith(render(i, prompt=True)) for i in turns):
-        return spans
-    last = turns[-1] if turns else None
-    if last is not None and last == len(messages) - 1 and full.startswith(render(last, prompt=True)):
-        return [spans[-1]]
+    rendered = [(render(i, prompt=True), render(i + 1)) for i in turns]  # (the prompt before the turn, through it)
+    if all(full.startswith(through) and through.startswith(before) for before, through in rendered):
+        return full, [(len(before), len(through)) for before, through in rendered]
+    if turns and turns[-1] == len(messages) - 1 and full.startswith(rendered[-1][0]):
+        return full, [(len(rendered[-1][0]), len(full))]
     raise DataError(f"{source}: the chat template does not render the answer after its own generation prompt; "
                     "cannot mask the loss (end each conversation with the assistant's answer)")
 
