@@ -342,7 +342,12 @@ class Collator:
         longest = max(len(row["input_ids"]) for row in batch)
         limit = max(self.max_length or sum(len(row["input_ids"]) for row in batch), longest)
         candidates = sorted({min(limit, int(longest * f)) for f in (1.0, 1.25, 1.5, 2.0, 3.0)})
-        return min(candidates, key=lambda w: (len(pack(batch, w)) * max(len(r[0]) for r in pack(batch, w)), w))
+
+        def padded_slots(width: int) -> tuple[int, int]:
+            rows = pack(batch, width)
+            return len(rows) * max(len(r[0]) for r in rows), width
+
+        return min(candidates, key=padded_slots)
 
     def __call__(self, batch: list[dict]) -> dict:
         import torch
