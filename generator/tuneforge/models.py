@@ -17,9 +17,6 @@ from tuneforge.shapes import count_parameters
 HF_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
               "intermediate_size", "vocab_size", "tie_word_embeddings", "partial_rotary_factor", "head_dim")
-# a mixture of experts, as each family's config.json spells it: (experts, experts per token, expert width)
-EXPERT_KEYS = {"qwen3_moe": ("num_experts", "num_experts_per_tok", "moe_intermediate_size"),
-               "gpt_oss": ("num_local_experts", "num_experts_per_tok", "intermediate_size")}
 
 
 def resolve_model(value: str) -> dict:
@@ -51,7 +48,7 @@ def resolve_model(value: str) -> dict:
 def with_architecture(facts: dict) -> dict:
     """The model's facts with what its architecture implies (LoRA targets, experts, the smoke test's tiny model)."""
     known = catalog.load("architectures")[facts["architecture"]]
-    return {"lora_target_modules": known["lora_target_modules"], **facts, "moe": bool(known.get("moe")),
+    return {"lora_target_modules": known["lora_target_modules"], **facts, "moe": "moe" in known,
             "attn_implementation": known.get("attn_implementation", "sdpa"), "thinking": bool(known.get("thinking")),
             "tiny": known.get("tiny", {})}
 
@@ -103,9 +100,8 @@ def facts_from_config(config: dict, hf_id: str, source: str) -> dict:
     if not isinstance(architecture, str) or architecture not in known:
         raise AnswerError("model", f"{hf_id}: architecture {architecture!r} is not supported; supported: {', '.join(known)}")
     shape = {k: config[k] for k in SHAPE_KEYS if k in config and config[k] is not None}
-    if architecture in EXPERT_KEYS:
-        shape.update(zip(("experts", "experts_per_token", "expert_intermediate_size"),
-                         (config.get(k) for k in EXPERT_KEYS[architecture])))
+    if known[architecture].get("moe"):  # each family spells its experts its own way (architectures.yaml)
+        shape.update({ours: config.get(theirs) for ours, theirs in known[architecture]["moe"].items()})
     shape.setdefault("num_key_value_heads", shape.get("num_attention_heads"))
     shape.setdefault("tie_word_embeddings", False)
     counts = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size", "vocab_size",

@@ -61,7 +61,8 @@ class Plan:
         return {**self.values, "model_facts": dict(self.facts), "scenario_facts": catalog.load("scenarios")[self.values["scenario"]],
                 "precision": self.precision, "resource_name": self.resource_name, "memory_plan": self.memory_plan,
                 "explicit_answers": self.explicit, "target_facts": self.target_facts, "onnx_targets": self.onnx_targets,
-                "npu_targets": self.npu_targets, "runtime_targets": self.runtime_targets, "platforms": self.platforms, "instances": self.instances, "include": self.include}
+                "npu_targets": self.npu_targets, "runtime_targets": self.runtime_targets, "platforms": self.platforms,
+                "instances": self.instances, "include": self.include}
 
     @property
     def target_facts(self) -> dict[str, dict]:
