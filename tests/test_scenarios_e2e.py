@@ -39,7 +39,7 @@ def test_smoke_and_eval_run_for_every_scenario(new_workspace, scenario):
 
 
 def test_a_classifier_trained_long_enough_beats_its_base_model(new_workspace):
-    workspace = new_workspace(scenario="classification", technique="full", targets="pytorch")
+    workspace = new_workspace(scenario="classification", technique="full", targets="pytorch", model="qwen2.5-0.5b-instruct")
     smoke = yaml.safe_load((workspace / "configs" / "smoke.yaml").read_text())
     build = ("import yaml; from finetune.config import load_config; from finetune.tiny import save_tiny_model; "
              "s = yaml.safe_load(open('configs/smoke.yaml')); c = load_config('configs/train.yaml'); "
