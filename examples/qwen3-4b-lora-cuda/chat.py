@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             answer += piece
             print(piece, end="", flush=True)
         print()
+        if answer and not answer.strip():  # else it looks like no answer at all
+            print(f"(the answer was {backend.usage[1]} tokens of whitespace only)")
         history.append({"role": "assistant", "content": answer})
         if args.prompt is not None:
             return 0
