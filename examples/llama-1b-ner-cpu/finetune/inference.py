@@ -107,17 +107,19 @@ class OnnxBackend:
         genai_config = json.loads((Path(model_path) / "genai_config.json").read_text())
         self.context_length = int(genai_config["model"].get("context_length") or 1 << 20)
         self.max_seconds: float | None = None
-        self.model_path = model_path
         self.template_kwargs = template_kwargs or {}
-
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        # ONNX Runtime GenAI's template engine takes no arguments such as enable_thinking: with any, the exported
+        # tokenizer's own template is rendered by transformers, as in training (loaded once, not per prompt)
+        self.chat_tokenizer = None
         if self.template_kwargs:
-            # ONNX Runtime GenAI's template engine takes no arguments such as enable_thinking: render the
-            # exported tokenizer's own template with transformers, as training did
             from finetune.modeling import load_tokenizer
 
-            prompt = load_tokenizer(self.model_path).apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                                         **self.template_kwargs)
+            self.chat_tokenizer = load_tokenizer(model_path)
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        if self.chat_tokenizer is not None:
+            prompt = self.chat_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                             **self.template_kwargs)
         else:
             prompt = self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
         return list(self.tokenizer.encode(prompt))
