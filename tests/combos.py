@@ -7,7 +7,7 @@ import itertools
 import random
 
 from tuneforge import catalog
-from tuneforge.answers import DATASET_FORMATS, DISTRIBUTED, AnswerError, Given
+from tuneforge.answers import DISTRIBUTED, AnswerError, Given
 from tuneforge.plan import resolve
 
 DIMENSIONS = {
@@ -20,7 +20,8 @@ DIMENSIONS = {
     "targets": list(catalog.load("targets")),  # each target on its own
     "adapter_export": ["merged", "adapters"],
     "scenario": list(catalog.load("scenarios")),
-    "dataset_format": DATASET_FORMATS,
+    "dataset_format": list(catalog.formats()),
+    "objective": list(catalog.load("objectives")),
     "num_nodes": [1, 2],
 }
 

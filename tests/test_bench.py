@@ -50,3 +50,8 @@ def test_gpu_memory_benchmark_on_a_tiny_model_on_the_cpu(tmp_path):
 def test_plan_accuracy_benchmark(tmp_path):
     out = bench("bench/plan_accuracy.py", "--size", "small", "--steps", "1", "--workdir", str(tmp_path))
     assert "mean absolute error" in out and "20m-lora-b4-512" in out
+
+
+def test_preference_benchmark_against_trl():
+    out = bench("bench/preference.py", "--pairs", "16", "--rounds", "1")
+    assert "tuneforge" in out and "trl" in out and "x TRL" in out

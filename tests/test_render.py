@@ -22,6 +22,7 @@ ALWAYS = {".copier-answers.yml", ".gitignore", "README.md", "requirements.txt", 
           "finetune/__init__.py", "finetune/config.py", "finetune/data.py", "finetune/modeling.py", "finetune/plot.py",
           "finetune/tiny.py", "finetune/inference.py", "finetune/metrics.py", "finetune/scoring.py", "finetune/trainer.py",
           "finetune/files.py", "finetune/hub.py", "finetune/doctor.py", "finetune/quiet.py", "check_data.py",
+          "finetune/preference.py", "finetune/preference_trainer.py", "finetune/losses.py",
           "tests/test_workspace.py", "pytest.ini",
           ".vscode/launch.json", ".vscode/tasks.json", ".vscode/extensions.json", ".vscode/settings.json",
           ".devcontainer/devcontainer.json", "setup.sh", "setup.ps1"}

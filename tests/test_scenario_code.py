@@ -138,7 +138,7 @@ def test_every_sample_reads_in_every_format_its_scenario_allows(scenario):
     counts = set()
     for fmt in facts["formats"]:
         examples = read_examples(str(SAMPLES / scenario / f"{fmt}.jsonl"), fmt, task=facts)
-        counts.add(len(examples))
+        counts.add(len(examples) // 2 if fmt == "kto" else len(examples))  # kto: each pair's two answers, one line each
         assert len(examples) >= 16
     assert len(counts) == 1  # the same examples in each format
     if scenario == "classification":

@@ -79,27 +79,31 @@ def tracking(tracker: str) -> str:
 def train(config: dict, resume: bool = False) -> dict:
     from transformers import set_seed
 
+    from finetune.preference import PairCollator, build_preference_datasets
+    from finetune.preference_trainer import PreferenceTrainer
     from finetune.trainer import AnswerOnlyTrainer
 
     seed = config["training"]["seed"]
     set_seed(seed)
+    preference = config.get("preference")
     tokenizer = load_tokenizer(config["model"]["name_or_path"])
     check_data(config, tokenizer, first=is_first_process())
-    train_set, eval_set = build_datasets(config, tokenizer, seed)
+    train_set, eval_set = (build_preference_datasets if preference else build_datasets)(config, tokenizer, seed)
     args = training_arguments(config, has_eval=bool(eval_set))
     model = load_base_model(config)
     model.config.use_cache = False
     model = add_adapter(model, config, args.gradient_checkpointing)
     trainable, total = count_trainable(model)
     if args.process_index == 0:
-        print(f"training {trainable:,} of {total:,} parameters on {len(train_set)} examples "
-              f"({len(eval_set)} held out)", flush=True)
-    trainer = AnswerOnlyTrainer(
-        model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
-        data_collator=Collator(tokenizer.pad_token_id, packing=config["data"].get("packing", False),
-                               max_length=config["data"]["max_length"]),
-        processing_class=tokenizer,
-    )
+        unit = {None: "examples", "kto": "answers"}.get(preference and preference["objective"], "pairs")
+        what = f"{preference['objective']} on {len(train_set)} {unit}" if preference else f"{len(train_set)} {unit}"
+        print(f"training {trainable:,} of {total:,} parameters, {what} ({len(eval_set)} held out)", flush=True)
+    common = dict(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None, processing_class=tokenizer)
+    if preference:
+        trainer = PreferenceTrainer(**common, data_collator=PairCollator(tokenizer.pad_token_id), preference=preference)
+    else:
+        trainer = AnswerOnlyTrainer(**common, data_collator=Collator(
+            tokenizer.pad_token_id, packing=config["data"].get("packing", False), max_length=config["data"]["max_length"]))
     resume_from = resume and last_complete_checkpoint(args.output_dir, speak=args.process_index == 0)
     already = tokens_seen(resume_from) if resume_from else 0  # read now: training may rotate that checkpoint away
     trainer.train(resume_from_checkpoint=resume_from or None)
@@ -107,8 +111,12 @@ def train(config: dict, resume: bool = False) -> dict:
     metrics = {"train_loss": next((e["train_loss"] for e in reversed(trainer.state.log_history) if "train_loss" in e), None),
                "global_step": trainer.state.global_step}
     if eval_set:
-        eval_loss = trainer.evaluate()["eval_loss"]
-        metrics.update(eval_loss=eval_loss, eval_perplexity=math.exp(min(eval_loss, 50)))
+        scores = trainer.evaluate()
+        metrics["eval_loss"] = scores["eval_loss"]
+        if preference:  # how often the held-out chosen answer wins, and by how much
+            metrics.update({k: v for k, v in scores.items() if k.startswith("eval_rewards/")})
+        else:
+            metrics["eval_perplexity"] = math.exp(min(scores["eval_loss"], 50))
     metrics.update(peak_memory(), train_tokens_per_second=_tokens_per_second(trainer, already))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(args.output_dir)

@@ -49,7 +49,6 @@ def _ids(section: str) -> Callable[[], list[str]]:
 
 
 DISTRIBUTED = ["none", "ddp", "deepspeed-zero1", "deepspeed-zero2", "deepspeed-zero3", "deepspeed-zero3-offload", "fsdp"]
-DATASET_FORMATS = ["messages", "prompt-completion", "alpaca", "text", "classification", "ner", "translation", "qa", "summarization"]
 # what each priority steers in the plan's defaults (plan.resolve), as the form explains it
 PRIORITIES = {
     "quality": "LoRA rank 32 and the technique that fits with the least compromise",
@@ -81,7 +80,9 @@ SPEC: list[Answer] = [
     Answer("priority", "choice", "What matters most; steers the defaults", lambda: list(PRIORITIES)),
     Answer("scenario", "choice", "What the model is tuned for; decides the sample data, format default and metric", _ids("scenarios")),
     Answer("dataset", "str", "Training data: a local JSON/JSONL file or a Hugging Face dataset id"),
-    Answer("dataset_format", "choice", "Format of each example", lambda: DATASET_FORMATS),
+    Answer("dataset_format", "choice", "Format of each example", lambda: list(catalog.formats())),
+    Answer("objective", "choice", "What training optimises: sft learns the answers in the data; dpo, orpo, kto and simpo learn "
+           "to prefer some answers over others (scenario=preference)", _ids("objectives")),
     Answer("thinking", "choice", "Reasoning models whose chat template has a thinking switch (Qwen3, SmolLM3): off trains "
            "and answers with thinking switched off; keep trains on and answers with <think> reasoning blocks", lambda: THINKING),
     Answer("learning_rate", "float", "Peak learning rate", group="hyper", minimum=0, maximum=1, above=True),
@@ -102,7 +103,7 @@ SPEC: list[Answer] = [
 BY_KEY = {a.key: a for a in SPEC}
 KEYS = list(BY_KEY)
 # Values the plan derives and the template needs; recorded in the answers file, never asked.
-DERIVED_KEYS = ["model_facts", "scenario_facts", "precision", "resource_name", "memory_plan", "explicit_answers",
+DERIVED_KEYS = ["model_facts", "scenario_facts", "objective_facts", "precision", "resource_name", "memory_plan", "explicit_answers",
                 "target_facts", "onnx_targets", "npu_targets", "runtime_targets", "platforms", "instances", "include"]
 
 _TRUE = {"true", "yes", "y", "1", "on"}

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tuneforge import catalog
+
 BAD_INPUT = 2
 
 
@@ -46,9 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     _answer_options(plan)
     plan.add_argument("--json", action="store_true", help="machine-readable output")
 
-    cat = sub.add_parser("catalog", help="list models, techniques, hardware or targets")
+    cat = sub.add_parser("catalog", help="list models, techniques, objectives, hardware, targets, compute, scenarios or formats")
     cat.add_argument("section", nargs="?", default="models",
-                     choices=["models", "techniques", "hardware", "targets", "compute", "scenarios", "formats"])
+                     choices=[s for s in catalog.SECTIONS if s != "architectures"] + ["formats"])
     cat.add_argument("--json", action="store_true")
     return parser
 

@@ -26,6 +26,7 @@ class Setup:
     devices: int  # data-parallel devices in total (gpu_count x num_nodes)
     lora_r: int
     hardware: str
+    sequences: int = 1  # sequences per example through the model each step (2 for preference pairs)
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
         states, grads = 0, grads / shards
     optimizer = grads + states
 
-    tokens = setup.batch * setup.max_length
+    tokens = setup.batch * setup.max_length * setup.sequences
     act_bytes = 2 if setup.precision != "fp32" else 4
     # copies of the hidden state each layer keeps for the backward pass, per token; adapters keep more (their
     # dropout's copy of each adapted layer's input)

@@ -59,6 +59,7 @@ class Plan:
     def copier_data(self) -> dict[str, Any]:
         """The data the template renders from; recorded whole in the workspace's answers file."""
         return {**self.values, "model_facts": dict(self.facts), "scenario_facts": catalog.load("scenarios")[self.values["scenario"]],
+                "objective_facts": catalog.load("objectives")[self.values["objective"]],
                 "precision": self.precision, "resource_name": self.resource_name, "memory_plan": self.memory_plan,
                 "explicit_answers": self.explicit, "target_facts": self.target_facts, "onnx_targets": self.onnx_targets,
                 "npu_targets": self.npu_targets, "runtime_targets": self.runtime_targets, "platforms": self.platforms,
@@ -183,6 +184,11 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
         dist_default, why = "none", "default"
     r.take("distributed", dist_default, why)
 
+    r.take("dataset", "data/sample.jsonl")
+    scenario = r.take("scenario", *_scenario_default(given))
+    fmt = r.take("dataset_format", catalog.load("scenarios")[scenario]["formats"][0], f"default: suits scenario={scenario}")
+    r.take("objective", *_objective_default(scenario, fmt))
+
     gpu = hw in ("cuda", "rocm")
     r.take("gradient_checkpointing", gpu or priority == "memory",
            "default: priority=memory" if priority == "memory" else "default")
@@ -203,7 +209,10 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
 
     r.take("lora_alpha", 2 * r.values["lora_r"], "default: 2 x lora_r")
     r.take("lora_dropout", 0.05)
-    r.take("learning_rate", LEARNING_RATES[technique], f"default: suits {technique}")
+    objective = r.values["objective"]
+    scale = catalog.load("objectives")[objective]["learning_rate_scale"]
+    r.take("learning_rate", float(f"{LEARNING_RATES[technique] * scale:.3g}"),
+           f"default: suits {technique}" + (f" and objective={objective}" if scale != 1 else ""))
     r.take("num_train_epochs", 3)
     r.take("max_steps", -1)
     r.take("packing", True)
@@ -214,9 +223,6 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
     r.take("adapter_export", "merged")
     # most data has no reasoning in its answers: train and answer as the template's thinking switch set off does
     r.take("thinking", "off")
-    r.take("dataset", "data/sample.jsonl")
-    scenario = r.take("scenario", *_scenario_default(given))
-    r.take("dataset_format", catalog.load("scenarios")[scenario]["formats"][0], f"default: suits scenario={scenario}")
     r.take("project_name", "finetune")
 
     values = {k: r.values[k] for k in KEYS}
@@ -235,12 +241,25 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
 
 
 def _scenario_default(given: Given) -> tuple[str, str]:
-    """chat, unless the format given can only mean another scenario (text: domain; a task's own format: that task)."""
+    """chat, unless the format given can only mean another scenario (text: domain; a task's own format: that task)
+    or the objective given is a preference one."""
+    if given.values.get("objective", "sft") != "sft":
+        return "preference", f"default: suits objective={given.values['objective']}"
     fmt = given.values.get("dataset_format")
     for scenario, facts in catalog.load("scenarios").items():
         if fmt and fmt == facts["formats"][0] and fmt not in catalog.load("scenarios")["chat"]["formats"]:
             return scenario, f"default: suits dataset_format={fmt}"
     return "chat", "default"
+
+
+def _objective_default(scenario: str, fmt: str) -> tuple[str, str]:
+    """sft, except for preference data: the first objective that reads its format."""
+    if scenario != "preference":
+        return "sft", "default"
+    for objective, facts in catalog.load("objectives").items():
+        if fmt in facts["formats"]:
+            return objective, f"default: suits dataset_format={fmt}"
+    return "dpo", "default"
 
 
 def _device(hw: str) -> dict:
@@ -252,6 +271,7 @@ def _setup(values: dict, precision: str, devices: int) -> Setup:
         technique=values["technique"], precision=precision, batch=values["per_device_train_batch_size"],
         max_length=values["max_length"], gradient_checkpointing=values["gradient_checkpointing"],
         distributed=values.get("distributed", "none"), devices=devices, lora_r=values["lora_r"], hardware=values["hardware"],
+        sequences=catalog.load("objectives")[values.get("objective", "sft")]["sequences"],
     )
 
 

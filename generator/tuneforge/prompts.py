@@ -11,7 +11,7 @@ from tuneforge.models import resolve_model
 from tuneforge.plan import Plan, resolve
 
 ORDER = ["priority", "scenario", "project_name", "hardware", "gpu_count", "gpu_memory_gb", "num_nodes", "model", "technique",
-         "distributed", "compute", "targets", "adapter_export", "dataset", "dataset_format", "thinking"]
+         "distributed", "compute", "targets", "adapter_export", "dataset", "dataset_format", "objective", "thinking"]
 HYPER = [a.key for a in BY_KEY.values() if a.group == "hyper"]
 OTHER_MODEL = "other: a Hugging Face id or a local folder"
 OTHER_NUMBER = "other: type a number"
@@ -66,6 +66,8 @@ class _Flow:
             return len(catalog.load("hardware")[v["hardware"]]["distributed"]) > 1
         if key == "thinking":
             return bool(plan.facts.get("thinking"))
+        if key == "objective":
+            return v["scenario"] == "preference"  # every other scenario learns its answers (sft)
         if key == "adapter_export":
             return any(catalog.is_onnx(t) for t in v["targets"]) and catalog.load("techniques")[v["technique"]]["onnx_adapter"]
         return True
@@ -95,7 +97,7 @@ class _Flow:
         self.asked.add({key: value}, "asked")
 
     def select(self, key: str, message: str, options: list[str], default: Any, plan: Plan) -> str:
-        section = {"technique": "techniques", "hardware": "hardware", "compute": "compute"}.get(key)
+        section = {"technique": "techniques", "hardware": "hardware", "compute": "compute", "objective": "objectives"}.get(key)
         choices = []
         for option in options:
             title = option

@@ -32,6 +32,11 @@ def format_memory(plan) -> list[str]:
              f"({m.trainable_params:,} trainable parameters)",
              f"  + activations {m.activations_gb:g} GB + logits {m.logits_gb:g} GB + runtime {m.overhead_gb:g} GB",
              f"  = about {m.total_gb:g} GB of {plan.available_gb:g} GB: {'fits' if plan.fits else 'DOES NOT FIT'}"]
+    objective = catalog.load("objectives")[plan.values["objective"]]
+    if objective["sequences"] > 1:
+        lines.append(f"  {plan.values['objective']} runs {objective['sequences']} sequences per example (activations and logits"
+                     " counted twice)" + ("; the reference log-probabilities are computed once before the first step, so"
+                                          " no second model is held" if objective["reference"] else "; it needs no reference model"))
     if plan.suggestions:
         lines.append("  What would fit:")
         lines += [f"    {s}" for s in plan.suggestions]

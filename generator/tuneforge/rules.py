@@ -60,6 +60,35 @@ def _thinking(v: dict, facts: dict) -> list[Problem]:
     return []
 
 
+def _objective(v: dict, facts: dict) -> list[Problem]:
+    objective, scenario, fmt = v["objective"], v["scenario"], v["dataset_format"]
+    objectives = catalog.load("objectives")
+    preference = [o for o in objectives if o != "sft"]
+    if objective == "sft":
+        if scenario == "preference":
+            return [Problem("objective", "the preference scenario's examples are pairs of answers (or answers marked good "
+                                         "or bad), which supervised fine-tuning cannot learn from.",
+                            [f"objective={o}" for o in preference] + ["scenario=chat for supervised fine-tuning"])]
+        return []
+    if scenario != "preference":
+        return [Problem("objective", f"{objective} learns from preferred and rejected answers, which the {scenario} "
+                                     "scenario's data does not hold.", ["scenario=preference", "objective=sft"])]
+    problems = []
+    if fmt not in objectives[objective]["formats"]:
+        readers = [o for o in preference if fmt in objectives[o]["formats"]]
+        problems.append(Problem("dataset_format", f"{objective} needs {' or '.join(objectives[objective]['formats'])} data, "
+                                                  f"and {fmt} examples have no rejected answer to compare with.",
+                                [f"objective={o}" for o in readers] + [f"dataset_format={f}" for f in objectives[objective]["formats"]]))
+    if v["compute"] == "foundry-serverless" and not objectives[objective]["foundry"]:
+        problems.append(Problem("compute", f"Azure AI Foundry serverless fine-tuning of open models is supervised only (its "
+                                           f"DPO is for Azure OpenAI models), so it cannot run {objective}.",
+                                ["compute=azureml", "compute=local", "objective=sft with scenario=chat"]))
+    if v["compute"] == "kaito":
+        problems.append(Problem("compute", f"KAITO's tuning presets run supervised fine-tuning only, not {objective}.",
+                                ["compute=azureml", "compute=local"]))
+    return problems
+
+
 def _distributed_on_hardware(v: dict, facts: dict) -> list[Problem]:
     hw = catalog.load("hardware")[v["hardware"]]
     dist = v["distributed"]
@@ -170,4 +199,5 @@ def _format_for_scenario(v: dict, facts: dict) -> list[Problem]:
                                                                  if fmt in f2["formats"] and s != scenario][:3])]
 
 
-RULES = [_technique_on_hardware, _technique_on_experts, _thinking, _distributed_on_hardware, _compute_platform, _targets, _hyperparameters, _format_for_scenario]
+RULES = [_technique_on_hardware, _technique_on_experts, _thinking, _objective, _distributed_on_hardware, _compute_platform,
+         _targets, _hyperparameters, _format_for_scenario]

@@ -1,8 +1,9 @@
 """Read training data, turn each example into chat turns, apply the chat template, mask the loss to the answers.
 
 Formats: messages, prompt-completion, alpaca and text, plus one per task (classification, ner, translation,
-qa, summarization) whose fields the config's task.instruction turns into a prompt. Every error names the
-file and line it comes from.
+qa, summarization) whose fields the config's task.instruction turns into a prompt, and two of preferences
+(preference: a chosen and a rejected answer; kto: one answer marked desirable or not). Every error names
+the file and line it comes from.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ TASK_FORMATS = {
     "summarization": (("document",), "summary"),
     "ner": (("tokens",), "tags"),
 }
-FORMATS = ["messages", "prompt-completion", "alpaca", "text", *TASK_FORMATS]
+FORMATS = ["messages", "prompt-completion", "alpaca", "text", *TASK_FORMATS, "preference", "kto"]
 TAG = re.compile(r"^(O|[BI]-[A-Za-z_]+)$")
 
 
@@ -45,6 +46,8 @@ class Example:
     text: str | None = None
     tokens: list[str] | None = None  # ner: the words and their BIO tags
     tags: list[str] | None = None
+    rejected: str | None = None  # preference: the answer not to give (messages end with the chosen one)
+    desirable: bool | None = None  # kto: whether the answer that ends messages is one to give
 
     @property
     def prompt(self) -> list[dict]:
@@ -149,6 +152,8 @@ def to_example(row: object, fmt: str, where: str, task: dict | None = None) -> E
         return Example(where, text=text)
     if fmt == "ner":
         return _ner_example(row, where, task or {})
+    if fmt in ("preference", "kto"):
+        return _preference_example(row, fmt, where)
     if fmt in TASK_FORMATS:
         return _task_example(row, fmt, where, task or {})
     raise DataError(f"unknown data format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -193,6 +198,61 @@ def _ner_example(row: dict, where: str, task: dict) -> Example:
     answer = entities_text(entities(tokens, tags))
     return Example(where, messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
                    tokens=list(tokens), tags=list(tags))
+
+
+def _preference_example(row: dict, fmt: str, where: str) -> Example:
+    """preference: prompt, chosen, rejected; kto: prompt, completion, label. The prompt is text or a list of turns
+    ending with the user's; each answer is text or a list holding the assistant's turn. Without a prompt, chosen
+    and rejected may be whole conversations that differ only in their last turn (TRL's implicit prompt)."""
+    answers = ("chosen", "rejected") if fmt == "preference" else ("completion",)
+    if "prompt" not in row and all(isinstance(row.get(k), list) and row[k] for k in answers):
+        prefix = _turns(row[answers[0]][:-1], where, answers[0])
+        if any(_turns(row[k][:-1], where, k) != prefix for k in answers[1:]):
+            raise DataError(f"{where}: without a 'prompt', 'chosen' and 'rejected' must be the same conversation up to their last turn")
+        prompt, texts = prefix, [_answer(row[k][-1:], where, k) for k in answers]
+    else:
+        value = row.get("prompt")
+        if isinstance(value, str) and value.strip():
+            prompt = [{"role": "user", "content": value}]
+        elif isinstance(value, list) and value:
+            prompt = _turns(value, where, "prompt")
+        else:
+            raise DataError(f"{where}: missing or empty 'prompt' (text, or a list of {{role, content}} turns)")
+        texts = [_answer(row.get(k), where, k) for k in answers]
+    if prompt[-1]["role"] != "user":
+        raise DataError(f"{where}: the prompt's last turn is the {prompt[-1]['role']}'s; it must be the user's, which the answers reply to")
+    messages = [*prompt, {"role": "assistant", "content": texts[0]}]
+    if fmt == "kto":
+        label = row.get("label")
+        if not isinstance(label, bool):
+            raise DataError(f"{where}: 'label' must be true (a desirable answer) or false (an undesirable one), got {label!r}")
+        return Example(where, messages=messages, desirable=label)
+    if texts[0].strip() == texts[1].strip():
+        raise DataError(f"{where}: 'chosen' and 'rejected' are the same answer, so there is nothing to prefer")
+    return Example(where, messages=messages, rejected=texts[1])
+
+
+def _turns(value: list, where: str, key: str) -> list[dict]:
+    turns = []
+    for i, message in enumerate(value):
+        if not isinstance(message, dict) or message.get("role") not in ROLES or not isinstance(message.get("content"), str):
+            raise DataError(f"{where}: {key} turn {i + 1} needs a role of {sorted(ROLES)} and a text 'content'")
+        turns.append({"role": message["role"], "content": message["content"]})
+    return turns
+
+
+def _answer(value: object, where: str, key: str) -> str:
+    """An answer given as text, or as a list holding one assistant turn."""
+    if isinstance(value, list) and len(value) == 1:
+        (turn,) = _turns(value, where, key)
+        if turn["role"] != "assistant":
+            raise DataError(f"{where}: {key!r} holds a {turn['role']} turn; it must be the assistant's answer")
+        value = turn["content"]
+    elif isinstance(value, list):
+        raise DataError(f"{where}: {key!r} must hold exactly one assistant turn, got {len(value)} turns")
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{where}: missing or empty {key!r}")
+    return value
 
 
 def fill(instruction: str, fields: dict, where: str) -> str:

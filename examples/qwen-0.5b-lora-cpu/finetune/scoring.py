@@ -8,7 +8,7 @@ import math
 from finetune import metrics
 from finetune.data import IGNORE_INDEX, Example, encode_examples, with_system
 
-GENERATED = {"classification", "ner", "translation", "qa", "summarization", "chat", "creative"}
+GENERATED = {"classification", "ner", "translation", "qa", "summarization", "chat", "creative", "preference"}
 
 
 def nll(log_probs, row: dict) -> tuple[float, int]:
@@ -21,22 +21,21 @@ def nll(log_probs, row: dict) -> tuple[float, int]:
     return total, n
 
 
-def pytorch_nll(backend, rows: list[dict]) -> tuple[float, int]:
+def pytorch_nll(backend, rows: list[dict]) -> list[tuple[float, int]]:
     import torch
 
-    total, count = 0.0, 0
+    found = []
     with torch.no_grad():
         for row in rows:
             logits = backend.model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1].float()
-            row_total, n = nll(logits.log_softmax(-1).numpy(), row)
-            total, count = total + row_total, count + n
-    return total, count
+            found.append(nll(logits.log_softmax(-1).numpy(), row))
+    return found
 
 
-def onnx_nll(backend, rows: list[dict]) -> tuple[float, int]:
+def onnx_nll(backend, rows: list[dict]) -> list[tuple[float, int]]:
     import numpy as np
 
-    total, count = 0.0, 0
+    found = []
     for row in rows:
         params = backend.og.GeneratorParams(backend.model)
         params.set_search_options(max_length=len(row["input_ids"]) + 1)
@@ -47,18 +46,51 @@ def onnx_nll(backend, rows: list[dict]) -> tuple[float, int]:
         logits = np.asarray(generator.get_output("logits"))[0, :-1].astype(np.float64)
         logits = logits - logits.max(-1, keepdims=True)
         log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-        row_total, n = nll(log_probs, row)
-        total, count = total + row_total, count + n
-    return total, count
+        found.append(nll(log_probs, row))
+    return found
+
+
+def row_nlls(backend, rows: list[dict]) -> list[tuple[float, int]]:
+    """(negative log-likelihood of the labelled tokens, their count) of each row."""
+    return (onnx_nll if backend.name == "onnx" else pytorch_nll)(backend, rows)
 
 
 def perplexity(backend, rows: list[dict]) -> float:
-    total, n = (onnx_nll if backend.name == "onnx" else pytorch_nll)(backend, rows)
+    found = row_nlls(backend, rows)
+    total, n = sum(t for t, _ in found), sum(n for _, n in found)
     if n == 0:
         raise ValueError("no answer tokens to score: every held-out example was cut off before its answer")
     if not math.isfinite(total):
         raise ValueError("the model's log-probabilities are not finite (NaN or inf): the model is broken")
     return math.exp(min(total / n, 700))
+
+
+def preference(backend, examples: list[Example], data: dict, tokenizer) -> dict:
+    """Pairs: how often the chosen answer gets the higher log-probability per token, and the mean margin (nats per
+    token); per token, so that a longer answer is not rejected for its length alone. Single answers marked
+    desirable or not (kto): the mean log-probability per token of each kind, and their gap."""
+    from finetune.preference import encode_preferences
+
+    def labelled(sequence: dict) -> dict:
+        ids, start = sequence["ids"], sequence["start"]
+        return {"input_ids": ids, "labels": [IGNORE_INDEX] * start + ids[start:]}
+
+    pairs = all(e.rejected is not None for e in examples)
+    rows = encode_preferences(examples, tokenizer, data, "dpo" if pairs else "kto")
+    if not rows:
+        raise ValueError("no held-out answer fits within data.max_length")
+    first = row_nlls(backend, [labelled(r["first"]) for r in rows])
+    if pairs:
+        second = row_nlls(backend, [labelled(r["second"]) for r in rows])
+        margins = [rejected / max(m, 1) - chosen / max(n, 1) for (chosen, n), (rejected, m) in zip(first, second)]
+        if not all(math.isfinite(m) for m in margins):
+            raise ValueError("the model's log-probabilities are not finite (NaN or inf): the model is broken")
+        return {"preference_accuracy": sum(m > 0 for m in margins) / len(margins), "margin": sum(margins) / len(margins)}
+    per_token = {True: [], False: []}
+    for row, (total, n) in zip(rows, first):
+        per_token[row["desirable"]].append(-total / max(n, 1))
+    mean = {kind: sum(v) / len(v) if v else float("nan") for kind, v in per_token.items()}
+    return {"desirable_logp": mean[True], "undesirable_logp": mean[False], "margin": mean[True] - mean[False]}
 
 
 def answers(backend, examples: list[Example], system: str | None, max_new_tokens: int) -> list[str]:
@@ -72,11 +104,14 @@ def score(backend, examples: list[Example], config: dict, tokenizer, labels: lis
     data = config["data"]
     scores: dict = {}
     predictions: list[str] = []
-    if scenario in ("chat", "domain", "creative"):
+    if scenario in ("chat", "domain", "creative", "preference"):
         tokenizer = getattr(backend, "tokenizer", None) if backend.name == "pytorch" else tokenizer
         if tokenizer is None:
             raise ValueError("no tokenizer could be loaded to encode the examples")
-        scores["perplexity"] = perplexity(backend, encode_examples(examples, tokenizer, data))
+        if scenario == "preference":
+            scores.update(preference(backend, examples, data, tokenizer))
+        else:
+            scores["perplexity"] = perplexity(backend, encode_examples(examples, tokenizer, data))
     if scenario in GENERATED:
         predictions = answers(backend, examples, data.get("system_prompt"), config["generation"]["max_new_tokens"])
         references = [e.reference for e in examples]

@@ -142,6 +142,10 @@ RANGES = {
     "peft.lora_dropout": _between(0, 0.9),
     "data.max_length": _whole(16, 1 << 20),
     "data.eval_fraction": _between(0, 0.9),
+    "preference.beta": _between(0, 1000, low_open=True),
+    "preference.gamma": _between(0, 100),
+    "preference.desirable_weight": _between(0, 100, low_open=True),
+    "preference.undesirable_weight": _between(0, 100, low_open=True),
 }
 
 

@@ -1,4 +1,4 @@
-"""The catalog: models, techniques, hardware, targets, compute platforms and scenarios, kept as YAML data."""
+"""The catalog: models, techniques, hardware, targets, compute platforms, scenarios and objectives, kept as YAML data."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).parent
-SECTIONS = ("models", "techniques", "hardware", "targets", "compute", "architectures", "scenarios")
+SECTIONS = ("models", "techniques", "hardware", "targets", "compute", "architectures", "scenarios", "objectives")
 
 
 @functools.cache

@@ -45,7 +45,11 @@ def derived() -> dict[Path, str]:
             path = HERE / name / f"{fmt}.jsonl"
             if name == "chat":
                 continue  # chat's samples are written by hand in every format
-            rows = [convert(e.messages, fmt, facts.get("system")) for e in examples]
+            if fmt == "kto":  # each pair: its chosen answer desirable, its rejected one not
+                rows = [{"prompt": e.messages[-2]["content"], "completion": answer, "label": good}
+                        for e in examples for answer, good in ((e.reference, True), (e.rejected, False))]
+            else:
+                rows = [convert(e.messages, fmt, facts.get("system")) for e in examples]
             files[path] = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     return files
 

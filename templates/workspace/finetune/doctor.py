@@ -69,7 +69,7 @@ def stop_ids(tokenizer) -> set[int]:
 
 def key(example: Example) -> str:
     """What makes two examples the same."""
-    return json.dumps([example.messages, example.text], sort_keys=True, ensure_ascii=False)
+    return json.dumps([example.messages, example.text, example.rejected, example.desirable], sort_keys=True, ensure_ascii=False)
 
 
 def examine(config: dict, tokenizer, limit: int | None = None) -> Report:

@@ -1,0 +1,32 @@
+"""The peer for bench/preference.py: TRL's DPOTrainer with its defaults on the same model, pairs and
+hyperparameters. Run by bench/preference.py in its own process; needs `pip install trl==1.16.0`."""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+
+
+def main(model_path: str, data_path: str, output_dir: str) -> None:
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="float32")
+    dataset = load_dataset("json", data_files=data_path, split="train")
+    config = DPOConfig(output_dir=output_dir, per_device_train_batch_size=8, gradient_accumulation_steps=1,
+                       num_train_epochs=1, learning_rate=2e-5, max_length=512, beta=0.1, logging_steps=5,
+                       save_strategy="no", report_to="none", seed=42, bf16=False, use_cpu=True)
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    result = trainer.train()
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": result.metrics["train_runtime"], "peak_rss_mb": peak_mb, "losses": losses}))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])

@@ -1,0 +1,69 @@
+"""Load the tokenizer and the model as the config says: dtype, 4-bit quantization, PEFT adapter."""
+
+from __future__ import annotations
+
+import torch
+
+from finetune.hub import from_pretrained
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    from finetune.data import ensure_chat_template
+
+    tokenizer = from_pretrained(AutoTokenizer, name_or_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    ensure_chat_template(tokenizer)
+    return tokenizer
+
+
+def load_base_model(config: dict, for_training: bool = True):
+    """The base model, quantized to 4 bits when the config has a quantization section."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    model_cfg = config["model"]
+    dtype = DTYPES[model_cfg.get("torch_dtype", "float32")]
+    kwargs = {"dtype": dtype, "attn_implementation": model_cfg.get("attn_implementation", "sdpa")}
+    quant = config.get("quantization")
+    if quant and for_training:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=quant.get("load_in_4bit", True),
+            bnb_4bit_quant_type=quant.get("bnb_4bit_quant_type", "nf4"),
+            bnb_4bit_use_double_quant=quant.get("bnb_4bit_use_double_quant", True),
+            bnb_4bit_compute_dtype=DTYPES[quant.get("bnb_4bit_compute_dtype", "bfloat16")],
+            bnb_4bit_quant_storage=dtype,
+        )
+    return from_pretrained(AutoModelForCausalLM, model_cfg["name_or_path"], **kwargs)
+
+
+def add_adapter(model, config: dict, gradient_checkpointing: bool):
+    """Wrap the model for training: k-bit preparation for QLoRA, then the PEFT adapter if configured."""
+    from peft import IA3Config, LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if config.get("quantization"):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.enable_input_require_grads()
+    peft_cfg = config.get("peft")
+    if not peft_cfg:
+        return model
+    if peft_cfg["method"] == "ia3":
+        adapter = IA3Config(task_type="CAUSAL_LM", target_modules=peft_cfg["target_modules"],
+                            feedforward_modules=peft_cfg["feedforward_modules"])
+    else:
+        adapter = LoraConfig(
+            task_type="CAUSAL_LM", r=peft_cfg["lora_r"], lora_alpha=peft_cfg["lora_alpha"],
+            lora_dropout=peft_cfg["lora_dropout"], target_modules=peft_cfg["target_modules"],
+            use_dora=peft_cfg.get("use_dora", False), use_rslora=peft_cfg.get("use_rslora", False),
+        )
+    return get_peft_model(model, adapter)
+
+
+def count_trainable(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
