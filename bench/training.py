@@ -66,7 +66,8 @@ def main() -> int:
     data = ws / "data" / "bench.jsonl"
     data.write_text("".join(json.dumps(e) + "\n" for e in chat_examples(args.examples)))
     sys.path.insert(0, str(ws))
-    from finetune.data import encode, read_examples
+    from finetune.data import read_examples
+    from finetune.encoding import encode
     from finetune.tiny import build_model, build_tokenizer, corpus
 
     tokenizer = build_tokenizer(corpus(str(data)), 8000)

@@ -27,7 +27,7 @@ def render_example(answers_file: Path, dest: Path) -> None:
         raise SystemExit(f"{answers_file}: " + "; ".join(map(str, plan.problems)))
     if dest.exists():
         shutil.rmtree(dest)
-    render._copy(render.versioned_template(), dest, plan.copier_data())
+    render.render_plain(dest, plan.copier_data())
 
 
 def main() -> int:

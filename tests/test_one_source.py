@@ -79,3 +79,11 @@ def test_the_workspace_renders_the_instances_and_runtimes_the_plan_derived(new_w
         text = (workspace / "olive" / f"requirements-{target}.txt").read_text()
         assert [line for line in text.splitlines() if line and not line.startswith("#")] == runtime["packages"]
         assert ("pip uninstall" in text) == runtime["replaces_cpu_build"]
+
+
+def test_the_derived_values_are_the_ones_the_answers_file_sets_apart():
+    """Plan.derived() is what copier_data adds to the answers; answers.DERIVED_KEYS is what reading an answers
+    file leaves out again: one list, in step."""
+    plan = resolve(Given({}), detected={"hardware": "cpu", "gpu_count": 1, "gpu_memory_gb": 16.0})
+    assert list(plan.derived()) == DERIVED_KEYS
+    assert plan.copier_data() == {**plan.values, **plan.derived()}

@@ -13,7 +13,8 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "templates" / "workspace"))
 
-from finetune.data import IGNORE_INDEX, Example, encode  # noqa: E402
+from finetune.data import Example  # noqa: E402
+from finetune.encoding import IGNORE_INDEX, encode  # noqa: E402
 
 OFF, KEEP = {"enable_thinking": False}, {"enable_thinking": True}
 QUESTION = {"role": "user", "content": "How often should I water a cactus?"}

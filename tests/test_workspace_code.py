@@ -13,7 +13,9 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "templates" / "workspace"))
 
 from finetune.config import ConfigError, apply_overrides, load_config  # noqa: E402
-from finetune.data import IGNORE_INDEX, Collator, DataError, Example, build_datasets, encode, read_examples  # noqa: E402
+from finetune.batching import Collator  # noqa: E402
+from finetune.data import DataError, Example, read_examples  # noqa: E402
+from finetune.encoding import IGNORE_INDEX, build_datasets, encode  # noqa: E402
 
 
 @pytest.fixture(scope="module")

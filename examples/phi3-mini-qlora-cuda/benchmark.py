@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
 from pathlib import Path
 
 from finetune.config import load_config
-from finetune.data import IGNORE_INDEX, build_datasets
+from finetune.encoding import IGNORE_INDEX, build_datasets
 from finetune.inference import OnnxBackend, PytorchBackend
 from finetune.quiet import quiet_libraries
-from finetune.scoring import onnx_nll, pytorch_nll
+from finetune.scoring import perplexity
 from optimize import load_workflow
 
 HERE = Path(__file__).parent
@@ -146,9 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         matches.append(reference == exported)
     report["fp32_greedy_tokens_match"] = all(matches)
 
-    torch_total, n = pytorch_nll(torch_backend, rows)
-    onnx_total, _ = onnx_nll(onnx_backend, rows)
-    report["perplexity"] = {"pytorch_fp32": math.exp(torch_total / n), "onnx_int4": math.exp(onnx_total / n), "tokens": n}
+    tokens = sum(label != IGNORE_INDEX for row in rows for label in row["labels"][1:])
+    report["perplexity"] = {"pytorch_fp32": perplexity(torch_backend, rows), "onnx_int4": perplexity(onnx_backend, rows), "tokens": tokens}
     report["perplexity"]["ratio"] = report["perplexity"]["onnx_int4"] / report["perplexity"]["pytorch_fp32"]
 
     out = Path("outputs/smoke/benchmark.json" if args.smoke else "outputs/benchmark.json")

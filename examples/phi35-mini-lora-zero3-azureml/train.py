@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 
 from finetune.config import ConfigError, load_config
-from finetune.data import Collator, DataError, build_datasets
+from finetune.batching import Collator
+from finetune.data import DataError
+from finetune.encoding import build_datasets
 from finetune.doctor import examine
 from finetune.files import write_text
 from finetune.modeling import add_adapter, count_trainable, load_base_model, load_tokenizer

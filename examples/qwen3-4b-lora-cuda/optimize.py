@@ -60,7 +60,8 @@ def calibration_files(config: dict) -> list[str]:
 def write_calibration(path: str, model_path: str, limit: int = 64) -> None:
     """The training split as the model will see it (chat template applied), one {"text"} per line."""
     from finetune.config import load_config
-    from finetune.data import load_splits, with_system
+    from finetune.data import load_splits
+    from finetune.encoding import with_system
     from finetune.modeling import load_tokenizer
 
     config = load_config("configs/train.yaml")

@@ -97,99 +97,104 @@ def read_body(headers, rfile) -> bytes:
     return body
 
 
-def make_handler(backend, model_name: str, busy_seconds: float = 150, request_timeout: float = SOCKET_TIMEOUT):
-    lock = threading.Lock()  # one generation at a time: the model is not re-entrant
+class ChatHandler(BaseHTTPRequestHandler):
+    """OpenAI's chat completions over one backend; make_handler binds the backend and the limits."""
+    backend = None
+    model_name = ""
+    busy_seconds = 150.0
+    lock: threading.Lock
+    protocol_version = "HTTP/1.1"
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        timeout = request_timeout
+    def log_message(self, fmt, *args):
+        sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
 
-        def log_message(self, fmt, *args):
-            sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
-
-        def send_json(self, status: int, payload: dict) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            if status >= 400:
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            self.wfile.write(data)
-
-        def send_error_json(self, status: int, message: str, code: str | None = None) -> None:
-            self.send_json(status, {"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                              "code": code or status}})
-
-        def do_GET(self):
-            if self.path.rstrip("/") == "/v1/models":
-                self.send_json(200, {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "local"}]})
-            elif self.path.rstrip("/") in ("", "/health"):
-                self.send_json(200, {"status": "ok", "model": model_name})
-            else:
-                self.send_error_json(404, f"no route {self.path}")
-
-        def do_POST(self):
-            if self.path.rstrip("/") != "/v1/chat/completions":
-                self.send_error_json(404, f"no route {self.path}")
-                return
-            try:
-                request = parse_request(read_body(self.headers, self.rfile), [model_name])
-                # counted before taking the lock, so an over-long prompt costs nobody else any time
-                request["ids"] = backend.prompt_ids(request["messages"])
-                check_context(len(request["ids"]), request["max_tokens"], backend.context_length)
-            except BadRequest as error:
-                self.send_error_json(error.status, str(error), error.code)
-                return
-            if not lock.acquire(timeout=busy_seconds):
-                self.send_error_json(503, "the server is busy with other requests; try again shortly")
-                return
-            try:
-                self.stream(request) if request["stream"] else self.complete(request)
-            except (BrokenPipeError, ConnectionResetError, TimeoutError):
-                self.close_connection = True
-            finally:
-                lock.release()
-
-        def generate(self, request: dict):
-            return backend.stream(request["messages"], request["max_tokens"], ids=request["ids"])
-
-        def complete(self, request: dict) -> None:
-            text = "".join(self.generate(request))
-            prompt, completion = backend.usage
-            self.send_json(200, {
-                "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                "model": model_name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": backend.finish_reason}],
-                "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
-            })
-
-        def stream(self, request: dict) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
+    def send_json(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if status >= 400:
             self.send_header("Connection", "close")
-            self.end_headers()
             self.close_connection = True
-            base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
-                    "created": int(time.time()), "model": model_name}
+        self.end_headers()
+        self.wfile.write(data)
 
-            def event(delta: dict, finish: str | None) -> None:
-                chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                self.wfile.flush()
+    def send_error_json(self, status: int, message: str, code: str | None = None) -> None:
+        self.send_json(status, {"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                          "code": code or status}})
 
-            event({"role": "assistant", "content": ""}, None)
-            for piece in self.generate(request):
-                if piece:
-                    event({"content": piece}, None)
-            event({}, backend.finish_reason)
-            self.wfile.write(b"data: [DONE]\n\n")
+    def do_GET(self):
+        if self.path.rstrip("/") == "/v1/models":
+            self.send_json(200, {"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "local"}]})
+        elif self.path.rstrip("/") in ("", "/health"):
+            self.send_json(200, {"status": "ok", "model": self.model_name})
+        else:
+            self.send_error_json(404, f"no route {self.path}")
+
+    def do_POST(self):
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            self.send_error_json(404, f"no route {self.path}")
+            return
+        try:
+            request = parse_request(read_body(self.headers, self.rfile), [self.model_name])
+            # counted before taking the lock, so an over-long prompt costs nobody else any time
+            request["ids"] = self.backend.prompt_ids(request["messages"])
+            check_context(len(request["ids"]), request["max_tokens"], self.backend.context_length)
+        except BadRequest as error:
+            self.send_error_json(error.status, str(error), error.code)
+            return
+        if not self.lock.acquire(timeout=self.busy_seconds):
+            self.send_error_json(503, "the server is busy with other requests; try again shortly")
+            return
+        try:
+            self.stream(request) if request["stream"] else self.complete(request)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True
+        finally:
+            self.lock.release()
+
+    def generate(self, request: dict):
+        return self.backend.stream(request["messages"], request["max_tokens"], ids=request["ids"])
+
+    def complete(self, request: dict) -> None:
+        text = "".join(self.generate(request))
+        prompt, completion = self.backend.usage
+        self.send_json(200, {
+            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+            "model": self.model_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": self.backend.finish_reason}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+        })
+
+    def stream(self, request: dict) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": self.model_name}
+
+        def event(delta: dict, finish: str | None) -> None:
+            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
             self.wfile.flush()
 
-    return Handler
+        event({"role": "assistant", "content": ""}, None)
+        for piece in self.generate(request):
+            if piece:
+                event({"content": piece}, None)
+        event({}, self.backend.finish_reason)
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+
+def make_handler(backend, model_name: str, busy_seconds: float = 150, request_timeout: float = SOCKET_TIMEOUT):
+    """A ChatHandler bound to one backend, with its own lock: one generation at a time (the model is not re-entrant)."""
+    return type("BoundChatHandler", (ChatHandler,), {"backend": backend, "model_name": model_name, "busy_seconds": busy_seconds,
+                                                     "timeout": request_timeout, "lock": threading.Lock()})
 
 
 def main(argv: list[str] | None = None) -> int:

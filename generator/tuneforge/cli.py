@@ -103,11 +103,9 @@ def _resolve(args, given, previous: dict | None = None):
 
     if _interactive(args):
         from tuneforge.answers import user_answers
-        from tuneforge.prompts import ORDER, ask
+        from tuneforge.prompts import ask
 
-        # the main questions offer the workspace's previous answers as defaults
-        defaults = {k: v for k, v in user_answers(previous).items() if k in ORDER} if previous else {}
-        return ask(given, previous=defaults)
+        return ask(given, previous=user_answers(previous) if previous else {})
     return resolve(given)
 
 

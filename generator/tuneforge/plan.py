@@ -56,14 +56,18 @@ class Plan:
     def explicit(self) -> list[str]:
         return [k for k in KEYS if self.origins.get(k, "default").split(":")[0] not in DEFAULT_ORIGINS]
 
-    def copier_data(self) -> dict[str, Any]:
-        """The data the template renders from; recorded whole in the workspace's answers file."""
-        return {**self.values, "model_facts": dict(self.facts), "scenario_facts": catalog.load("scenarios")[self.values["scenario"]],
+    def derived(self) -> dict[str, Any]:
+        """What the plan derives from the answers for the template (answers.DERIVED_KEYS names them, in this order)."""
+        return {"model_facts": dict(self.facts), "scenario_facts": catalog.load("scenarios")[self.values["scenario"]],
                 "objective_facts": catalog.load("objectives")[self.values["objective"]],
                 "precision": self.precision, "resource_name": self.resource_name, "memory_plan": self.memory_plan,
                 "explicit_answers": self.explicit, "target_facts": self.target_facts, "onnx_targets": self.onnx_targets,
                 "npu_targets": self.npu_targets, "runtime_targets": self.runtime_targets, "platforms": self.platforms,
                 "instances": self.instances, "include": self.include}
+
+    def copier_data(self) -> dict[str, Any]:
+        """The data the template renders from; recorded whole in the workspace's answers file."""
+        return {**self.values, **self.derived()}
 
     @property
     def target_facts(self) -> dict[str, dict]:
@@ -163,60 +167,13 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
         if key not in KEYS:
             coerce(key, given.values[key])  # raises with the list of known keys
     r = _Resolver(given)
-    detected = detected or hardware.detect()
-    priority = r.take("priority", "quality")
-
-    hw = r.take("hardware", detected["hardware"], "detected")
-    same_hw = hw == detected["hardware"]
-    r.take("gpu_count", detected["gpu_count"] if same_hw else 1, "detected" if same_hw else "default")
-    memory_default = detected["gpu_memory_gb"] if same_hw else GPU_MEMORY_DEFAULTS.get(hw, hardware.system_memory_gb())
-    r.take("gpu_memory_gb", memory_default, "detected" if same_hw else f"default: typical {hw} device")
-    r.take("num_nodes", 1)
-    devices = r.values["gpu_count"] * r.values["num_nodes"]
-
+    r.take("priority", "quality")
+    hw, devices = _take_machine(r, detected or hardware.detect())
     r.take("model", DEFAULT_MODELS[hw], f"default: suits {hw}")
     facts = resolve_model(r.values["model"])
     precision = catalog.load("hardware")[hw]["precision"]
-
-    if devices > 1:
-        dist_default, why = ("deepspeed-zero3", f"default: priority={priority}") if priority in ("scale", "memory") and hw != "cpu" else ("ddp", "default: several devices")
-    else:
-        dist_default, why = "none", "default"
-    r.take("distributed", dist_default, why)
-
-    r.take("dataset", "data/sample.jsonl")
-    scenario = r.take("scenario", *_scenario_default(given))
-    fmt = r.take("dataset_format", catalog.load("scenarios")[scenario]["formats"][0], f"default: suits scenario={scenario}")
-    r.take("objective", *_objective_default(scenario, fmt))
-
-    gpu = hw in ("cuda", "rocm")
-    r.take("gradient_checkpointing", gpu or priority == "memory",
-           "default: priority=memory" if priority == "memory" else "default")
-    r.take("per_device_train_batch_size", 4 if gpu else 2)
-    r.take("gradient_accumulation_steps", 4 if gpu else 2)
-    r.take("max_length", min(2048 if gpu else 512, facts["context_length"]))
-    r.take("lora_r", {"quality": 32, "cost": 8}.get(priority, 16),
-           f"default: priority={priority}" if priority in ("quality", "cost") else "default")
-
-    technique_default, why = "lora", "default"
-    if priority == "memory" and catalog.load("hardware")[hw]["quantization"]:
-        technique_default, why = "qlora", "default: priority=memory"
-    elif gpu and "technique" not in given.values:
-        lora_fit = plan_memory(facts, _setup({**r.values, "technique": "lora"}, precision, devices), _device(hw))
-        if lora_fit.total_gb > r.values["gpu_memory_gb"]:
-            technique_default, why = "qlora", f"default: lora needs about {lora_fit.total_gb:g} GB"
-    technique = r.take("technique", technique_default, why)
-
-    r.take("lora_alpha", 2 * r.values["lora_r"], "default: 2 x lora_r")
-    r.take("lora_dropout", 0.05)
-    objective = r.values["objective"]
-    scale = catalog.load("objectives")[objective]["learning_rate_scale"]
-    r.take("learning_rate", float(f"{LEARNING_RATES[technique] * scale:.3g}"),
-           f"default: suits {technique}" + (f" and objective={objective}" if scale != 1 else ""))
-    r.take("num_train_epochs", 3)
-    r.take("max_steps", -1)
-    r.take("packing", True)
-    r.take("seed", 42)
+    _take_data(r, given)
+    _take_training(r, given, facts, precision, devices)
     compute = r.take("compute", "local")
     r.take("report_to", *(("mlflow", "default: compute=azureml logs to its MLflow") if compute == "azureml" else ("tensorboard",)))
     r.take("targets", ["pytorch", "onnx-cpu"])
@@ -238,6 +195,64 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
                 f"{lean.estimate.total_gb:g} GB with the leanest options ({lean}), but only {plan.available_gb:g} GB is given.",
                 ["a smaller model such as qwen2.5-1.5b-instruct or llama-3.2-1b-instruct", "more or larger GPUs (gpu_count, gpu_memory_gb)"]))
     return plan
+
+
+def _take_machine(r: _Resolver, detected: dict) -> tuple[str, int]:
+    """The hardware, its devices and their memory (detected, or typical for hardware not detected); how they share work."""
+    hw = r.take("hardware", detected["hardware"], "detected")
+    same_hw = hw == detected["hardware"]
+    r.take("gpu_count", detected["gpu_count"] if same_hw else 1, "detected" if same_hw else "default")
+    memory_default = detected["gpu_memory_gb"] if same_hw else GPU_MEMORY_DEFAULTS.get(hw, hardware.system_memory_gb())
+    r.take("gpu_memory_gb", memory_default, "detected" if same_hw else f"default: typical {hw} device")
+    r.take("num_nodes", 1)
+    devices = r.values["gpu_count"] * r.values["num_nodes"]
+    priority = r.values["priority"]
+    if devices > 1 and priority in ("scale", "memory") and hw != "cpu":
+        r.take("distributed", "deepspeed-zero3", f"default: priority={priority}")
+    elif devices > 1:
+        r.take("distributed", "ddp", "default: several devices")
+    else:
+        r.take("distributed", "none")
+    return hw, devices
+
+
+def _take_data(r: _Resolver, given: Given) -> None:
+    """The data, the scenario it serves, its format and what training optimises on it."""
+    r.take("dataset", "data/sample.jsonl")
+    scenario = r.take("scenario", *_scenario_default(given))
+    fmt = r.take("dataset_format", catalog.load("scenarios")[scenario]["formats"][0], f"default: suits scenario={scenario}")
+    r.take("objective", *_objective_default(scenario, fmt))
+
+
+def _take_training(r: _Resolver, given: Given, facts: dict, precision: str, devices: int) -> None:
+    """The technique and hyperparameters: a GPU's defaults are larger, and LoRA gives way to QLoRA where it would not fit."""
+    hw, priority = r.values["hardware"], r.values["priority"]
+    gpu = hw in ("cuda", "rocm")
+    r.take("gradient_checkpointing", gpu or priority == "memory",
+           "default: priority=memory" if priority == "memory" else "default")
+    r.take("per_device_train_batch_size", 4 if gpu else 2)
+    r.take("gradient_accumulation_steps", 4 if gpu else 2)
+    r.take("max_length", min(2048 if gpu else 512, facts["context_length"]))
+    r.take("lora_r", {"quality": 32, "cost": 8}.get(priority, 16),
+           f"default: priority={priority}" if priority in ("quality", "cost") else "default")
+    technique_default, why = "lora", "default"
+    if priority == "memory" and catalog.load("hardware")[hw]["quantization"]:
+        technique_default, why = "qlora", "default: priority=memory"
+    elif gpu and "technique" not in given.values:
+        lora_fit = plan_memory(facts, _setup({**r.values, "technique": "lora"}, precision, devices), _device(hw))
+        if lora_fit.total_gb > r.values["gpu_memory_gb"]:
+            technique_default, why = "qlora", f"default: lora needs about {lora_fit.total_gb:g} GB"
+    technique = r.take("technique", technique_default, why)
+    r.take("lora_alpha", 2 * r.values["lora_r"], "default: 2 x lora_r")
+    r.take("lora_dropout", 0.05)
+    objective = r.values["objective"]
+    scale = catalog.load("objectives")[objective]["learning_rate_scale"]
+    r.take("learning_rate", float(f"{LEARNING_RATES[technique] * scale:.3g}"),
+           f"default: suits {technique}" + (f" and objective={objective}" if scale != 1 else ""))
+    r.take("num_train_epochs", 3)
+    r.take("max_steps", -1)
+    r.take("packing", True)
+    r.take("seed", 42)
 
 
 def _scenario_default(given: Given) -> tuple[str, str]:

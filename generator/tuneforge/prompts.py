@@ -172,7 +172,8 @@ def ask(given: Given, previous: dict[str, Any] | None = None, io: dict | None = 
     previous: answers of an existing workspace, offered as defaults. io: questionary's input/output
     (tests pass a prompt_toolkit pipe input).
     """
-    flow = _Flow(given, previous or {}, io or {})
+    # the main questions offer the workspace's previous answers as defaults
+    flow = _Flow(given, {k: v for k, v in (previous or {}).items() if k in ORDER}, io or {})
     for key in ORDER:
         flow.ask(key)
     customise = flow.q.confirm("Customise hyperparameters?", default=False, **flow.io).unsafe_ask()

@@ -129,6 +129,11 @@ def _fix_src_path(dst: Path, template: Template) -> None:
                        encoding="utf-8")
 
 
+def render_plain(dest: Path, data: dict) -> None:
+    """Render the current template into dest as plain files: no git repository, no staging (examples/)."""
+    _copy(versioned_template(), dest, data)
+
+
 def render_files(data: dict) -> list[str]:
     """The files a workspace with these answers would hold (rendered in a scratch folder)."""
     template = versioned_template()

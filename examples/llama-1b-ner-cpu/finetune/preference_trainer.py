@@ -22,7 +22,7 @@ from transformers import Trainer
 
 from finetune import losses
 from finetune.config import ConfigError
-from finetune.data import IGNORE_INDEX
+from finetune.encoding import IGNORE_INDEX
 
 REFERENCE_FILE = "reference_logps.pt"
 
@@ -105,7 +105,8 @@ class PreferenceTrainer(Trainer):
             with torch.no_grad():  # the mismatched answers only estimate the reference point
                 mismatched, _ = sequence_logps(model, **{k: v[n:] for k, v in inputs.items()})
             ref = self.reference[index.cpu()].to(logps.device)
-            kl = self.accelerator.gather_for_metrics((mismatched - ref[:, 1]).detach().float()).mean().clamp(min=0)
+            kl = (mismatched - ref[:, 1]).float().mean().reshape(1)  # each process's estimate, averaged over all
+            kl = self.accelerator.gather_for_metrics(kl).mean().clamp(min=0)
             per_example, first_reward, second_reward = losses.kto(
                 logps, ref[:, 0], kl, desirable, settings["beta"], settings["desirable_weight"], settings["undesirable_weight"])
             extra = {"kl": kl.item()}

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from finetune.data import IGNORE_INDEX, DataError, Example, encode, load_splits
+from finetune.data import DataError, Example, load_splits
+from finetune.encoding import IGNORE_INDEX, encode
 
 # end-of-turn markers of the common chat templates; the tokenizer's own EOS is always one
 STOP_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>", "<|end_of_text|>")

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from finetune.config import ConfigError, load_config
-from finetune.data import IGNORE_INDEX, encode, read_examples
+from finetune.data import read_examples
+from finetune.encoding import IGNORE_INDEX, encode
 from finetune.tiny import build_tokenizer, corpus
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Read training data, turn each example into chat turns, apply the chat template, mask the loss to the answers.
+"""Read training data and turn each example into chat turns (finetune/encoding.py makes them token ids).
 
 Formats: messages, prompt-completion, alpaca and text, plus one per task (classification, ner, translation,
 qa, summarization) whose fields the config's task.instruction turns into a prompt, and two of preferences
@@ -14,14 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-IGNORE_INDEX = -100
 ROLES = {"system", "user", "assistant"}
-# Used when a tokenizer has no chat template of its own (ChatML, the most widely understood layout).
-FALLBACK_CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
 
 # task formats: the fields the instruction reads, and the field holding the answer
 TASK_FORMATS = {
@@ -127,7 +120,7 @@ def to_example(row: object, fmt: str, where: str, task: dict | None = None) -> E
     if fmt == "messages":
         messages = row.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise DataError(f"{where}: missing 'messages' (a list of {{role, content}})")
+            raise DataError(f"{where}: missing 'messages' (a list of turns, each with a role and a content)")
         for i, message in enumerate(messages):
             if not isinstance(message, dict) or message.get("role") not in ROLES:
                 raise DataError(f"{where}: message {i + 1} needs a role of {sorted(ROLES)}")
@@ -217,7 +210,7 @@ def _preference_example(row: dict, fmt: str, where: str) -> Example:
         elif isinstance(value, list) and value:
             prompt = _turns(value, where, "prompt")
         else:
-            raise DataError(f"{where}: missing or empty 'prompt' (text, or a list of {{role, content}} turns)")
+            raise DataError(f"{where}: missing or empty 'prompt' (text, or a list of turns, each with a role and a content)")
         texts = [_answer(row.get(k), where, k) for k in answers]
     if prompt[-1]["role"] != "user":
         raise DataError(f"{where}: the prompt's last turn is the {prompt[-1]['role']}'s; it must be the user's, which the answers reply to")
@@ -260,9 +253,10 @@ def fill(instruction: str, fields: dict, where: str) -> str:
     try:
         return instruction.format_map({k: v for k, v in fields.items() if isinstance(v, str)})
     except KeyError as error:
-        raise DataError(f"{where}: task.instruction uses {{{error.args[0]}}}, which this example does not have") from None
+        field = "{" + str(error.args[0]) + "}"
+        raise DataError(f"{where}: task.instruction uses {field}, which this example does not have") from None
     except (IndexError, ValueError) as error:
-        raise DataError(f"task.instruction is not a valid template ({error}); write fields as {{name}} and braces as {{{{ }}}}") from None
+        raise DataError(f"task.instruction is not a valid template ({error}); write fields as " + "{name}, and a brace as two") from None
 
 
 def entities(tokens: list[str], tags: list[str]) -> list[tuple[str, str]]:
@@ -291,56 +285,6 @@ def _need(row: dict, where: str, *keys: str) -> list[str]:
     return values
 
 
-def ensure_chat_template(tokenizer) -> None:
-    if not getattr(tokenizer, "chat_template", None):
-        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
-
-
-def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
-    """The messages, led by the config's system prompt unless they bring their own."""
-    if system_prompt and (not messages or messages[0]["role"] != "system"):
-        return [{"role": "system", "content": system_prompt}, *messages]
-    return list(messages)
-
-
-def encode(example: Example, tokenizer, max_length: int, system_prompt: str | None = None,
-           template_kwargs: dict | None = None) -> dict | None:
-    """Token ids and labels; labels are IGNORE_INDEX outside assistant turns. None if nothing is left to learn.
-    template_kwargs reach the chat template as they do when answering (e.g. enable_thinking)."""
-    if example.text is not None:
-        ids = tokenizer(example.text, add_special_tokens=True)["input_ids"][: max_length - 1] + [tokenizer.eos_token_id]
-        return {"input_ids": ids, "labels": list(ids)}
-    messages = with_system(example.messages, system_prompt)
-    full, spans = assistant_spans(messages, tokenizer, example.source, template_kwargs or {})
-    encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    ids = encoded["input_ids"][:max_length]
-    labels = [IGNORE_INDEX] * len(ids)
-    for t, (start, end) in enumerate(encoded["offset_mapping"][: len(ids)]):
-        if any(s <= start < e for s, e in spans) and end > start:
-            labels[t] = ids[t]
-    if all(label == IGNORE_INDEX for label in labels):
-        return None
-    return {"input_ids": ids, "labels": labels}
-
-
-def assistant_spans(messages: list[dict], tokenizer, source: str, template_kwargs: dict) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of its assistant turns, each as the model generates it
-    after the generation prompt. Templates that render earlier turns differently from the last (Qwen3 drops
-    earlier turns' reasoning) train on the last turn only, with the rest as context."""
-    def render(upto: int, prompt: bool = False) -> str:
-        return tokenizer.apply_chat_template(messages[:upto], tokenize=False, add_generation_prompt=prompt, **template_kwargs) if upto else ""
-
-    full = render(len(messages))
-    turns = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
-    rendered = [(render(i, prompt=True), render(i + 1)) for i in turns]  # (the prompt before the turn, through it)
-    if all(full.startswith(through) and through.startswith(before) for before, through in rendered):
-        return full, [(len(before), len(through)) for before, through in rendered]
-    if turns and turns[-1] == len(messages) - 1 and full.startswith(rendered[-1][0]):
-        return full, [(len(rendered[-1][0]), len(full))]
-    raise DataError(f"{source}: the chat template does not render the answer after its own generation prompt; "
-                    "cannot mask the loss (end each conversation with the assistant's answer)")
-
-
 def load_splits(config: dict, seed: int) -> tuple[list[Example], list[Example]]:
     """The data section's examples, split into training and held-out examples (the same split every time)."""
     data = config["data"]
@@ -367,79 +311,3 @@ def check_labels(train: list[Example], held_out: list[Example], labels: list[str
             raise DataError(f"{example.source}: label {example.reference!r} is not in the label set found in training "
                             f"({', '.join(known)}); add training examples of it or list it in task.labels")
     return known
-
-
-def encode_examples(examples: list[Example], tokenizer, data: dict) -> list[dict]:
-    """encode() each example with the data section's max_length and system prompt; drops those left with nothing to learn."""
-    rows = (encode(e, tokenizer, data["max_length"], data.get("system_prompt"), data.get("chat_template_kwargs")) for e in examples)
-    return [row for row in rows if row is not None]
-
-
-def build_datasets(config: dict, tokenizer, seed: int) -> tuple[list[dict], list[dict]]:
-    """Encode the data section's dataset: training rows and held-out evaluation rows."""
-    data = config["data"]
-    train, held_out = load_splits(config, seed)
-    train_rows, eval_rows = encode_examples(train, tokenizer, data), encode_examples(held_out, tokenizer, data)
-    if not train_rows:
-        raise DataError(f"{data['path']}: every example is longer than max_length={data['max_length']} before its "
-                        "answer starts, so nothing is left to learn; raise data.max_length")
-    random.Random(seed).shuffle(train_rows)
-    return train_rows, eval_rows
-
-
-class Collator:
-    """Pads a batch into a tensor. With packing, it first packs the batch's examples into as few rows
-    of at most max_length tokens as it can, so little compute goes to padding; position ids restart at
-    each example, which keeps attention within it (transformers reads packed rows from the position ids)."""
-
-    def __init__(self, pad_token_id: int, packing: bool = False, max_length: int | None = None):
-        self.pad_token_id = pad_token_id
-        self.packing = packing
-        self.max_length = max_length
-
-    def row_width(self, batch: list[dict]) -> int:
-        """The row width, from the longest example up to max_length, that wastes the fewest padding slots."""
-        longest = max(len(row["input_ids"]) for row in batch)
-        limit = max(self.max_length or sum(len(row["input_ids"]) for row in batch), longest)
-        candidates = sorted({min(limit, int(longest * f)) for f in (1.0, 1.25, 1.5, 2.0, 3.0)})
-
-        def padded_slots(width: int) -> tuple[int, int]:
-            rows = pack(batch, width)
-            return len(rows) * max(len(r[0]) for r in rows), width
-
-        return min(candidates, key=padded_slots)
-
-    def __call__(self, batch: list[dict]) -> dict:
-        import torch
-
-        if not self.packing:
-            width = max(len(row["input_ids"]) for row in batch)
-            ids = [row["input_ids"] + [self.pad_token_id] * (width - len(row["input_ids"])) for row in batch]
-            labels = [row["labels"] + [IGNORE_INDEX] * (width - len(row["labels"])) for row in batch]
-            mask = [[1] * len(row["input_ids"]) + [0] * (width - len(row["input_ids"])) for row in batch]
-            return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
-        rows = pack(batch, self.row_width(batch))
-        width = max(len(row[0]) for row in rows)
-        for ids, labels, positions in rows:
-            # padding becomes one more short sequence of its own, never attended to by the others
-            pad = width - len(ids)
-            ids += [self.pad_token_id] * pad
-            labels += [IGNORE_INDEX] * pad
-            positions += list(range(pad))
-        return {"input_ids": torch.tensor([r[0] for r in rows]), "labels": torch.tensor([r[1] for r in rows]),
-                "position_ids": torch.tensor([r[2] for r in rows])}
-
-
-def pack(batch: list[dict], max_length: int) -> list[tuple[list, list, list]]:
-    """First-fit decreasing: each example goes into the first row with room for it."""
-    rows: list[tuple[list, list, list]] = []
-    for row in sorted(batch, key=lambda r: len(r["input_ids"]), reverse=True):
-        n = len(row["input_ids"])
-        target = next((r for r in rows if len(r[0]) + n <= max_length), None)
-        if target is None:
-            target = ([], [], [])
-            rows.append(target)
-        target[0].extend(row["input_ids"])
-        target[1].extend([IGNORE_INDEX] + row["labels"][1:])
-        target[2].extend(range(n))
-    return rows

@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 
 from finetune.config import ConfigError
-from finetune.data import IGNORE_INDEX, DataError, Example, assistant_spans, load_splits, with_system
+from finetune.data import DataError, Example, load_splits
+from finetune.encoding import IGNORE_INDEX, assistant_spans, with_system
 
 OBJECTIVES = ("dpo", "orpo", "kto", "simpo")
 

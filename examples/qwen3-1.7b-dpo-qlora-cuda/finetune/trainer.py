@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from finetune.data import IGNORE_INDEX
+from finetune.encoding import IGNORE_INDEX
 
 
 class AnswerOnlyTrainer(Trainer):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 
 from finetune import metrics
-from finetune.data import IGNORE_INDEX, Example, encode_examples, with_system
+from finetune.data import Example
+from finetune.encoding import IGNORE_INDEX, encode_examples, with_system
 
 GENERATED = {"classification", "ner", "translation", "qa", "summarization", "chat", "creative", "preference"}
 

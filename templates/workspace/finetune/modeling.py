@@ -12,7 +12,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
-    from finetune.data import ensure_chat_template
+    from finetune.encoding import ensure_chat_template
 
     tokenizer = from_pretrained(AutoTokenizer, name_or_path)
     if tokenizer.pad_token is None:
