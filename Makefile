@@ -29,6 +29,7 @@ test-quick: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/training.py
+	$(BIN)/python bench/preference.py
 	$(BIN)/python bench/onnx_speed.py
 	$(BIN)/python bench/plan_accuracy.py
 

@@ -193,8 +193,9 @@ def tiny_training(workspace, *extra: str, steps: int = 20):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("objective, technique, fmt", [("dpo", "lora", "preference"), ("orpo", "qlora", "preference"),
-                                                       ("kto", "lora", "kto"), ("simpo", "dora", "preference")])
+@pytest.mark.parametrize("objective, technique, fmt", [
+    ("dpo", "lora", "preference"), ("dpo", "qlora", "preference"), ("orpo", "lora", "preference"),
+    ("orpo", "qlora", "preference"), ("kto", "lora", "kto"), ("simpo", "dora", "preference")])
 def test_each_objective_trains_and_its_loss_falls(new_workspace, objective, technique, fmt):
     workspace = new_workspace(objective=objective, technique=technique, dataset_format=fmt, targets="pytorch")
     result = tiny_training(workspace)
@@ -234,3 +235,12 @@ def test_full_dpo_resumes_with_its_reference_and_refuses_without_it(new_workspac
     (run_dir / "reference_logps.pt").unlink()
     refused = tiny_training(workspace, "--resume", steps=30)
     assert refused.returncode == 2 and "reference log-probabilities" in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.slow
+def test_kto_trains_in_two_processes(new_workspace):
+    """DDP: each process estimates KTO's reference point on its own batch; the processes average them."""
+    workspace = new_workspace(objective="kto", technique="lora", distributed="ddp", gpu_count=2, targets="pytorch")
+    result = run(workspace, "smoke.py")
+    assert result.returncode == 0 and "[smoke] passed" in result.stdout, result.stdout[-4000:] + result.stderr[-3000:]
+    assert "'kl'" in result.stdout + result.stderr
