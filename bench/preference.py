@@ -1,7 +1,7 @@
 """Preference training speed and memory: the workspace's DPO (train.py, objective dpo) against TRL's
 DPOTrainer with its defaults, side by side.
 
-    .venv/bin/python bench/preference.py [--pairs 160] [--rounds 2]      # trl, the peer, is in requirements-dev.txt
+    .venv/bin/python bench/preference.py [--pairs 160] [--rounds 2]   # TRL, the peer (bench/trl_peer.py), is in requirements-dev.txt
 
 Same ~21M-parameter Llama (random weights, a 32000-id vocabulary, BPE tokenizer trained on the data), same pairs
 (the preference sample's concise and rambling answers after zero to three earlier turns), LoRA r16 on all linear
@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from training import MEASURE, run
+from training import MEASURE, compare, save_bench_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "templates" / "includes" / "samples" / "preference" / "preference.jsonl"
@@ -58,17 +58,10 @@ def main() -> int:
     data = ws / "data" / "bench.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in pairs(args.pairs)))
     sys.path.insert(0, str(ws))
-    from finetune.preference import encode_preferences
     from finetune.data import read_examples
-    from finetune.tiny import build_model, build_tokenizer, corpus
+    from finetune.preference import encode_preferences
 
-    tokenizer = build_tokenizer(corpus(str(data)), 8000)
-    model = build_model({"architecture": "llama", "hidden_size": 256, "num_hidden_layers": 6, "num_attention_heads": 4,
-                         "num_key_value_heads": 2, "intermediate_size": 688, "max_position_embeddings": 1024,
-                         "vocab_size": 32000, "tie_word_embeddings": False}, tokenizer)
-    params = sum(p.numel() for p in model.parameters())
-    model.save_pretrained(ws / "bench-model")
-    tokenizer.save_pretrained(ws / "bench-model")
+    tokenizer, params = save_bench_model(data, ws / "bench-model")
     rows = encode_preferences(read_examples(str(data), "preference"), tokenizer, {"max_length": 512}, "dpo")
     total = sum(len(r["first"]["ids"]) + len(r["second"]["ids"]) for r in rows)
     print(f"model {params / 1e6:.1f}M parameters; {len(rows)} pairs, {total} tokens chosen and rejected together "
@@ -77,25 +70,8 @@ def main() -> int:
     ours_cmd = [sys.executable, "-c", MEASURE, "train.py", "model.name_or_path=bench-model", "data.path=data/bench.jsonl",
                 "data.system_prompt=null", "data.eval_fraction=0", "training.save_strategy=no", "training.report_to=none",
                 "training.output_dir=outputs/bench", "training.logging_steps=5", "training.warmup_steps=0"]
-    peer_cmd = [sys.executable, str(ROOT / "bench" / "trl_dpo_peer.py"), str(ws / "bench-model"), str(data), str(work / "trl")]
-    results: dict[str, list[dict]] = {"tuneforge": [], "trl": []}
-    for _ in range(args.rounds):
-        ours = run(ours_cmd, ws)
-        history = json.loads((ws / "outputs" / "bench" / "log_history.json").read_text())
-        ours["seconds"] = next(e["train_runtime"] for e in reversed(history) if "train_runtime" in e)
-        ours["losses"] = [e["loss"] for e in history if "loss" in e]
-        results["tuneforge"].append(ours)
-        results["trl"].append(run(peer_cmd, ws))
-    summary = {}
-    for name, found in results.items():
-        best = min(found, key=lambda r: r["seconds"])
-        summary[name] = {"tokens_per_s": total / best["seconds"], "peak_rss_mb": max(r["peak_rss_mb"] for r in found)}
-        shown = best["losses"]
-        trend = f"   loss {shown[0]:.4f} -> {shown[-1]:.4f}" if shown else ""
-        print(f"{name:<10} {summary[name]['tokens_per_s']:8.0f} tokens/s   peak RSS {summary[name]['peak_rss_mb']:6.0f} MB{trend}")
-    speed = summary["tuneforge"]["tokens_per_s"] / summary["trl"]["tokens_per_s"]
-    memory = summary["tuneforge"]["peak_rss_mb"] / summary["trl"]["peak_rss_mb"]
-    print(f"speed {speed:.2f}x TRL (goal >= 1.5x), peak memory {memory:.2f}x TRL (goal <= 0.8x)")
+    peer_cmd = [sys.executable, str(ROOT / "bench" / "trl_peer.py"), "dpo", str(ws / "bench-model"), str(data), str(work / "trl")]
+    compare(ours_cmd, peer_cmd, ws, args.rounds, total, memory_goal=0.8)
     return 0
 
 

@@ -1,5 +1,9 @@
-"""The peer for bench/training.py: TRL's SFTTrainer with its defaults on the same model, data and
-hyperparameters. Run by bench/training.py in its own process; needs `pip install trl==1.16.0`."""
+"""The peer for bench/training.py (sft) and bench/preference.py (dpo): TRL's SFTTrainer or DPOTrainer with its
+defaults on the same model, data and hyperparameters, LoRA r16 on all linear layers. Run by those benchmarks in
+its own process; needs `pip install trl==1.16.0`.
+
+    python bench/trl_peer.py sft|dpo MODEL DATA OUTPUT_DIR
+"""
 
 from __future__ import annotations
 
@@ -8,24 +12,26 @@ import resource
 import sys
 
 
-def main(model_path: str, data_path: str, output_dir: str) -> None:
+def main(mode: str, model_path: str, data_path: str, output_dir: str) -> None:
     from datasets import load_dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype="float32")
     dataset = load_dataset("json", data_files=data_path, split="train")
-    config = SFTConfig(output_dir=output_dir, per_device_train_batch_size=8, gradient_accumulation_steps=1,
-                       num_train_epochs=1, learning_rate=2e-4, max_length=512, logging_steps=5, save_strategy="no",
-                       report_to="none", seed=42, bf16=False, use_cpu=True)
+    common = dict(output_dir=output_dir, per_device_train_batch_size=8, gradient_accumulation_steps=1, num_train_epochs=1,
+                  max_length=512, logging_steps=5, save_strategy="no", report_to="none", seed=42, bf16=False, use_cpu=True)
+    config = SFTConfig(**common, learning_rate=2e-4) if mode == "sft" else DPOConfig(**common, learning_rate=2e-5, beta=0.1)
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
-    seconds = trainer.train().metrics["train_runtime"]
+    trainer = (SFTTrainer if mode == "sft" else DPOTrainer)(model=model, args=config, train_dataset=dataset,
+                                                           processing_class=tokenizer, peft_config=lora)
+    result = trainer.train()
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb}))
+    print(json.dumps({"seconds": result.metrics["train_runtime"], "peak_rss_mb": peak_mb, "losses": losses}))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])
