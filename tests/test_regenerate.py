@@ -109,3 +109,22 @@ def test_update_after_the_template_changed(new_workspace, tmp_path, monkeypatch)
 def test_not_a_workspace(tmp_path, capsys):
     assert update(tmp_path) == 2
     assert "not a tuneforge workspace" in capsys.readouterr().err
+
+
+def test_editor_settings_and_tasks_keep_the_users_edits_through_an_update(new_workspace):
+    """.vscode/ is rendered into the workspace like every file, so update merges it: a setting and a task of the
+    user's own stay next to the tasks a new target brings, with no conflict."""
+    import json
+
+    dest = new_workspace(targets="pytorch")
+    settings, tasks = dest / ".vscode" / "settings.json", dest / ".vscode" / "tasks.json"
+    settings.write_text(settings.read_text().replace("{\n", '{\n  "editor.rulers": [100],\n', 1))
+    tasks.write_text(tasks.read_text().replace('"tasks": [\n', '"tasks": [\n    {"label": "our lint", "type": "shell", '
+                                                                 '"command": "ruff check .", "problemMatcher": []},\n', 1))
+    git(dest, "commit", "-qam", "our editor set-up")
+    assert update(dest, "--set", "targets=pytorch,onnx-cpu") == 0
+    merged_settings = json.loads(settings.read_text())
+    merged_tasks = json.loads(tasks.read_text().split("\n", 1)[1])  # after the comment line
+    assert merged_settings["editor.rulers"] == [100] and merged_settings["python.testing.pytestEnabled"] is True
+    labels = [task["label"] for task in merged_tasks["tasks"]]
+    assert labels[0] == "our lint" and "optimize" in labels and "serve" in labels
