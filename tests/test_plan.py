@@ -121,3 +121,24 @@ def test_local_model_with_unsupported_architecture(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(AnswerError, match="'bert' is not supported"):
         plan_for(model=str(tmp_path))
+
+
+def _fake_tool(folder, name: str, output: str) -> None:
+    tool = folder / name
+    tool.write_text(f"#!/bin/sh\nprintf '%s\\n' '{output}'\n")  # printf: a shell builtin, as PATH holds nothing else
+    tool.chmod(0o755)
+
+
+def test_rocm_gpus_and_their_memory_come_from_rocm_smi_or_are_said_unknown(tmp_path, monkeypatch):
+    from tuneforge import hardware
+
+    monkeypatch.delenv("TUNEFORGE_NO_DETECT", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi here: only the fake rocm-smi
+    _fake_tool(tmp_path, "rocm-smi", '{"card0": {"VRAM Total Memory (B)": "206141652992", "VRAM Total Used Memory (B)": "0"},'
+                                     ' "card1": {"VRAM Total Memory (B)": "206141652992", "VRAM Total Used Memory (B)": "0"}}')
+    assert hardware.detect() == {"hardware": "rocm", "gpu_count": 2, "gpu_memory_gb": 192.0}
+    _fake_tool(tmp_path, "rocm-smi", "WARNING: no JSON from this driver")
+    machine = hardware.detect()
+    assert machine == {"hardware": "rocm", "gpu_count": 1, "gpu_memory_gb": None}
+    plan = resolve(Given({}), detected=machine)
+    assert plan.values["gpu_memory_gb"] == 64.0 and "not reported by the driver" in plan.origins["gpu_memory_gb"]

@@ -9,7 +9,7 @@ import subprocess
 
 
 def detect() -> dict:
-    """Return {hardware, gpu_count, gpu_memory_gb} for this machine."""
+    """Return {hardware, gpu_count, gpu_memory_gb} for this machine; gpu_memory_gb is None when it cannot be told."""
     if os.environ.get("TUNEFORGE_NO_DETECT") == "1":
         # a fixed machine, so that tests and examples render the same everywhere
         return {"hardware": "cpu", "gpu_count": 1, "gpu_memory_gb": 16.0}
@@ -18,7 +18,10 @@ def detect() -> dict:
         if memories:
             return {"hardware": "cuda", "gpu_count": len(memories), "gpu_memory_gb": round(min(memories) / 1024, 1)}
     if shutil.which("rocm-smi"):
-        return {"hardware": "rocm", "gpu_count": 1, "gpu_memory_gb": 64.0}
+        memories = _rocm_memories()
+        # an AMD GPU whose memory rocm-smi does not report: count it, and leave its memory unknown
+        return {"hardware": "rocm", "gpu_count": len(memories) or 1,
+                "gpu_memory_gb": round(min(memories) / 1024**3, 1) if memories else None}
     if platform.system() == "Darwin" and platform.machine() == "arm64":
         return {"hardware": "mps", "gpu_count": 1, "gpu_memory_gb": round(system_memory_gb() * 0.7, 1)}
     return {"hardware": "cpu", "gpu_count": 1, "gpu_memory_gb": system_memory_gb()}
@@ -29,6 +32,19 @@ def system_memory_gb() -> float:
         return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1)
     except (ValueError, OSError, AttributeError):
         return 16.0
+
+
+def _rocm_memories() -> list[float]:
+    """Each AMD GPU's memory in bytes, from `rocm-smi --showmeminfo vram --json` ({"card0": {"VRAM Total Memory (B)": ...}})."""
+    import json
+
+    try:
+        out = subprocess.run(["rocm-smi", "--showmeminfo", "vram", "--json"], capture_output=True, text=True, timeout=10,
+                             check=True).stdout
+        cards = json.loads(out)
+        return [float(card["VRAM Total Memory (B)"]) for name, card in cards.items() if name.startswith("card")]
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError, AttributeError):
+        return []
 
 
 def _query(command: list[str]) -> list[float]:

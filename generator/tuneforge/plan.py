@@ -202,8 +202,11 @@ def _take_machine(r: _Resolver, detected: dict) -> tuple[str, int]:
     hw = r.take("hardware", detected["hardware"], "detected")
     same_hw = hw == detected["hardware"]
     r.take("gpu_count", detected["gpu_count"] if same_hw else 1, "detected" if same_hw else "default")
-    memory_default = detected["gpu_memory_gb"] if same_hw else GPU_MEMORY_DEFAULTS.get(hw, hardware.system_memory_gb())
-    r.take("gpu_memory_gb", memory_default, "detected" if same_hw else f"default: typical {hw} device")
+    if same_hw and detected["gpu_memory_gb"] is not None:
+        r.take("gpu_memory_gb", detected["gpu_memory_gb"], "detected")
+    else:
+        unknown = " (not reported by the driver; set gpu_memory_gb)" if same_hw else ""
+        r.take("gpu_memory_gb", GPU_MEMORY_DEFAULTS.get(hw, hardware.system_memory_gb()), f"default: typical {hw} device{unknown}")
     r.take("num_nodes", 1)
     devices = r.values["gpu_count"] * r.values["num_nodes"]
     priority = r.values["priority"]
