@@ -25,8 +25,20 @@ def tree(root: Path) -> dict[str, bytes]:
     return files
 
 
-def test_there_are_at_least_three_examples():
-    assert len(EXAMPLES) >= 3
+def test_the_examples_show_what_the_readme_promises():
+    """A new family, a mixture of experts, a preference objective, a GPU, an ONNX target and a cloud platform."""
+    import yaml
+
+    from tuneforge.models import resolve_model
+
+    answers = [yaml.safe_load(path.read_text()) for path in EXAMPLES]
+    facts = [resolve_model(a["model"]) for a in answers]
+    assert any(f["architecture"].startswith("qwen3") for f in facts)
+    assert any(f.get("moe") or f.get("active_params_b") for f in facts)
+    assert any(a.get("objective", "sft") != "sft" for a in answers)
+    assert any(a.get("hardware") == "cuda" for a in answers)
+    assert any(t.startswith("onnx-") for a in answers for t in a.get("targets", []))
+    assert any(a.get("compute") == "azureml" for a in answers)
 
 
 @pytest.mark.parametrize("answers", EXAMPLES, ids=[e.stem for e in EXAMPLES])

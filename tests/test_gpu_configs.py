@@ -74,20 +74,23 @@ def test_fsdp_config_is_accepted_by_accelerate_launch(cuda_workspace, num_nodes)
     assert train["gradient_checkpointing"] is False  # FSDP checkpoints activations itself
 
 
-def test_cuda_qlora_config_builds_a_bitsandbytes_config(cuda_workspace):
+def test_cuda_qlora_config_builds_a_bitsandbytes_config(cuda_workspace, monkeypatch):
+    """load_base_model turns the rendered quantization section into the BitsAndBytesConfig from_pretrained gets."""
     import sys
+
+    import torch
 
     from conftest import ROOT
 
     sys.path.insert(0, str(ROOT / "templates" / "workspace"))
-    from finetune.modeling import DTYPES
+    from finetune import modeling
 
     workspace = cuda_workspace(technique="qlora", distributed="none", gpu_count=1)
-    quant = yaml.safe_load((workspace / "configs" / "train.yaml").read_text())["quantization"]
-    from transformers import BitsAndBytesConfig
-
-    config = BitsAndBytesConfig(load_in_4bit=quant["load_in_4bit"], bnb_4bit_quant_type=quant["bnb_4bit_quant_type"],
-                                bnb_4bit_use_double_quant=quant["bnb_4bit_use_double_quant"],
-                                bnb_4bit_compute_dtype=DTYPES[quant["bnb_4bit_compute_dtype"]])
-    assert config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
-    assert config.bnb_4bit_compute_dtype.__str__() == "torch.bfloat16"
+    config = yaml.safe_load((workspace / "configs" / "train.yaml").read_text())
+    received = {}
+    monkeypatch.setattr(modeling, "from_pretrained", lambda cls, name, **kwargs: received.update(name=name, **kwargs))
+    modeling.load_base_model(config)
+    quantization = received["quantization_config"]
+    assert received["name"] == config["model"]["name_or_path"] and received["dtype"] == torch.bfloat16
+    assert quantization.load_in_4bit and quantization.bnb_4bit_quant_type == "nf4" and quantization.bnb_4bit_use_double_quant
+    assert quantization.bnb_4bit_compute_dtype == torch.bfloat16 and quantization.bnb_4bit_quant_storage == torch.bfloat16

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import ROOT
 from combos import all_pairs, plan_or_none, row_id, technique_hardware_distributed
 from tuneforge import catalog, render
+from tuneforge.answers import DERIVED_KEYS, KEYS
 
 ROWS = {row_id(r): r for r in all_pairs() + technique_hardware_distributed()}
 ALWAYS = {".copier-answers.yml", ".gitignore", "README.md", "requirements.txt", "train.py", "merge.py", "smoke.py",
@@ -62,15 +64,27 @@ def expected_files(values: dict) -> set[str]:
 
 
 def render_plan(plan, dest: Path) -> set[str]:
-    render._copy(render.versioned_template(), dest, plan.copier_data())
+    render.render_plain(dest, plan.copier_data())
     return {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+
+
+SOURCE = ROOT / "templates" / "workspace"
+# a Jinja expression or statement that reads an answer or a derived value (chat templates read only their own names)
+OUR_SYNTAX = re.compile(r"(\{\{|\{%)-?\s*(?:if |elif |for \w+ in |set \w+ = )?(?:not )?("
+                        + "|".join(map(re.escape, [*KEYS, *DERIVED_KEYS, "_copier_conf"])) + r")\b")
 
 
 def check_files(root: Path, files: set[str]) -> None:
     for name in files:
         path = root / name
         text = path.read_text(encoding="utf-8").replace("${{", "")  # Azure ML's own ${{inputs.x}}
-        assert "{{" not in text and "{%" not in text or name.endswith(".py") and "chat_template" in text, name
+        source = SOURCE / name
+        if source.is_file() and not source.with_name(source.name + ".jinja").exists():
+            # copied as it is, chat templates and all; but a template that lost its .jinja suffix reads our answers
+            assert path.read_bytes() == source.read_bytes(), f"{name} is not copied as it is"
+            assert not OUR_SYNTAX.search(text), f"{name} reads answers but is copied as it is: name it {name}.jinja"
+        else:
+            assert "{{" not in text and "{%" not in text, f"{name} holds template syntax that was not rendered"
         if name.endswith(".json"):
             json.loads(re.sub(r'("(?:\\.|[^"\\])*")|//[^\n]*', lambda m: m.group(1) or "", text))
         elif name.endswith((".yaml", ".yml")):
@@ -115,3 +129,11 @@ def test_the_matrix_covers_every_technique_hardware_and_distributed_mode():
     assert {r["hardware"] for r in rows} == {"cpu", "cuda", "rocm", "mps"}
     assert {r["distributed"] for r in rows} >= {"none", "ddp", "deepspeed-zero1", "deepspeed-zero2", "deepspeed-zero3",
                                                  "deepspeed-zero3-offload", "fsdp"}
+
+
+def test_the_leftover_check_tells_our_template_syntax_from_a_chat_template():
+    assert OUR_SYNTAX.search((SOURCE / "configs" / "train.yaml.jinja").read_text())
+    assert OUR_SYNTAX.search((SOURCE / "README.md.jinja").read_text())
+    for name in ("finetune/encoding.py", "finetune/tiny.py"):
+        text = (SOURCE / name).read_text()
+        assert "{{" in text and not OUR_SYNTAX.search(text), name
