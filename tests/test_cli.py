@@ -83,7 +83,7 @@ def test_plan_text_and_refusal(capsys):
     assert "Cannot work" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("section", ["models", "techniques", "hardware", "targets", "compute", "scenarios", "formats"])
+@pytest.mark.parametrize("section", ["models", "techniques", "objectives", "hardware", "targets", "compute", "scenarios", "formats"])
 def test_catalog(capsys, section):
     assert tuneforge("catalog", section, "--json") == 0
     data = json.loads(capsys.readouterr().out)
