@@ -15,7 +15,7 @@ from tuneforge.rules import Problem, check
 DEFAULT_ORIGINS = ("default", "detected")
 LEARNING_RATES = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4, "dora": 2e-4, "rslora": 1e-4, "ia3": 3e-3}
 # current models that fit each hardware's default memory: a small Qwen3 trains in fp32 on a CPU or a Mac, a 4B
-# one with LoRA in bf16 on a 24 GB GPU (the plan's verdict says so, tests/test_plan.py checks it)
+# one with LoRA in bf16 on a 24 GB GPU (the plan's verdict says so, tests/generator/test_plan.py checks it)
 DEFAULT_MODELS = {"cpu": "qwen3-0.6b", "mps": "qwen3-1.7b", "cuda": "qwen3-4b", "rocm": "qwen3-4b"}
 GPU_MEMORY_DEFAULTS = {"cuda": 24.0, "rocm": 64.0, "mps": 16.0}
 

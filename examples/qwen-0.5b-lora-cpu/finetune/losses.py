@@ -2,7 +2,7 @@
 
 Each returns (loss per example, reward of the first answer, reward of the second): the rewards are what the
 loss pushes apart, logged as rewards/chosen, rewards/rejected, their margin and how often chosen wins.
-The formulas are the papers' and TRL's (tests/test_preference.py checks them against TRL's own).
+The formulas are the papers' and TRL's; tuneforge's own tests check them against TRL's trainers.
 """
 
 from __future__ import annotations

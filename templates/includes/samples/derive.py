@@ -1,5 +1,5 @@
 """Write each scenario's sample in the other formats that can express it, from the sample in its own
-format, with the workspace's own reader. Run after editing a sample; tests/test_samples.py checks the
+format, with the workspace's own reader. Run after editing a sample; tests/workspace/test_scenario_code.py checks the
 files are current.
 
     python templates/includes/samples/derive.py

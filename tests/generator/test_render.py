@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from combos import all_pairs, plan_or_none, row_id, technique_hardware_distributed
+from helpers.combos import all_pairs, plan_or_none, row_id, technique_hardware_distributed
 from tuneforge import catalog, render
 from tuneforge.answers import DERIVED_KEYS, KEYS
 

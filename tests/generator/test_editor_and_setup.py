@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -11,11 +10,7 @@ from pathlib import Path
 
 import pytest
 
-
-def jsonc(path: Path):
-    """Parse JSON with // comments, as VS Code does."""
-    text = re.sub(r'("(?:\\.|[^"\\])*")|//[^\n]*', lambda m: m.group(1) or "", path.read_text())
-    return json.loads(text)
+from helpers.workspace import jsonc
 
 
 @pytest.mark.parametrize("answers", [dict(), dict(targets="pytorch"), dict(hardware="cuda", gpu_memory_gb=24,

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from test_workspace_e2e import losses, run
+from helpers.workspace import losses, run
 from tuneforge import catalog
 from tuneforge.answers import Given
 from tuneforge.plan import resolve

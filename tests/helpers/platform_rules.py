@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-SCHEMAS = Path(__file__).parent / "schemas"
+SCHEMAS = Path(__file__).parents[1] / "schemas"
 
 
 def schema_errors(document: dict, schema_name: str) -> list[str]:

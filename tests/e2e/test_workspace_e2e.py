@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from helpers.workspace import losses, run
 
 pytestmark = pytest.mark.slow
 
@@ -35,17 +36,6 @@ CASES = {
     "deepspeed-zero3": dict(technique="lora", distributed="deepspeed-zero3", targets="pytorch"),
     "ddp-two-processes": dict(technique="lora", distributed="ddp", gpu_count=2, targets="pytorch"),
 }
-
-
-def run(workspace: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("PYTHONPATH", None)
-    return subprocess.run([sys.executable, *args], cwd=workspace, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def losses(run_dir: Path) -> list[float]:
-    history = json.loads((run_dir / "log_history.json").read_text())
-    return [entry["loss"] for entry in history if "loss" in entry]
 
 
 @pytest.mark.parametrize("answers", list(CASES.values()), ids=list(CASES))

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from test_workspace_e2e import run
+from helpers.workspace import run
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from platform_rules import kaito_admission_errors, schema_errors, training_config_of
-from test_editor_and_setup import jsonc
+from helpers.platform_rules import kaito_admission_errors, schema_errors, training_config_of
+from helpers.workspace import jsonc
 from tuneforge import catalog
 
 GPU = dict(hardware="cuda", gpu_memory_gb=80)
