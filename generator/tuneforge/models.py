@@ -37,7 +37,8 @@ def resolve_model(value: str) -> dict:
         if not HF_ID.fullmatch(value) or ".." in value:
             raise AnswerError("model", f"{value!r} is neither a local folder nor a Hugging Face id (owner/name, of "
                                        "letters, digits, '-', '_' and '.'); check the spelling, or give a local folder holding config.json")
-        return with_architecture(facts_from_config(_fetch_hub_config(value), hf_id=value, source="hub"))
+        facts = facts_from_config(_fetch_hub_config(value), hf_id=value, source="hub")
+        return with_architecture({**facts, "gated": _hub_gated(value)})
     raise AnswerError(
         "model",
         f"unknown model {value!r}.{suggest(value, list(models))} Give a catalog id (see `tuneforge catalog models`), "
@@ -94,6 +95,20 @@ def _fetch_hub_config(hf_id: str) -> dict:
     return config
 
 
+def _hub_gated(hf_id: str) -> bool | None:
+    """Whether the hub asks for a licence to be accepted before download (its API's "gated": false, "auto" or
+    "manual"); None when the hub does not say."""
+    request = urllib.request.Request(f"https://huggingface.co/api/models/{hf_id}")
+    if token := os.environ.get("HF_TOKEN"):
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            info = json.loads(response.read(10 << 20))
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError):
+        return None
+    return bool(info.get("gated")) if isinstance(info, dict) and "gated" in info else None
+
+
 def facts_from_config(config: dict, hf_id: str, source: str) -> dict:
     architecture = config.get("model_type")
     known = catalog.load("architectures")
@@ -130,5 +145,5 @@ def facts_from_config(config: dict, hf_id: str, source: str) -> dict:
         **({"active_params_b": round(count_parameters(shape, active=True) / 1e9, 3)} if "experts" in shape else {}),
         "shape": shape,
         "context_length": context,
-        "gated": False,
+        "gated": False,  # a local folder needs no hub; for a hub model resolve_model asks the hub
     }

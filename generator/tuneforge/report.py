@@ -6,6 +6,10 @@ from tuneforge import catalog
 from tuneforge.answers import KEYS, format_value
 
 
+GATED = {True: " - gated: accept its licence on the hub and set HF_TOKEN", False: "",
+         None: " - gated or not: the hub did not say (set HF_TOKEN if the download is refused)"}
+
+
 def format_plan(plan, files: list[str]) -> str:
     lines = ["Answers (value, and where it came from):"]
     width = max(map(len, KEYS))
@@ -14,7 +18,7 @@ def format_plan(plan, files: list[str]) -> str:
     f = plan.facts
     lines += ["", f"Model: {f['hf_id']} ({f['architecture']}, {f['params_b']:g}B parameters"
               f"{', %gB active per token' % f['active_params_b'] if f.get('active_params_b') else ''}, "
-              f"{f['context_length']} tokens){' - gated: set HF_TOKEN' if f.get('gated') else ''}",
+              f"{f['context_length']} tokens){GATED[f.get('gated')]}",
               f"Precision: {plan.precision}", ""]
     lines += format_memory(plan)
     if plan.problems:

@@ -94,3 +94,30 @@ def test_gpt_oss_trains_with_the_attention_transformers_has_for_it(new_workspace
     workspace = new_workspace(model="gpt-oss-20b", targets="pytorch", gpu_memory_gb=400)
     assert "attn_implementation: eager" in (workspace / "configs" / "train.yaml").read_text()
     assert "attn_implementation: sdpa" in (new_workspace(model="qwen3-0.6b", targets="pytorch") / "configs" / "train.yaml").read_text()
+
+
+@pytest.mark.parametrize("hub_says, gated", [({"gated": "manual"}, True), ({"gated": False}, False), ({}, None), (None, None)])
+def test_a_hub_model_is_gated_as_the_hub_says_or_unknown(monkeypatch, hub_says, gated):
+    """Not in the catalog: its facts come from its config.json, and whether it is gated from the hub's model API."""
+    import io
+    import urllib.error
+    import urllib.request
+
+    from tuneforge.models import resolve_model
+
+    config = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 1000, "max_position_embeddings": 2048}
+
+    def urlopen(request, timeout):
+        url = request.full_url
+        if url.endswith("/config.json"):
+            return io.BytesIO(json.dumps(config).encode())
+        assert url == "https://huggingface.co/api/models/someone/tiny-llama"
+        if hub_says is None:
+            raise urllib.error.URLError("the hub did not answer")
+        return io.BytesIO(json.dumps(hub_says).encode())
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    facts = resolve_model("someone/tiny-llama")
+    assert facts["source"] == "hub" and facts["gated"] is gated
