@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from tuneforge import catalog
 from tuneforge.shapes import linear_sizes
 
 GB = 1024**3
@@ -55,6 +56,16 @@ def trainable_parameters(shape: dict, technique: str, lora_r: int, total_params:
     if technique == "dora":
         per_layer += sum(o for _, o in adapted)
     return shape["num_hidden_layers"] * per_layer
+
+
+def setup_for(values: dict, precision: str, devices: int) -> Setup:
+    """The Setup a plan's answers describe."""
+    return Setup(
+        technique=values["technique"], precision=precision, batch=values["per_device_train_batch_size"],
+        max_length=values["max_length"], gradient_checkpointing=values["gradient_checkpointing"],
+        distributed=values.get("distributed", "none"), devices=devices, lora_r=values["lora_r"], hardware=values["hardware"],
+        sequences=catalog.load("objectives")[values.get("objective", "sft")]["sequences"],
+    )
 
 
 def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge import catalog, hardware
-from tuneforge.answers import KEYS, AnswerError, Given, coerce, format_value
-from tuneforge.memory import Estimate, Setup, plan_memory
+from tuneforge.answers import KEYS, AnswerError, Given, coerce
+from tuneforge.fit import Suggestion, leanest, what_fits
+from tuneforge.memory import Estimate, plan_memory, setup_for
 from tuneforge.models import resolve_model
 from tuneforge.rules import Problem, check
 
@@ -18,16 +19,6 @@ LEARNING_RATES = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4, "dora": 2e-4, "rslo
 # one with LoRA in bf16 on a 24 GB GPU (the plan's verdict says so, tests/generator/test_plan.py checks it)
 DEFAULT_MODELS = {"cpu": "qwen3-0.6b", "mps": "qwen3-1.7b", "cuda": "qwen3-4b", "rocm": "qwen3-4b"}
 GPU_MEMORY_DEFAULTS = {"cuda": 24.0, "rocm": 64.0, "mps": 16.0}
-
-
-@dataclass
-class Suggestion:
-    changes: dict[str, Any]
-    estimate: Estimate
-
-    def __str__(self) -> str:
-        change = ", ".join(f"{k}={format_value(v)}" for k, v in self.changes.items())
-        return f"{change} (about {self.estimate.total_gb:g} GB)"
 
 
 @dataclass
@@ -183,13 +174,13 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
     r.take("project_name", "finetune")
 
     values = {k: r.values[k] for k in KEYS}
-    estimate = plan_memory(facts, _setup(values, precision, devices), _device(hw))
+    estimate = plan_memory(facts, setup_for(values, precision, devices), catalog.load("hardware")[hw])
     plan = Plan(values, {k: r.origins[k] for k in KEYS}, facts, precision, estimate, values["gpu_memory_gb"])
     plan.problems = check(values, facts)
     if not plan.fits and not plan.problems:
-        plan.suggestions = _what_fits(plan)
+        plan.suggestions = what_fits(plan)
         if not plan.suggestions:
-            lean = _leanest(plan)
+            lean = leanest(plan)
             plan.problems.append(Problem(
                 "model", f"{facts['id']} needs about {estimate.total_gb:g} GB per device and still about "
                 f"{lean.estimate.total_gb:g} GB with the leanest options ({lean}), but only {plan.available_gb:g} GB is given.",
@@ -242,7 +233,7 @@ def _take_training(r: _Resolver, given: Given, facts: dict, precision: str, devi
     if priority == "memory" and catalog.load("hardware")[hw]["quantization"]:
         technique_default, why = "qlora", "default: priority=memory"
     elif gpu and "technique" not in given.values:
-        lora_fit = plan_memory(facts, _setup({**r.values, "technique": "lora"}, precision, devices), _device(hw))
+        lora_fit = plan_memory(facts, setup_for({**r.values, "technique": "lora"}, precision, devices), catalog.load("hardware")[hw])
         if lora_fit.total_gb > r.values["gpu_memory_gb"]:
             technique_default, why = "qlora", f"default: lora needs about {lora_fit.total_gb:g} GB"
     technique = r.take("technique", technique_default, why)
@@ -278,82 +269,3 @@ def _objective_default(scenario: str, fmt: str) -> tuple[str, str]:
         if fmt in facts["formats"]:
             return objective, f"default: suits dataset_format={fmt}"
     return "dpo", "default"
-
-
-def _device(hw: str) -> dict:
-    return catalog.load("hardware")[hw]
-
-
-def _setup(values: dict, precision: str, devices: int) -> Setup:
-    return Setup(
-        technique=values["technique"], precision=precision, batch=values["per_device_train_batch_size"],
-        max_length=values["max_length"], gradient_checkpointing=values["gradient_checkpointing"],
-        distributed=values.get("distributed", "none"), devices=devices, lora_r=values["lora_r"], hardware=values["hardware"],
-        sequences=catalog.load("objectives")[values.get("objective", "sft")]["sequences"],
-    )
-
-
-def _candidate_changes(plan: Plan) -> list[dict[str, Any]]:
-    v = plan.values
-    hw = catalog.load("hardware")[v["hardware"]]
-    changes: list[dict[str, Any]] = []
-    if not v["gradient_checkpointing"]:
-        changes.append({"gradient_checkpointing": True})
-    if v["technique"] in ("lora", "dora", "rslora") and hw["quantization"]:
-        changes.append({"technique": "qlora"})
-    if v["technique"] == "full":
-        changes.append({"technique": "lora"})
-        if hw["quantization"]:
-            changes.append({"technique": "qlora"})
-    if v["per_device_train_batch_size"] > 1:
-        b = v["per_device_train_batch_size"]
-        changes.append({"per_device_train_batch_size": 1, "gradient_accumulation_steps": v["gradient_accumulation_steps"] * b})
-    if v["max_length"] > 512:
-        changes.append({"max_length": max(512, v["max_length"] // 2)})
-    if "deepspeed-zero3-offload" in hw["distributed"] and v["distributed"] != "deepspeed-zero3-offload" and v["technique"] != "qlora":
-        changes.append({"distributed": "deepspeed-zero3-offload"})
-    return changes
-
-
-def _estimate(plan: Plan, changes: dict[str, Any]) -> Estimate:
-    values = {**plan.values, **changes}
-    devices = values["gpu_count"] * values["num_nodes"]
-    return plan_memory(plan.facts, _setup(values, plan.precision, devices), _device(values["hardware"]))
-
-
-def _paths(plan: Plan) -> list[list[dict[str, Any]]]:
-    """Ways to save memory step by step: quantize the base, or offload it with ZeRO-3 (never both)."""
-    changes = _candidate_changes(plan)
-    offload = [c for c in changes if c.get("distributed")]
-    quantize = [c for c in changes if c.get("technique") == "qlora"]
-    common = [c for c in changes if c not in offload and c not in quantize]
-    paths = [common + quantize]
-    if offload:
-        paths.append(common + offload)
-    return paths
-
-
-def _what_fits(plan: Plan) -> list[Suggestion]:
-    """Single changes that fit; failing those, the fewest changes taken together that do."""
-    singles = [Suggestion(c, _estimate(plan, c)) for c in _candidate_changes(plan)]
-    fitting = [s for s in singles if s.estimate.total_gb <= plan.available_gb]
-    if fitting:
-        return sorted(fitting, key=lambda s: s.estimate.total_gb, reverse=True)
-    found = []
-    for path in _paths(plan):
-        combined: dict[str, Any] = {}
-        for change in path:
-            combined.update(change)
-            estimate = _estimate(plan, combined)
-            if estimate.total_gb <= plan.available_gb:
-                found.append(Suggestion(dict(combined), estimate))
-                break
-    return found
-
-
-def _leanest(plan: Plan) -> Suggestion:
-    leanest = []
-    for path in _paths(plan):
-        combined = {k: v for change in path for k, v in change.items()}
-        leanest.append(Suggestion(combined, _estimate(plan, combined)))
-    return min(leanest, key=lambda s: s.estimate.total_gb)

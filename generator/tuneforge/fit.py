@@ -1,0 +1,86 @@
+"""What would fit when a plan does not: single changes that save memory, or the fewest taken together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tuneforge import catalog
+from tuneforge.answers import format_value
+from tuneforge.memory import Estimate, plan_memory, setup_for
+
+
+@dataclass
+class Suggestion:
+    changes: dict[str, Any]
+    estimate: Estimate
+
+    def __str__(self) -> str:
+        change = ", ".join(f"{k}={format_value(v)}" for k, v in self.changes.items())
+        return f"{change} (about {self.estimate.total_gb:g} GB)"
+
+
+def _candidate_changes(plan) -> list[dict[str, Any]]:
+    v = plan.values
+    hw = catalog.load("hardware")[v["hardware"]]
+    changes: list[dict[str, Any]] = []
+    if not v["gradient_checkpointing"]:
+        changes.append({"gradient_checkpointing": True})
+    if v["technique"] in ("lora", "dora", "rslora") and hw["quantization"]:
+        changes.append({"technique": "qlora"})
+    if v["technique"] == "full":
+        changes.append({"technique": "lora"})
+        if hw["quantization"]:
+            changes.append({"technique": "qlora"})
+    if v["per_device_train_batch_size"] > 1:
+        b = v["per_device_train_batch_size"]
+        changes.append({"per_device_train_batch_size": 1, "gradient_accumulation_steps": v["gradient_accumulation_steps"] * b})
+    if v["max_length"] > 512:
+        changes.append({"max_length": max(512, v["max_length"] // 2)})
+    if "deepspeed-zero3-offload" in hw["distributed"] and v["distributed"] != "deepspeed-zero3-offload" and v["technique"] != "qlora":
+        changes.append({"distributed": "deepspeed-zero3-offload"})
+    return changes
+
+
+def _estimate(plan, changes: dict[str, Any]) -> Estimate:
+    values = {**plan.values, **changes}
+    devices = values["gpu_count"] * values["num_nodes"]
+    return plan_memory(plan.facts, setup_for(values, plan.precision, devices), catalog.load("hardware")[values["hardware"]])
+
+
+def _paths(plan) -> list[list[dict[str, Any]]]:
+    """Ways to save memory step by step: quantize the base, or offload it with ZeRO-3 (never both)."""
+    changes = _candidate_changes(plan)
+    offload = [c for c in changes if c.get("distributed")]
+    quantize = [c for c in changes if c.get("technique") == "qlora"]
+    common = [c for c in changes if c not in offload and c not in quantize]
+    paths = [common + quantize]
+    if offload:
+        paths.append(common + offload)
+    return paths
+
+
+def what_fits(plan) -> list[Suggestion]:
+    """Single changes that fit; failing those, the fewest changes taken together that do."""
+    singles = [Suggestion(c, _estimate(plan, c)) for c in _candidate_changes(plan)]
+    fitting = [s for s in singles if s.estimate.total_gb <= plan.available_gb]
+    if fitting:
+        return sorted(fitting, key=lambda s: s.estimate.total_gb, reverse=True)
+    found = []
+    for path in _paths(plan):
+        combined: dict[str, Any] = {}
+        for change in path:
+            combined.update(change)
+            estimate = _estimate(plan, combined)
+            if estimate.total_gb <= plan.available_gb:
+                found.append(Suggestion(dict(combined), estimate))
+                break
+    return found
+
+
+def leanest(plan) -> Suggestion:
+    leanest = []
+    for path in _paths(plan):
+        combined = {k: v for change in path for k, v in change.items()}
+        leanest.append(Suggestion(combined, _estimate(plan, combined)))
+    return min(leanest, key=lambda s: s.estimate.total_gb)
