@@ -53,5 +53,5 @@ def test_plan_accuracy_benchmark(tmp_path):
 
 
 def test_preference_benchmark_against_trl():
-    out = bench("bench/preference.py", "--pairs", "16", "--rounds", "1")
+    out = bench("bench/preference.py", "--pairs", "8", "--rounds", "1")
     assert "tuneforge" in out and "trl" in out and "x TRL" in out

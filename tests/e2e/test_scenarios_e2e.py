@@ -17,13 +17,14 @@ SCENARIOS = yaml.safe_load((ROOT / "generator" / "tuneforge" / "catalog" / "scen
 METRICS = {"chat": {"perplexity", "mean_words", "distinct_2", "repetition"}, "domain": {"perplexity"},
            "creative": {"perplexity", "mean_words", "distinct_2", "repetition"},
            "classification": {"accuracy", "macro_f1"}, "ner": {"entity_f1", "precision", "recall"},
-           "translation": {"bleu", "chrf"}, "qa": {"exact_match", "f1"}, "summarization": {"rougeL"}}
+           "translation": {"bleu", "chrf"}, "qa": {"exact_match", "f1"}, "summarization": {"rougeL"},
+           "preference": {"preference_accuracy", "margin", "mean_words", "distinct_2", "repetition"}}
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_smoke_and_eval_run_for_every_scenario(new_workspace, scenario):
-    # one scenario also takes the ONNX path, so eval.py scores an ONNX model too
-    targets = "pytorch,onnx-cpu" if scenario == "qa" else "pytorch"
+    # two scenarios also take the ONNX path, so eval.py scores an ONNX model too (preference: on answers' log-probabilities)
+    targets = "pytorch,onnx-cpu" if scenario in ("qa", "preference") else "pytorch"
     workspace = new_workspace(scenario=scenario, targets=targets)
     result = run(workspace, "smoke.py")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]

@@ -180,16 +180,15 @@ def test_dpo_loss_and_reference_match_trls_dpo_trainer(tmp_path):
 # ---- the workspace, for real ---------------------------------------------------------------------------------
 
 def tiny_training(workspace, *extra: str, steps: int = 20):
-    save = run(workspace, "-c", "import yaml; from finetune.tiny import save_tiny_model; "
-                                "s = yaml.safe_load(open('configs/smoke.yaml')); "
-                                "save_tiny_model(s['tiny_model'], 'data/sample.jsonl', 512, __import__('pathlib').Path('tiny'))")
-    assert save.returncode == 0, save.stderr
+    if not (workspace / "tiny").is_dir():
+        save = run(workspace, "-c", "import yaml; from finetune.tiny import save_tiny_model; "
+                                    "s = yaml.safe_load(open('configs/smoke.yaml')); "
+                                    "save_tiny_model(s['tiny_model'], 'data/sample.jsonl', 512, __import__('pathlib').Path('tiny'))")
+        assert save.returncode == 0, save.stderr
     smoke = yaml.safe_load((workspace / "configs" / "smoke.yaml").read_text())
     overrides = [o for o in smoke["train_overrides"] if not o.startswith(("training.max_steps", "training.eval_steps", "training.save_steps"))]
     return run(workspace, "train.py", "model.name_or_path=tiny", "training.output_dir=outputs/run", *overrides,
                f"training.max_steps={steps}", "training.eval_steps=1000", "training.save_steps=10", *extra)
-
-
 
 
 @pytest.mark.slow
@@ -198,42 +197,32 @@ def tiny_training(workspace, *extra: str, steps: int = 20):
     ("orpo", "qlora", "preference"), ("kto", "lora", "kto"), ("simpo", "dora", "preference")])
 def test_each_objective_trains_and_its_loss_falls(new_workspace, objective, technique, fmt):
     workspace = new_workspace(objective=objective, technique=technique, dataset_format=fmt, targets="pytorch")
-    result = tiny_training(workspace)
+    result = tiny_training(workspace, steps=16)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     history = losses(workspace / "outputs" / "run")
-    assert len(history) == 20 and sum(history[-5:]) / 5 < sum(history[:5]) / 5 - 0.01, history
+    assert len(history) == 16 and sum(history[-5:]) / 5 < sum(history[:5]) / 5 - 0.01, history
     metrics = json.loads((workspace / "outputs" / "run" / "metrics.json").read_text())
     assert "eval_rewards/chosen" in metrics and "eval_perplexity" not in metrics
-
-
-@pytest.mark.slow
-def test_dpo_smoke_runs_the_pipeline_and_the_tuned_model_prefers_the_chosen_answers(new_workspace):
-    workspace = new_workspace(objective="dpo", technique="lora")  # ONNX too: optimize and chat on the tuned model
-    result = run(workspace, "smoke.py")
-    assert result.returncode == 0 and "[smoke] passed" in result.stdout, result.stdout[-4000:] + result.stderr[-3000:]
-    smoke = workspace / "outputs" / "smoke"
-    scored = run(workspace, "eval.py", "--split", "train", "--base", str(smoke / "base"), "--tuned", str(smoke / "merged"),
-                 "--onnx", str(smoke / "onnx" / "onnx-cpu"), "--out", "eval-train")
-    assert scored.returncode == 0, scored.stdout[-3000:] + scored.stderr[-3000:]
-    report = json.loads((workspace / "eval-train" / "report.json").read_text())
-    base, tuned, onnx = (report["models"][name] for name in ("base", "tuned", "onnx"))
-    assert tuned["preference_accuracy"] > base["preference_accuracy"] and tuned["margin"] > base["margin"], report["models"]
-    assert onnx["preference_accuracy"] == pytest.approx(tuned["preference_accuracy"], abs=0.1)
+    if (objective, technique) == ("dpo", "lora"):  # the tuned model prefers the chosen answers more than the base does
+        scored = run(workspace, "eval.py", "--split", "train", "--base", "tiny", "--tuned", "outputs/run", "--no-onnx", "--out", "ev")
+        assert scored.returncode == 0, scored.stdout[-3000:] + scored.stderr[-3000:]
+        base, tuned = (json.loads((workspace / "ev" / "report.json").read_text())["models"][m] for m in ("base", "tuned"))
+        assert tuned["preference_accuracy"] > base["preference_accuracy"] and tuned["margin"] > base["margin"], (base, tuned)
 
 
 @pytest.mark.slow
 def test_full_dpo_resumes_with_its_reference_and_refuses_without_it(new_workspace):
     workspace = new_workspace(objective="dpo", technique="full", targets="pytorch")
-    first = tiny_training(workspace, steps=10)
+    first = tiny_training(workspace, "training.save_steps=4", steps=4)
     assert first.returncode == 0, first.stderr[-3000:]
     run_dir = workspace / "outputs" / "run"
     reference = (run_dir / "reference_logps.pt").read_bytes()
-    resumed = tiny_training(workspace, "--resume", steps=20)
-    assert resumed.returncode == 0 and "resuming from outputs/run/checkpoint-10" in resumed.stdout, resumed.stderr[-3000:]
+    resumed = tiny_training(workspace, "training.save_steps=4", "--resume", steps=8)
+    assert resumed.returncode == 0 and "resuming from outputs/run/checkpoint-4" in resumed.stdout, resumed.stderr[-3000:]
     assert (run_dir / "reference_logps.pt").read_bytes() == reference  # read, not recomputed from moved weights
-    assert len(losses(run_dir)) == 20
+    assert len(losses(run_dir)) == 8
     (run_dir / "reference_logps.pt").unlink()
-    refused = tiny_training(workspace, "--resume", steps=30)
+    refused = tiny_training(workspace, "training.save_steps=4", "--resume", steps=12)
     assert refused.returncode == 2 and "reference log-probabilities" in refused.stderr and "Traceback" not in refused.stderr
 
 
