@@ -63,7 +63,7 @@ def main() -> int:
 
     tokenizer, params = save_bench_model(data, ws / "bench-model")
     rows = encode_preferences(read_examples(str(data), "preference"), tokenizer, {"max_length": 512}, "dpo")
-    total = sum(len(r["first"]["ids"]) + len(r["second"]["ids"]) for r in rows)
+    total = sum(len(r["first"]["input_ids"]) + len(r["second"]["input_ids"]) for r in rows)
     print(f"model {params / 1e6:.1f}M parameters; {len(rows)} pairs, {total} tokens chosen and rejected together "
           f"({total / len(rows):.0f} per pair)")
 

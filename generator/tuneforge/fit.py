@@ -79,8 +79,9 @@ def what_fits(plan) -> list[Suggestion]:
 
 
 def leanest(plan) -> Suggestion:
-    leanest = []
+    """Every change of a path taken together, on the path that saves the most."""
+    ends = []
     for path in _paths(plan):
         combined = {k: v for change in path for k, v in change.items()}
-        leanest.append(Suggestion(combined, _estimate(plan, combined)))
-    return min(leanest, key=lambda s: s.estimate.total_gb)
+        ends.append(Suggestion(combined, _estimate(plan, combined)))
+    return min(ends, key=lambda s: s.estimate.total_gb)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -36,20 +37,23 @@ def system_memory_gb() -> float:
 
 def _rocm_memories() -> list[float]:
     """Each AMD GPU's memory in bytes, from `rocm-smi --showmeminfo vram --json` ({"card0": {"VRAM Total Memory (B)": ...}})."""
-    import json
-
     try:
-        out = subprocess.run(["rocm-smi", "--showmeminfo", "vram", "--json"], capture_output=True, text=True, timeout=10,
-                             check=True).stdout
-        cards = json.loads(out)
+        cards = json.loads(_output(["rocm-smi", "--showmeminfo", "vram", "--json"]))
         return [float(card["VRAM Total Memory (B)"]) for name, card in cards.items() if name.startswith("card")]
-    except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return []
 
 
 def _query(command: list[str]) -> list[float]:
     try:
-        out = subprocess.run(command, capture_output=True, text=True, timeout=10, check=True).stdout
-        return [float(line) for line in out.split() if line.strip()]
-    except (OSError, subprocess.SubprocessError, ValueError):
+        return [float(line) for line in _output(command).split() if line.strip()]
+    except ValueError:
         return []
+
+
+def _output(command: list[str]) -> str:
+    """What a command prints, or nothing when it cannot run, fails or hangs."""
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""

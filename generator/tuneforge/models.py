@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -37,8 +38,7 @@ def resolve_model(value: str) -> dict:
         if not HF_ID.fullmatch(value) or ".." in value:
             raise AnswerError("model", f"{value!r} is neither a local folder nor a Hugging Face id (owner/name, of "
                                        "letters, digits, '-', '_' and '.'); check the spelling, or give a local folder holding config.json")
-        facts = facts_from_config(_fetch_hub_config(value), hf_id=value, source="hub")
-        return with_architecture({**facts, "gated": _hub_gated(value)})
+        return with_architecture(_hub_facts(value))
     raise AnswerError(
         "model",
         f"unknown model {value!r}.{suggest(value, list(models))} Give a catalog id (see `tuneforge catalog models`), "
@@ -73,17 +73,29 @@ def _read_json(path: Path) -> dict:
     return data
 
 
+@functools.cache
+def _hub_facts(hf_id: str) -> dict:
+    """A hub model's facts from its config.json and the hub's model API, fetched once per process (the form
+    resolves a plan for every choice it shows)."""
+    facts = facts_from_config(_fetch_hub_config(hf_id), hf_id=hf_id, source="hub")
+    return {**facts, "gated": _hub_gated(hf_id)}
+
+
+def _hub_json(url: str):
+    """The JSON at a hub URL, with HF_TOKEN when it is set; urllib's and json's errors pass through."""
+    request = urllib.request.Request(url)
+    if token := os.environ.get("HF_TOKEN"):
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read(10 << 20))
+
+
 def _fetch_hub_config(hf_id: str) -> dict:
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise AnswerError("model", f"{hf_id!r} is not in the catalog and HF_HUB_OFFLINE=1, so its config.json "
                                    "cannot be fetched; use a catalog id or a local folder")
-    url = f"https://huggingface.co/{hf_id}/resolve/main/config.json"
-    request = urllib.request.Request(url)
-    if token := os.environ.get("HF_TOKEN"):
-        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            config = json.loads(response.read(10 << 20))
+        config = _hub_json(f"https://huggingface.co/{hf_id}/resolve/main/config.json")
     except urllib.error.HTTPError as error:
         hint = " (gated: accept its licence on the hub and set HF_TOKEN)" if error.code in (401, 403) else ""
         raise AnswerError("model", f"cannot read {hf_id}'s config.json from the Hugging Face hub: HTTP {error.code}{hint}") from None
@@ -98,12 +110,8 @@ def _fetch_hub_config(hf_id: str) -> dict:
 def _hub_gated(hf_id: str) -> bool | None:
     """Whether the hub asks for a licence to be accepted before download (its API's "gated": false, "auto" or
     "manual"); None when the hub does not say."""
-    request = urllib.request.Request(f"https://huggingface.co/api/models/{hf_id}")
-    if token := os.environ.get("HF_TOKEN"):
-        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            info = json.loads(response.read(10 << 20))
+        info = _hub_json(f"https://huggingface.co/api/models/{hf_id}")
     except (urllib.error.URLError, TimeoutError, OSError, ValueError):
         return None
     return bool(info.get("gated")) if isinstance(info, dict) and "gated" in info else None

@@ -79,13 +79,11 @@ def _objective(v: dict, facts: dict) -> list[Problem]:
         problems.append(Problem("dataset_format", f"{objective} needs {' or '.join(objectives[objective]['formats'])} data, "
                                                   f"and {fmt} examples have no rejected answer to compare with.",
                                 [f"objective={o}" for o in readers] + [f"dataset_format={f}" for f in objectives[objective]["formats"]]))
-    if v["compute"] == "foundry-serverless" and not objectives[objective]["foundry"]:
-        problems.append(Problem("compute", f"Azure AI Foundry serverless fine-tuning of open models is supervised only (its "
-                                           f"DPO is for Azure OpenAI models), so it cannot run {objective}.",
-                                ["compute=azureml", "compute=local", "objective=sft with scenario=chat"]))
-    if v["compute"] == "kaito":
-        problems.append(Problem("compute", f"KAITO's tuning presets run supervised fine-tuning only, not {objective}.",
-                                ["compute=azureml", "compute=local"]))
+    allowed = catalog.load("compute")[v["compute"]].get("objectives")
+    if allowed and objective not in allowed["only"]:
+        problems.append(Problem("compute", f"{allowed['why']}, so it cannot run {objective}.",
+                                ["compute=azureml", "compute=local"] + [f"objective={o}" + (" with scenario=chat" if o == "sft" else "")
+                                                                        for o in allowed["only"]]))
     return problems
 
 

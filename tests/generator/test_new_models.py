@@ -103,13 +103,18 @@ def test_a_hub_model_is_gated_as_the_hub_says_or_unknown(monkeypatch, hub_says, 
     import urllib.error
     import urllib.request
 
-    from tuneforge.models import resolve_model
+    from tuneforge.models import _hub_facts, resolve_model
+
+    _hub_facts.cache_clear()  # each case asks the hub afresh
 
     config = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
               "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 1000, "max_position_embeddings": 2048}
 
+    asked = []
+
     def urlopen(request, timeout):
         url = request.full_url
+        asked.append(url)
         if url.endswith("/config.json"):
             return io.BytesIO(json.dumps(config).encode())
         assert url == "https://huggingface.co/api/models/someone/tiny-llama"
@@ -121,3 +126,4 @@ def test_a_hub_model_is_gated_as_the_hub_says_or_unknown(monkeypatch, hub_says, 
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
     facts = resolve_model("someone/tiny-llama")
     assert facts["source"] == "hub" and facts["gated"] is gated
+    assert resolve_model("someone/tiny-llama") == facts and len(asked) == 2  # asked once per process, not per plan

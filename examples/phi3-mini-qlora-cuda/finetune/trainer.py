@@ -14,6 +14,19 @@ from transformers import Trainer
 from finetune.encoding import IGNORE_INDEX
 
 
+def answer_logps(model, inputs: dict, labels):
+    """(log-probability of each labelled token, which positions hold a label, the model's outputs), asking the model
+    for the logits at the positions that predict a label only. Shapes: [rows, those positions]."""
+    targets = labels[:, 1:]
+    positions = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
+    outputs = model(**inputs, logits_to_keep=positions, use_cache=False)
+    wanted = targets[:, positions]
+    logits = outputs.logits.float()
+    token_logps = -F.cross_entropy(logits.flatten(0, 1), wanted.flatten(), ignore_index=IGNORE_INDEX,
+                                   reduction="none").view_as(wanted)
+    return token_logps, wanted != IGNORE_INDEX, outputs
+
+
 class AnswerOnlyTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -22,14 +35,8 @@ class AnswerOnlyTrainer(Trainer):
         self.model_accepts_loss_kwargs = True
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs.pop("labels")
-        targets = labels[:, 1:]
-        wanted = targets != IGNORE_INDEX
-        positions = wanted.any(dim=0).nonzero().squeeze(-1)  # the positions whose logits predict a label
-        outputs = model(**inputs, logits_to_keep=positions, use_cache=False)
-        logits = outputs.logits.float()
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets[:, positions].reshape(-1),
-                               ignore_index=IGNORE_INDEX, reduction="sum")
+        token_logps, wanted, outputs = answer_logps(model, inputs, inputs.pop("labels"))
+        loss = -token_logps.sum()
         count = num_items_in_batch if num_items_in_batch is not None else wanted.sum()
         loss = loss / torch.as_tensor(count, device=loss.device, dtype=loss.dtype)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:

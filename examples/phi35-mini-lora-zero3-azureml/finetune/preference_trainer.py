@@ -17,30 +17,24 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from transformers import Trainer
 
 from finetune import losses
 from finetune.config import ConfigError
-from finetune.encoding import IGNORE_INDEX
+from finetune.trainer import answer_logps
 
 REFERENCE_FILE = "reference_logps.pt"
 
 
 def sequence_logps(model, input_ids, attention_mask, labels) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of the labelled tokens' log-probabilities, their count) per sequence."""
-    targets = labels[:, 1:]
-    positions = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)  # the positions that predict an answer token
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=positions, use_cache=False).logits
-    wanted = targets[:, positions]
-    token_logps = -F.cross_entropy(logits.float().flatten(0, 1), wanted.flatten(), ignore_index=IGNORE_INDEX,
-                                   reduction="none").view_as(wanted)
-    return token_logps.sum(-1), (wanted != IGNORE_INDEX).sum(-1)
+    token_logps, wanted, _ = answer_logps(model, {"input_ids": input_ids, "attention_mask": attention_mask}, labels)
+    return token_logps.sum(-1), wanted.sum(-1)
 
 
 def fingerprint(rows: list[dict]) -> str:
     """What the reference table was computed for: the sequences of every row, by index."""
-    text = json.dumps(sorted((r["index"], r["first"]["ids"], r["second"]["ids"]) for r in rows))
+    text = json.dumps(sorted((r["index"], r["first"]["input_ids"], r["second"]["input_ids"]) for r in rows))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

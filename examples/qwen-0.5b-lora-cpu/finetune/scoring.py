@@ -72,17 +72,13 @@ def preference(backend, examples: list[Example], data: dict, tokenizer) -> dict:
     desirable or not (kto): the mean log-probability per token of each kind, and their gap."""
     from finetune.preference import encode_preferences
 
-    def labelled(sequence: dict) -> dict:
-        ids, start = sequence["ids"], sequence["start"]
-        return {"input_ids": ids, "labels": [IGNORE_INDEX] * start + ids[start:]}
-
     pairs = all(e.rejected is not None for e in examples)
     rows = encode_preferences(examples, tokenizer, data, "dpo" if pairs else "kto")
     if not rows:
         raise ValueError("no held-out answer fits within data.max_length")
-    first = row_nlls(backend, [labelled(r["first"]) for r in rows])
+    first = row_nlls(backend, [r["first"] for r in rows])
     if pairs:
-        second = row_nlls(backend, [labelled(r["second"]) for r in rows])
+        second = row_nlls(backend, [r["second"] for r in rows])
         margins = [rejected / max(m, 1) - chosen / max(n, 1) for (chosen, n), (rejected, m) in zip(first, second)]
         if not all(math.isfinite(m) for m in margins):
             raise ValueError("the model's log-probabilities are not finite (NaN or inf): the model is broken")

@@ -27,14 +27,16 @@ def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
 
 
 def encode(example: Example, tokenizer, max_length: int, system_prompt: str | None = None,
-           template_kwargs: dict | None = None) -> dict | None:
-    """Token ids and labels; labels are IGNORE_INDEX outside assistant turns. None if nothing is left to learn.
+           template_kwargs: dict | None = None, last_turn_only: bool = False) -> dict | None:
+    """Token ids and labels; labels are IGNORE_INDEX outside assistant turns (outside the last one with
+    last_turn_only, as preference pairs compare only their final answers). None if nothing is left to learn.
     template_kwargs reach the chat template as they do when answering (e.g. enable_thinking)."""
     if example.text is not None:
         ids = tokenizer(example.text, add_special_tokens=True)["input_ids"][: max_length - 1] + [tokenizer.eos_token_id]
         return {"input_ids": ids, "labels": list(ids)}
     messages = with_system(example.messages, system_prompt)
     full, spans = assistant_spans(messages, tokenizer, example.source, template_kwargs or {})
+    spans = spans[-1:] if last_turn_only else spans
     encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids = encoded["input_ids"][:max_length]
     labels = [IGNORE_INDEX] * len(ids)
