@@ -34,22 +34,22 @@ def main() -> int:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "generator"))
     work = Path(tempfile.mkdtemp(prefix="tuneforge-bench-"))
-    env = {**os.environ, "TUNEFORGE_CACHE_DIR": str(work / "cache"), "TUNEFORGE_NO_DETECT": "1"}
+    env = {**os.environ, "TUNEFORGE_CACHE_DIR": str(work / "cache")}
     os.environ.update(env)
 
     import yaml
 
-    from tuneforge import render
+    from tuneforge import hardware, render
     from tuneforge.answers import Given
     from tuneforge.plan import resolve
 
     template = render.versioned_template()
     answers = work / "answers.yml"
-    answers.write_text(yaml.safe_dump(resolve(Given()).copier_data()))
+    answers.write_text(yaml.safe_dump(resolve(Given(), detected=hardware.TYPICAL).copier_data()))
 
     ours, plain, helps = [], [], []
     for i in range(args.rounds):
-        ours.append(timed([str(BIN / "tuneforge"), "new", str(work / f"ours{i}"), "--defaults"], env))
+        ours.append(timed([str(BIN / "tuneforge"), "new", str(work / f"ours{i}"), "--defaults", "--no-detect"], env))
         plain.append(timed([str(BIN / "copier"), "copy", "--defaults", "--quiet", "--overwrite", "--vcs-ref", template.tag,
                             "--data-file", str(answers), str(template.repo), str(work / f"plain{i}")], env))
         helps.append(timed([str(BIN / "tuneforge"), "--help"], env))

@@ -33,7 +33,6 @@ COMMON = dict(hardware="cuda", gpu_count=1, gpu_memory_gb=141, per_device_train_
 
 def prepare(workspaces: Path = GPU_DIR) -> None:
     sys.path.insert(0, str(ROOT / "generator"))
-    os.environ.setdefault("TUNEFORGE_NO_DETECT", "1")
     from tuneforge import render
     from tuneforge.answers import Given
     from tuneforge.plan import resolve

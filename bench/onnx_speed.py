@@ -100,11 +100,11 @@ def main() -> int:
     tiny = args.size == "tiny"
     spec, vocab = (TINY, 1000) if tiny else (SPEC, 8000)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tuneforge-bench-onnx-"))
-    env = {**os.environ, "TUNEFORGE_CACHE_DIR": str(work / "cache"), "TUNEFORGE_NO_DETECT": "1", "HF_HUB_OFFLINE": "1",
+    env = {**os.environ, "TUNEFORGE_CACHE_DIR": str(work / "cache"), "HF_HUB_OFFLINE": "1",
            "OLIVE_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
     ws = work / "ws"
     if not ws.exists():
-        subprocess.run([str(BIN / "tuneforge"), "new", str(ws), "--defaults", "--set", "model=llama-3.2-1b-instruct",
+        subprocess.run([str(BIN / "tuneforge"), "new", str(ws), "--defaults", "--no-detect", "--set", "model=llama-3.2-1b-instruct",
                         "--set", "scenario=domain", "--set", "dataset_format=text", "--set", "technique=full",
                         "--set", "hardware=cpu", "--set", "targets=pytorch,onnx-cpu", "--set", "max_length=256",
                         "--set", "packing=true", "--set", "per_device_train_batch_size=8",

@@ -56,9 +56,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tuneforge-bench-train-"))
-    os.environ.update(TUNEFORGE_CACHE_DIR=str(work / "cache"), TUNEFORGE_NO_DETECT="1")
+    os.environ.update(TUNEFORGE_CACHE_DIR=str(work / "cache"))
     ws = work / "ws"
-    subprocess.run([str(BIN / "tuneforge"), "new", str(ws), "--defaults", "--set", "model=llama-3.2-1b-instruct",
+    subprocess.run([str(BIN / "tuneforge"), "new", str(ws), "--defaults", "--no-detect", "--set", "model=llama-3.2-1b-instruct",
                     "--set", "technique=lora", "--set", "lora_r=16", "--set", "lora_alpha=32", "--set", "packing=true",
                     "--set", "per_device_train_batch_size=8", "--set", "gradient_accumulation_steps=1",
                     "--set", "max_length=512", "--set", "num_train_epochs=1", "--set", "targets=pytorch"],

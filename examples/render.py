@@ -12,17 +12,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "generator"))
 
-from tuneforge import render  # noqa: E402
+from tuneforge import hardware, render  # noqa: E402
 from tuneforge.answers import Given, read_answers_file  # noqa: E402
 from tuneforge.plan import resolve  # noqa: E402
-
-FIXED_MACHINE = {"hardware": "cpu", "gpu_count": 1, "gpu_memory_gb": 16.0}
-
 
 def render_example(answers_file: Path, dest: Path) -> None:
     given = Given()
     given.add(read_answers_file(answers_file), f"answers file {answers_file.name}")
-    plan = resolve(given, detected=FIXED_MACHINE)
+    plan = resolve(given, detected=hardware.TYPICAL)
     if plan.problems:
         raise SystemExit(f"{answers_file}: " + "; ".join(map(str, plan.problems)))
     if dest.exists():

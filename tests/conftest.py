@@ -12,8 +12,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "generator"))
 
-os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TUNEFORGE_NO_DETECT": "1",
-                   "OLIVE_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"})
+os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OLIVE_DISABLE_TELEMETRY": "1",
+                   "TOKENIZERS_PARALLELISM": "false"})
+
+
+@pytest.fixture(autouse=True)
+def fixed_machine(request, monkeypatch):
+    """Every plan is made for the typical machine (as `--no-detect` makes it), so that a test means the same on
+    a laptop, a GPU box and CI; a test marked this_machine sees the real detection."""
+    if request.node.get_closest_marker("this_machine") is None:
+        from tuneforge import hardware
+
+        monkeypatch.setattr(hardware, "detect", lambda: dict(hardware.TYPICAL))
 
 
 @pytest.fixture(scope="session", autouse=True)

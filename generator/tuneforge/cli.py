@@ -23,6 +23,9 @@ def _answer_options(parser: argparse.ArgumentParser) -> None:
                         help="an answer (repeatable); lists are comma-separated: --set targets=onnx-cpu,pytorch")
     parser.add_argument("--answers", metavar="FILE", help="a YAML file of answers")
     parser.add_argument("--defaults", action="store_true", help="take defaults for anything not given; ask nothing")
+    parser.add_argument("--no-detect", action="store_true",
+                        help="plan for a typical machine (a CPU with 16 GB) instead of this one; --set hardware=... "
+                             "describes another")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,14 +102,16 @@ def _given(args, previous: dict | None = None):
 
 
 def _resolve(args, given, previous: dict | None = None):
+    from tuneforge import hardware
     from tuneforge.plan import resolve
 
+    machine = dict(hardware.TYPICAL) if args.no_detect else hardware.detect()
     if _interactive(args):
         from tuneforge.answers import user_answers
         from tuneforge.prompts import ask
 
-        return ask(given, previous=user_answers(previous) if previous else {})
-    return resolve(given)
+        return ask(given, previous=user_answers(previous) if previous else {}, detected=machine)
+    return resolve(given, detected=machine)
 
 
 def _refuse(plan) -> int:

@@ -9,11 +9,13 @@ import shutil
 import subprocess
 
 
+# the machine `--no-detect` plans for, in place of this one: to generate for another machine (with --set
+# hardware=...) or to get the same workspace on every machine (the examples, the benchmarks)
+TYPICAL = {"hardware": "cpu", "gpu_count": 1, "gpu_memory_gb": 16.0}
+
+
 def detect() -> dict:
     """Return {hardware, gpu_count, gpu_memory_gb} for this machine; gpu_memory_gb is None when it cannot be told."""
-    if os.environ.get("TUNEFORGE_NO_DETECT") == "1":
-        # a fixed machine, so that tests and examples render the same everywhere
-        return {"hardware": "cpu", "gpu_count": 1, "gpu_memory_gb": 16.0}
     if shutil.which("nvidia-smi"):
         memories = _query(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"])
         if memories:

@@ -26,7 +26,7 @@ class Quit(Exception):
 
 
 class _Flow:
-    def __init__(self, given: Given, previous: dict[str, Any], io: dict):
+    def __init__(self, given: Given, previous: dict[str, Any], io: dict, detected: dict | None = None):
         import questionary
 
         self.q = questionary
@@ -34,7 +34,7 @@ class _Flow:
         self.fixed = Given(dict(given.values), dict(given.origins))  # answered on the command line: not asked
         self.asked = Given()
         self.previous = previous
-        self.detected = hardware.detect()  # once: each verdict resolves a whole plan
+        self.detected = detected or hardware.detect()  # once: each verdict resolves a whole plan
 
     def current(self, extra: dict[str, Any] | None = None) -> Plan:
         merged = Given()
@@ -165,15 +165,16 @@ class _Flow:
         return coerce(key, self.q.text(f"{message}:", default=shown, validate=valid, **self.io).unsafe_ask())
 
 
-def ask(given: Given, previous: dict[str, Any] | None = None, io: dict | None = None) -> Plan:
+def ask(given: Given, previous: dict[str, Any] | None = None, io: dict | None = None,
+        detected: dict | None = None) -> Plan:
     """Ask every relevant answer not already given, then show the plan and let the user write it,
     take what would fit, change an answer, or quit (Quit). Returns the resolved plan.
 
     previous: answers of an existing workspace, offered as defaults. io: questionary's input/output
-    (tests pass a prompt_toolkit pipe input).
+    (tests pass a prompt_toolkit pipe input). detected: the machine to plan for (default: this one).
     """
     # the main questions offer the workspace's previous answers as defaults
-    flow = _Flow(given, {k: v for k, v in (previous or {}).items() if k in ORDER}, io or {})
+    flow = _Flow(given, {k: v for k, v in (previous or {}).items() if k in ORDER}, io or {}, detected)
     for key in ORDER:
         flow.ask(key)
     customise = flow.q.confirm("Customise hyperparameters?", default=False, **flow.io).unsafe_ask()

@@ -1,6 +1,7 @@
 """The command line: exit status 2 and nothing on disk for bad input; plan and catalog output."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -73,6 +74,24 @@ def test_plan_json_reports_origins_memory_and_files(capsys):
     assert plan["memory"]["fits"] is False
     assert plan["suggestions"] and all(s["total_gb"] <= 8 for s in plan["suggestions"])
     assert "configs/train.yaml" in plan["files"] and "train.py" in plan["files"]
+
+
+@pytest.mark.this_machine
+def test_plans_for_this_machine_unless_told_no_detect(tmp_path, monkeypatch, capsys):
+    tool = tmp_path / "nvidia-smi"
+    tool.write_text("#!/bin/sh\nprintf '81559\\n81559\\n'\n")  # two 80 GB GPUs, as nvidia-smi lists them
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")  # found first; git still found after it
+
+    def planned(*extra):
+        assert tuneforge("plan", "--defaults", "--json", *extra) == 0
+        answers = json.loads(capsys.readouterr().out)["answers"]
+        return {key: answers[key]["value"] for key in ("hardware", "gpu_count", "gpu_memory_gb")}
+
+    assert planned() == {"hardware": "cuda", "gpu_count": 2, "gpu_memory_gb": 79.6}
+    assert planned("--no-detect") == {"hardware": "cpu", "gpu_count": 1, "gpu_memory_gb": 16.0}
+    # another machine described by hand: its typical memory, not this machine's
+    assert planned("--no-detect", "--set", "hardware=cuda")["gpu_count"] == 1
 
 
 def test_plan_text_and_refusal(capsys):

@@ -129,10 +129,10 @@ def _fake_tool(folder, name: str, output: str) -> None:
     tool.chmod(0o755)
 
 
+@pytest.mark.this_machine
 def test_rocm_gpus_and_their_memory_come_from_rocm_smi_or_are_said_unknown(tmp_path, monkeypatch):
     from tuneforge import hardware
 
-    monkeypatch.delenv("TUNEFORGE_NO_DETECT", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi here: only the fake rocm-smi
     _fake_tool(tmp_path, "rocm-smi", '{"card0": {"VRAM Total Memory (B)": "206141652992", "VRAM Total Used Memory (B)": "0"},'
                                      ' "card1": {"VRAM Total Memory (B)": "206141652992", "VRAM Total Used Memory (B)": "0"}}')
