@@ -1,8 +1,11 @@
 """An OpenAI-compatible HTTP server over the ONNX model, for local and edge use.
 
     python serve.py [--host 127.0.0.1] [--port 8000] [--model outputs/onnx/onnx-cpu] [--backend onnx]
+    python serve.py --backend pytorch --adapter support=outputs/run --adapter legal=outputs/run-legal
 
 POST /v1/chat/completions (with "stream": true for server-sent events) and GET /v1/models.
+With several --adapter NAME=PATH the base is loaded once and each request's "model" picks the adapter
+(the first by default; the PyTorch backend also serves the base alone by its name); switching reloads nothing.
 Bound to localhost unless --host says otherwise; a bad request gets a 4xx with a reason.
 """
 
@@ -33,8 +36,25 @@ class BadRequest(Exception):
         self.code = code
 
 
+def parse_adapters(values: list[str]) -> dict[str, str]:
+    """--adapter values, NAME=PATH each (a bare PATH is named "tuned"), as {NAME: PATH}; ValueError on a bad one."""
+    adapters: dict[str, str] = {}
+    for value in values:
+        name, _, path = value.rpartition("=") if "=" in value else ("tuned", "", value)
+        name = name.strip()
+        if not name or not path or not all(c.isalnum() or c in "-_." for c in name):
+            raise ValueError(f"--adapter {value!r}: give NAME=PATH, NAME of letters, digits, '-', '_' or '.'")
+        if name in adapters:
+            raise ValueError(f"--adapter {value!r}: the name {name} is given twice")
+        if not Path(path).exists():
+            raise ValueError(f"--adapter {value!r}: {path} not found (train.py writes adapter folders; "
+                             "optimize.py --adapter writes .onnx_adapter files)")
+        adapters[name] = path
+    return adapters
+
+
 def parse_request(body: bytes, model_names: list[str] | None = None) -> dict:
-    """Check a chat completion request; return {messages, max_tokens, stream}."""
+    """Check a chat completion request; return {model, messages, max_tokens, stream} (model None if not given)."""
     try:
         request = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -61,7 +81,7 @@ def parse_request(body: bytes, model_names: list[str] | None = None) -> dict:
     stream = request.get("stream", False)
     if not isinstance(stream, bool):
         raise BadRequest(400, "'stream' must be true or false")
-    return {"messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+    return {"model": model, "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
             "max_tokens": max_tokens, "stream": stream}
 
 
@@ -98,9 +118,10 @@ def read_body(headers, rfile) -> bytes:
 
 
 class ChatHandler(BaseHTTPRequestHandler):
-    """OpenAI's chat completions over one backend; make_handler binds the backend and the limits."""
+    """OpenAI's chat completions over one backend, by the names it serves (the first answers requests that name
+    none); make_handler binds the backend, the names and the limits."""
     backend = None
-    model_name = ""
+    model_names: list[str] = []
     busy_seconds = 150.0
     lock: threading.Lock
     protocol_version = "HTTP/1.1"
@@ -125,9 +146,10 @@ class ChatHandler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path.rstrip("/") == "/v1/models":
-            self.send_json(200, {"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "local"}]})
+            self.send_json(200, {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "local"}
+                                                            for name in self.model_names]})
         elif self.path.rstrip("/") in ("", "/health"):
-            self.send_json(200, {"status": "ok", "model": self.model_name})
+            self.send_json(200, {"status": "ok", "model": self.model_names[0], "models": self.model_names})
         else:
             self.send_error_json(404, f"no route {self.path}")
 
@@ -136,7 +158,8 @@ class ChatHandler(BaseHTTPRequestHandler):
             self.send_error_json(404, f"no route {self.path}")
             return
         try:
-            request = parse_request(read_body(self.headers, self.rfile), [self.model_name])
+            request = parse_request(read_body(self.headers, self.rfile), self.model_names)
+            request["model"] = request["model"] or self.model_names[0]
             # counted before taking the lock, so an over-long prompt costs nobody else any time
             request["ids"] = self.backend.prompt_ids(request["messages"])
             check_context(len(request["ids"]), request["max_tokens"], self.backend.context_length)
@@ -147,6 +170,7 @@ class ChatHandler(BaseHTTPRequestHandler):
             self.send_error_json(503, "the server is busy with other requests; try again shortly")
             return
         try:
+            self.backend.select(self.backend.models[self.model_names.index(request["model"])])
             self.stream(request) if request["stream"] else self.complete(request)
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
@@ -161,7 +185,7 @@ class ChatHandler(BaseHTTPRequestHandler):
         prompt, completion = self.backend.usage
         self.send_json(200, {
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": self.model_name,
+            "model": request["model"],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                          "finish_reason": self.backend.finish_reason}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
@@ -175,7 +199,7 @@ class ChatHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": self.model_name}
+                "created": int(time.time()), "model": request["model"]}
 
         def event(delta: dict, finish: str | None) -> None:
             chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
@@ -191,9 +215,10 @@ class ChatHandler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-def make_handler(backend, model_name: str, busy_seconds: float = 150, request_timeout: float = SOCKET_TIMEOUT):
-    """A ChatHandler bound to one backend, with its own lock: one generation at a time (the model is not re-entrant)."""
-    return type("BoundChatHandler", (ChatHandler,), {"backend": backend, "model_name": model_name, "busy_seconds": busy_seconds,
+def make_handler(backend, model_names: list[str], busy_seconds: float = 150, request_timeout: float = SOCKET_TIMEOUT):
+    """A ChatHandler bound to one backend, with its own lock: one generation at a time (the model is not
+    re-entrant, and the active adapter is the model's). model_names: the names clients use for backend.models."""
+    return type("BoundChatHandler", (ChatHandler,), {"backend": backend, "model_names": model_names, "busy_seconds": busy_seconds,
                                                      "timeout": request_timeout, "lock": threading.Lock()})
 
 
@@ -204,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--backend", choices=["onnx", "pytorch"], default="onnx")
     parser.add_argument("--model", help="model folder (default: the first ONNX model under outputs/onnx/)")
-    parser.add_argument("--adapter", help="ONNX backend: an .onnx_adapter file to activate")
+    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
+                        help="serve this adapter as model NAME (repeatable; the first is the default): a folder train.py "
+                             "wrote (pytorch) or an .onnx_adapter file (onnx; optimize.py --adapter makes one)")
     parser.add_argument("--config", default="configs/train.yaml")
     parser.add_argument("--max-seconds", type=float, default=120,
                         help="the longest one answer may take; it then ends with finish_reason 'length'")
@@ -213,16 +240,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
-        backend = load_backend(args.backend, args.model, config, args.adapter)
-    except (ConfigError, FileNotFoundError) as error:
+        adapters = parse_adapters(args.adapter)
+        backend = load_backend(args.backend, args.model, config, adapters)
+    except (ConfigError, FileNotFoundError, ValueError) as error:  # AdapterError is a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 2
     backend.max_seconds = args.max_seconds
-    # the name clients pass as "model": the folder served, or the configured model's name
-    name = Path(args.model).resolve().name if args.model else config["model"]["name_or_path"].rstrip("/").split("/")[-1] + "-tuned"
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(backend, name, busy_seconds=args.max_seconds + 30,
+    # the names clients pass as "model": the adapters', else the folder served or the configured model's name
+    names = list(backend.models)
+    if not adapters:
+        names[0] = Path(args.model).resolve().name if args.model else config["model"]["name_or_path"].rstrip("/").split("/")[-1] + "-tuned"
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(backend, names, busy_seconds=args.max_seconds + 30,
                                                                           request_timeout=args.request_timeout))
-    print(f"serving {name} ({args.backend}) on http://{args.host}:{server.server_port}/v1", flush=True)
+    print(f"serving {', '.join(names)} ({args.backend}) on http://{args.host}:{server.server_port}/v1", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

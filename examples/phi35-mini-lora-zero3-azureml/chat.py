@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from finetune.config import ConfigError, load_config
-from finetune.inference import load_backend, sampling_options
+from finetune.inference import AdapterError, load_backend, sampling_options
 from finetune.quiet import quiet_libraries
 
 
@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=["pytorch", "onnx"], default="pytorch")
     parser.add_argument("--model", help="model folder (default: the merged model, or the ONNX model)")
-    parser.add_argument("--adapter", help="ONNX backend: an .onnx_adapter file to activate")
+    parser.add_argument("--adapter", help="answer with this adapter on its base: a folder train.py wrote (pytorch) "
+                                          "or an .onnx_adapter file (onnx)")
     parser.add_argument("--prompt", help="answer this one prompt and exit")
     parser.add_argument("--system", default=None, help="system message")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: generation.max_new_tokens in the config")
@@ -29,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
-        backend = load_backend(args.backend, args.model, config, args.adapter)
-    except (ConfigError, FileNotFoundError) as error:
+        backend = load_backend(args.backend, args.model, config, {"tuned": args.adapter} if args.adapter else None)
+    except (ConfigError, FileNotFoundError, AdapterError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     generation = config.get("generation", {})

@@ -1,6 +1,7 @@
 """Turn the fine-tuned model into an optimized ONNX model with Olive, for each target in olive/.
 
     python optimize.py [--target onnx-cpu] [--precision fp16] [--smoke]
+    python optimize.py --adapter outputs/run-legal [--name legal]   # one more adapter for the same ONNX base
 
 Each olive/<target>.json is a complete Olive workflow; this script runs it, offline: the model builder
 quantizes weights to int4 by round-to-nearest, and a pass that calibrates activations (the QNN recipe's
@@ -96,9 +97,13 @@ def missing_packages(target: str) -> list[str]:
     return missing
 
 
-def run(path: Path, smoke: bool = False, precision: str | None = None) -> Path:
-    from olive.workflows import run as olive_run
+def olive_run(config: dict) -> None:
+    from olive.workflows import run
 
+    run(config)  # olive consumes parts of the dict
+
+
+def run(path: Path, smoke: bool = False, precision: str | None = None) -> Path:
     if missing := missing_packages(path.stem):
         raise FileNotFoundError(f"{path.stem} needs {', '.join(missing)}, which is not installed here: "
                                 f"pip install -r olive/requirements-{path.stem}.txt (on the machine that runs it)")
@@ -111,8 +116,44 @@ def run(path: Path, smoke: bool = False, precision: str | None = None) -> Path:
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"{path.stem}: optimizing with Olive (its log: {log})", flush=True)
     with quiet_olive(log):
-        olive_run(config)  # olive consumes parts of the dict
+        olive_run(config)
     return output_dir
+
+
+def add_adapter(path: Path, adapter: str, name: str, smoke: bool = False) -> Path:
+    """Export another adapter (trained with this workspace's LoRA settings) for the ONNX base path's workflow
+    made: the workflow runs again with it, and only its .onnx_adapter is kept, as <output_dir>/<name>.onnx_adapter.
+    The base it builds must be byte for byte the one there, so any of its adapters can run on it."""
+    import filecmp
+    import shutil
+
+    config = load_workflow(path, smoke)
+    if "adapter_path" not in config["input_model"]:
+        raise FileNotFoundError(f"olive/{path.stem}.json exports a merged model, which has no room for adapters: "
+                                "tuneforge update --set adapter_export=adapters, then python optimize.py")
+    output_dir = Path(config["output_dir"])
+    if not (output_dir / "model.onnx").exists():
+        raise FileNotFoundError(f"no ONNX base in {output_dir}: run python optimize.py{' --smoke' if smoke else ''} first")
+    if not (Path(adapter) / "adapter_config.json").exists():
+        raise FileNotFoundError(f"{adapter} holds no adapter_config.json: give a folder train.py wrote")
+    built = output_dir.parent / f".adapter-{name}-{path.stem}"
+    shutil.rmtree(built, ignore_errors=True)
+    config["input_model"]["adapter_path"] = str(adapter)
+    config["output_dir"] = str(built)
+    log = output_dir.parent / f"olive-{path.stem}-{name}.log"
+    print(f"{path.stem}: exporting adapter {name} with Olive (its log: {log})", flush=True)
+    try:
+        with quiet_olive(log):
+            olive_run(config)
+        same = [f.name for f in output_dir.glob("model.onnx*")]
+        if not same or filecmp.cmpfiles(output_dir, built, same, shallow=False)[0] != same:
+            raise FileNotFoundError(f"{adapter} builds another base than {output_dir}: it was trained on another "
+                                    "model or with other LoRA settings; export it on its own with python optimize.py")
+        target = output_dir / f"{name}.onnx_adapter"
+        shutil.copyfile(built / "adapter_weights.onnx_adapter", target)
+    finally:
+        shutil.rmtree(built, ignore_errors=True)
+    return target
 
 
 @contextlib.contextmanager
@@ -141,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", help="one target (default: every olive/*.json)")
     parser.add_argument("--precision", choices=["int4", "fp16", "fp32"], help="override the workflow's precision")
     parser.add_argument("--smoke", action="store_true", help="optimize the smoke test's tiny model (outputs/smoke/)")
+    parser.add_argument("--adapter", type=Path, help="export only this adapter folder, for a base optimized before")
+    parser.add_argument("--name", help="with --adapter: the adapter's name (default: its folder's name)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
     workflows = sorted((HERE / "olive").glob("*.json"))
@@ -150,8 +193,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no olive/{args.target}.json; targets here: "
                   f"{', '.join(w.stem for w in sorted((HERE / 'olive').glob('*.json')))}", file=sys.stderr)
             return 2
+    name = args.name or (args.adapter.resolve().name if args.adapter else None)
+    if name is not None and (not name or not all(c.isalnum() or c in "-_." for c in name)):
+        print(f"error: adapter name {name!r}: use letters, digits, '-', '_' or '.'", file=sys.stderr)
+        return 2
+    if args.adapter and not args.target:
+        # the targets whose base takes separate adapters (the NPU recipes compile one merged graph)
+        workflows = [w for w in workflows if "adapter_path" in json.loads(w.read_text(encoding="utf-8"))["input_model"]]
+        if not workflows:
+            print("error: every olive/*.json here exports a merged model, which has no room for adapters: "
+                  "tuneforge update --set adapter_export=adapters, then python optimize.py", file=sys.stderr)
+            return 2
     for workflow in workflows:
         try:
+            if args.adapter:
+                print(f"{workflow.stem}: adapter in {add_adapter(workflow, str(args.adapter), name, args.smoke)}")
+                continue
             out = run(workflow, smoke=args.smoke, precision=args.precision)
         except FileNotFoundError as error:
             print(f"error: {error}", file=sys.stderr)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from helpers.workspace import losses, run
+from helpers.workspace import call as call_server
+from helpers.workspace import losses, run, serving
 
 pytestmark = pytest.mark.slow
 
@@ -174,31 +175,12 @@ def test_onnx_cpu_optimize_chat_and_fp32_parity(new_workspace, answers):
 
 
 def test_serve_answers_openai_requests_and_rejects_bad_ones(new_workspace):
-    import urllib.error
-    import urllib.request
-
     workspace = new_workspace(targets="pytorch,onnx-cpu")
     result = run(workspace, "smoke.py")
     assert result.returncode == 0, result.stdout[-3000:]
-    env = {**os.environ}
-    env.pop("PYTHONPATH", None)
-    server = subprocess.Popen([sys.executable, "serve.py", "--port", "0", "--model", "outputs/smoke/onnx/onnx-cpu",
-                               "--request-timeout", "2"],
-                              cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        line = server.stdout.readline()
-        assert "serving" in line, line
-        base = line.strip().split(" on ")[-1]
-
+    with serving(workspace, "--model", "outputs/smoke/onnx/onnx-cpu", "--request-timeout", "2") as base:
         def call(path, body=None, raw=None):
-            data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-            request = urllib.request.Request(base.removesuffix("/v1") + path, data=data,
-                                             headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=60) as response:
-                    return response.status, response.headers.get("Content-Type"), response.read()
-            except urllib.error.HTTPError as error:
-                return error.code, error.headers.get("Content-Type"), error.read()
+            return call_server(base, path, body, raw)
 
         status, _, body = call("/v1/models")
         assert status == 200 and json.loads(body)["data"][0]["object"] == "model"
@@ -224,10 +206,7 @@ def test_serve_answers_openai_requests_and_rejects_bad_ones(new_workspace):
             assert json.loads(body)["error"]["message"]
         assert call("/v1/nothing", question)[0] == 404
         assert call("/v1/chat/completions", question)[0] == 200  # still serving after the bad ones
-        _hardening_probes(base, call, question)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        _hardening_probes(base + "/v1", call, question)
     bounded = run(workspace, "-c", "from finetune.inference import OnnxBackend, PytorchBackend\n"
                                    "for b in (OnnxBackend('outputs/smoke/onnx/onnx-cpu'), PytorchBackend('outputs/smoke/merged')):\n"
                                    "    b.max_seconds = 1e-6\n"
@@ -328,3 +307,66 @@ def test_kept_reasoning_runs_alike_in_the_adapter_the_merged_and_the_onnx_model(
     assert compare.returncode == 0, compare.stderr[-3000:]
     outcome = json.loads(compare.stdout.strip().splitlines()[-1])
     assert outcome["same"] and outcome["text"].startswith("<think>"), outcome
+
+
+def test_serve_holds_two_adapters_on_one_base_and_each_request_picks_one(new_workspace):
+    """Two adapters trained on different data, served together on one base (PyTorch and ONNX): each request's
+    "model" gets the answer that adapter gives on its own, the base alone is one more name (PyTorch)."""
+    workspace = new_workspace(targets="pytorch,onnx-cpu", model="llama-3.2-1b-instruct", adapter_export="adapters")
+    smoke = workspace / "outputs" / "smoke"
+    tiny = run(workspace, "-c", "import yaml; from pathlib import Path; from finetune.tiny import save_tiny_model; "
+                                "s = yaml.safe_load(open('configs/smoke.yaml')); "
+                                "save_tiny_model(s['tiny_model'], 'data/sample.jsonl', 512, Path('outputs/smoke/base'))")
+    assert tiny.returncode == 0, tiny.stderr[-3000:]
+    rows = [json.loads(line) for line in (workspace / "data" / "sample.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["messages"][-1]["content"] = "Water it every Sunday morning."
+    (workspace / "data" / "sundays.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ["model.name_or_path=outputs/smoke/base", "model.torch_dtype=float32", "training.max_steps=30",
+              "training.learning_rate=0.005", "training.per_device_train_batch_size=4", "training.gradient_accumulation_steps=1",
+              "training.eval_strategy=no", "training.save_strategy=no", "training.report_to=none", "training.bf16=false",
+              "data.max_length=256"]
+    for out, data in (("run", "data/sample.jsonl"), ("run-sundays", "data/sundays.jsonl")):
+        trained = run(workspace, "train.py", *common, f"training.output_dir=outputs/smoke/{out}", f"data.path={data}")
+        assert trained.returncode == 0, trained.stderr[-3000:]
+    exported = run(workspace, "optimize.py", "--smoke", "--target", "onnx-cpu")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    added = run(workspace, "optimize.py", "--smoke", "--adapter", "outputs/smoke/run-sundays", "--name", "sundays")
+    assert added.returncode == 0, added.stderr[-3000:]
+    onnx = "outputs/smoke/onnx/onnx-cpu"
+    assert (workspace / onnx / "sundays.onnx_adapter").exists() and not list((workspace / "outputs" / "smoke" / "onnx").glob(".adapter-*"))
+
+    question = [{"role": "user", "content": "How often should I water a snake plant?"}]
+    alone = run(workspace, "-c", "import json, sys; from finetune.inference import OnnxBackend, PytorchBackend\n"
+                                 f"q = {question!r}; onnx = {onnx!r}\n"
+                                 "answers = {'pytorch': {n: ''.join(PytorchBackend(p).stream(q, 12)) for n, p in "
+                                 "[('plants', 'outputs/smoke/run'), ('sundays', 'outputs/smoke/run-sundays')]},\n"
+                                 "           'onnx': {n: ''.join(OnnxBackend(onnx, {n: f'{onnx}/{f}'}).stream(q, 12)) for n, f in "
+                                 "[('plants', 'adapter_weights.onnx_adapter'), ('sundays', 'sundays.onnx_adapter')]}}\n"
+                                 "print(json.dumps(answers))")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    expected = json.loads(alone.stdout.splitlines()[-1])
+    assert expected["pytorch"]["plants"] != expected["pytorch"]["sundays"]
+
+    served = {"pytorch": ["--adapter", "plants=outputs/smoke/run", "--adapter", "sundays=outputs/smoke/run-sundays"],
+              "onnx": ["--model", onnx, "--adapter", f"plants={onnx}/adapter_weights.onnx_adapter",
+                       "--adapter", f"sundays={onnx}/sundays.onnx_adapter"]}
+    for backend, adapters in served.items():
+        with serving(workspace, "--backend", backend, *adapters) as base:
+            names = [m["id"] for m in json.loads(call_server(base, "/v1/models")[2])["data"]]
+            assert names == (["plants", "sundays", "base"] if backend == "pytorch" else ["plants", "sundays"])
+
+            def answer(**request):
+                status, _, body = call_server(base, "/v1/chat/completions", {"messages": question, "max_tokens": 12, **request})
+                assert status == 200, body
+                reply = json.loads(body)
+                return reply["model"], reply["choices"][0]["message"]["content"]
+
+            # back and forth, so that each switch is tested both ways
+            for name in ("sundays", "plants", "sundays"):
+                assert answer(model=name) == (name, expected[backend][name]), backend
+            assert answer() == ("plants", expected[backend]["plants"])  # no model: the first adapter
+            if backend == "pytorch":
+                assert answer(model="base")[1] not in expected[backend].values()
+            status, _, body = call_server(base, "/v1/chat/completions", {"model": "legal", "messages": question})
+            assert status == 404 and b"plants" in body

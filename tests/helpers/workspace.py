@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -27,3 +28,33 @@ def jsonc(path: Path):
     """Parse JSON with // comments, as VS Code does."""
     text = re.sub(r'("(?:\\.|[^"\\])*")|//[^\n]*', lambda m: m.group(1) or "", path.read_text())
     return json.loads(text)
+
+
+@contextlib.contextmanager
+def serving(workspace: Path, *args: str):
+    """serve.py ARGS on a free port, until the block ends; yields its base URL (http://127.0.0.1:PORT)."""
+    env = {**os.environ}
+    env.pop("PYTHONPATH", None)
+    server = subprocess.Popen([sys.executable, "serve.py", "--port", "0", *args], cwd=workspace, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        assert "serving" in line, line + server.stderr.read()[-3000:]
+        yield line.strip().split(" on ")[-1].removesuffix("/v1")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def call(base: str, path: str, body: dict | None = None, raw: bytes | None = None) -> tuple[int, str, bytes]:
+    """One request to a server: (status, content type, body), errors included."""
+    import urllib.error
+    import urllib.request
+
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.headers.get("Content-Type"), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("Content-Type"), error.read()

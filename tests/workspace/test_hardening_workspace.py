@@ -261,3 +261,16 @@ def test_chat_before_training_says_to_train_not_that_the_hub_is_out_of_reach(tmp
     monkeypatch.chdir(tmp_path)  # outputs/run has one slash, like a hub id, but is this workspace's folder
     with pytest.raises(FileNotFoundError, match=r"^outputs/run not found: train \(python train.py\)"):
         load_backend("pytorch", None, {"merge": {"output_dir": "outputs/merged", "adapter_dir": "outputs/run"}})
+
+
+def test_adapter_options_are_name_equals_path_with_unique_safe_names(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b.onnx_adapter").write_bytes(b"")
+    a, b = str(tmp_path / "a"), str(tmp_path / "b.onnx_adapter")
+    assert serve.parse_adapters([f"plants={a}", f"sundays={b}"]) == {"plants": a, "sundays": b}
+    assert serve.parse_adapters([a]) == {"tuned": a}  # one bare path, as before
+    for values, message in [([f"plants={a}", f"plants={b}"], "given twice"), ([f"=${a}"], "give NAME=PATH"),
+                            ([f"my plants={a}"], "give NAME=PATH"), ([f"x=$(id)={a}"], "give NAME=PATH"),
+                            ([f"plants={tmp_path / 'missing'}"], "not found")]:
+        with pytest.raises(ValueError, match=message):
+            serve.parse_adapters(values)

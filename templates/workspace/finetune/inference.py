@@ -1,12 +1,18 @@
 """Generation backends shared by chat.py, serve.py and benchmark.py: PyTorch (merged model, or base +
-adapter) and ONNX Runtime GenAI. Each streams text pieces and records token counts."""
+adapters) and ONNX Runtime GenAI (model, or base + .onnx_adapter files). Each streams text pieces and
+records token counts. A backend holding several adapters on one base answers as the one `select` names."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
 from typing import Iterator
+
+
+class AdapterError(ValueError):
+    """An adapter that cannot be served: missing, or trained on another base."""
 
 
 def sampling_options(generation: dict) -> dict:
@@ -17,27 +23,63 @@ def sampling_options(generation: dict) -> dict:
     return {"temperature": temperature, "top_p": float(generation.get("top_p") or 1.0)}
 
 
+def model_name(path: str) -> str:
+    """The name a model folder or hub id is known by: its last part."""
+    return str(path).rstrip("/\\").replace("\\", "/").split("/")[-1]
+
+
+def check_adapters(adapters: dict[str, str], base: str | None = None) -> str:
+    """The base every PEFT adapter folder in adapters was trained on (the same for all), or AdapterError."""
+    from finetune.hub import base_model_of
+
+    for name, path in adapters.items():
+        trained_on = base_model_of(path)
+        if trained_on is None:
+            raise AdapterError(f"adapter {name}: {path} holds no adapter_config.json (a folder train.py wrote)")
+        base = base or trained_on
+        if model_name(trained_on) != model_name(base):
+            raise AdapterError(f"adapter {name} was trained on {trained_on}, not {base}: serve it on its own base")
+    return base
+
+
 class PytorchBackend:
     name = "pytorch"
 
-    def __init__(self, model_path: str, repetition_penalty: float = 1.0, template_kwargs: dict | None = None):
+    def __init__(self, model_path: str | None, repetition_penalty: float = 1.0, template_kwargs: dict | None = None,
+                 adapters: dict[str, str] | None = None):
+        """model_path: a merged model, an adapter folder, or (with adapters: NAME -> adapter folder) the base
+        they share (default: the base recorded with them), loaded once."""
         import torch
         from transformers import AutoModelForCausalLM
 
         from finetune.hub import base_model_of, from_pretrained, is_local
         from finetune.modeling import load_tokenizer
 
+        adapters = dict(adapters or {})
+        if model_path is not None and base_model_of(model_path) is not None and not adapters:
+            # an adapter folder: served on the base the adapter was trained on, as recorded with it
+            adapters = {"tuned": model_path}
+            model_path = None
+        if adapters:
+            model_path = check_adapters(adapters, model_path)
         if is_local(model_path) and not Path(model_path).is_dir():
             raise FileNotFoundError(f"{model_path} not found: train (python train.py) and merge (python merge.py) first")
-        self.tokenizer = load_tokenizer(model_path)
-        base = base_model_of(model_path)
-        if base is not None:
+        self.tokenizer = load_tokenizer(next(iter(adapters.values()), model_path))
+        self.model = from_pretrained(AutoModelForCausalLM, model_path, dtype=torch.float32)
+        self.base_name = model_name(model_path)
+        if adapters:
             from peft import PeftModel
 
-            # the base the adapter was trained on, as recorded with it: one override at train time is enough
-            self.model = PeftModel.from_pretrained(from_pretrained(AutoModelForCausalLM, base, dtype=torch.float32), model_path)
-        else:
-            self.model = from_pretrained(AutoModelForCausalLM, model_path, dtype=torch.float32)
+            names = list(adapters)
+            if self.base_name in names:
+                raise AdapterError(f"adapter name {self.base_name} is the base model's: give the adapter another name")
+            self.model = PeftModel.from_pretrained(self.model, adapters[names[0]], adapter_name=names[0])
+            for name in names[1:]:
+                self.model.load_adapter(adapters[name], adapter_name=name)
+            self.model.set_adapter(names[0])
+        # what select() can choose: each adapter by its name, then the base alone
+        self.models = [*adapters, self.base_name] if adapters else [self.base_name]
+        self.active = self.models[0]
         self.model.eval()
         self.repetition_penalty = repetition_penalty
         self.template_kwargs = template_kwargs or {}  # as in training (data.chat_template_kwargs), e.g. enable_thinking
@@ -46,6 +88,14 @@ class PytorchBackend:
         self.max_seconds: float | None = None  # a bound on one generation's time (serve.py sets it)
         self.usage = (0, 0)
         self.finish_reason = "stop"
+
+    def select(self, name: str) -> None:
+        """Answer as this adapter, or as the base alone; no weights are loaded."""
+        if name not in self.models:
+            raise KeyError(name)
+        if name != self.base_name:
+            self.model.set_adapter(name)
+        self.active = name
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
@@ -74,7 +124,8 @@ class PytorchBackend:
         """Greedy decoding; the new token ids, ending at EOS."""
         import torch
 
-        with torch.no_grad():
+        bare = self.active == self.base_name and hasattr(self.model, "disable_adapter")
+        with torch.no_grad(), (self.model.disable_adapter() if bare else contextlib.nullcontext()):
             out = self.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                                       max_new_tokens=max_new_tokens, do_sample=bool(self.sampling), streamer=streamer,
                                       max_time=self.max_seconds, **self.sampling,
@@ -86,7 +137,9 @@ class PytorchBackend:
 class OnnxBackend:
     name = "onnx"
 
-    def __init__(self, model_path: str, adapter: str | None = None, template_kwargs: dict | None = None):
+    def __init__(self, model_path: str, adapters: dict[str, str] | None = None, template_kwargs: dict | None = None):
+        """adapters: NAME -> .onnx_adapter file, all loaded once on the one base (default: the adapter
+        optimize.py exported with the model, if any: a base exported with separate adapters needs one to run)."""
         import onnxruntime_genai as og
 
         if not (Path(model_path) / "genai_config.json").exists():
@@ -94,13 +147,19 @@ class OnnxBackend:
         self.og = og
         self.model = og.Model(model_path)
         self.tokenizer = og.Tokenizer(self.model)
-        if adapter is None:
-            # a base model exported with separate adapters needs one active to run
-            adapter = next((str(p) for p in sorted(Path(model_path).glob("*.onnx_adapter"))), None)
+        if not adapters:
+            found = Path(model_path) / "adapter_weights.onnx_adapter"
+            found = found if found.exists() else next(iter(sorted(Path(model_path).glob("*.onnx_adapter"))), None)
+            adapters = {"tuned": str(found)} if found else {}
         self.adapters = None
-        if adapter:
+        if adapters:
             self.adapters = og.Adapters(self.model)
-            self.adapters.load(adapter, "tuned")
+            for name, path in adapters.items():
+                if not Path(path).is_file():
+                    raise AdapterError(f"adapter {name}: no file {path} (python optimize.py --adapter makes one)")
+                self.adapters.load(str(path), name)
+        self.models = list(adapters) or [model_name(str(Path(model_path).resolve()))]
+        self.active = self.models[0]
         self.usage = (0, 0)
         self.finish_reason = "stop"
         self.sampling: dict = {}
@@ -116,6 +175,12 @@ class OnnxBackend:
 
             self.chat_tokenizer = load_tokenizer(model_path)
 
+    def select(self, name: str) -> None:
+        """Answer as this adapter; switching loads nothing."""
+        if name not in self.models:
+            raise KeyError(name)
+        self.active = name
+
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         if self.chat_tokenizer is not None:
             prompt = self.chat_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
@@ -129,7 +194,7 @@ class OnnxBackend:
         params.set_search_options(max_length=len(ids) + max_new_tokens, do_sample=bool(self.sampling), **self.sampling)
         generator = self.og.Generator(self.model, params)
         if self.adapters is not None:
-            generator.set_active_adapter(self.adapters, "tuned")
+            generator.set_active_adapter(self.adapters, self.active)
         generator.append_tokens(ids)
         return generator
 
@@ -177,12 +242,14 @@ def default_pytorch_model(config: dict) -> str:
     return str(merged if merged.is_dir() else Path(config["merge"]["adapter_dir"]))
 
 
-def load_backend(backend: str, model_path: str | None, config: dict, adapter: str | None = None):
+def load_backend(backend: str, model_path: str | None, config: dict, adapters: dict[str, str] | None = None):
+    """The backend chat.py and serve.py answer with: model_path (default: this workspace's merged or ONNX
+    model) or, with adapters (NAME -> path), the base they share with each adapter on it."""
     template_kwargs = config.get("data", {}).get("chat_template_kwargs")
     if backend == "onnx":
-        return OnnxBackend(model_path or default_onnx_model(), adapter, template_kwargs=template_kwargs)
-    if model_path is None:
+        return OnnxBackend(model_path or default_onnx_model(), adapters, template_kwargs=template_kwargs)
+    if model_path is None and not adapters:
         model_path = default_pytorch_model(config)
         if not Path(model_path).is_dir():  # a folder of this workspace, never a hub id
             raise FileNotFoundError(f"{model_path} not found: train (python train.py) and merge (python merge.py) first")
-    return PytorchBackend(model_path, template_kwargs=template_kwargs)
+    return PytorchBackend(model_path, template_kwargs=template_kwargs, adapters=adapters)
