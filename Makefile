@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first: a range left to other packages would fetch a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
+	# llama.cpp's GGUF converter and real tokenizer vocabularies ship only in llama-cpp-python's source archive:
+	# kept in .venv/sdist for the tests (pip then builds the package from it: llama.cpp compiles, about 5 minutes)
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d $(VENV)/sdist
 	$(BIN)/pip install --quiet -e '.[test]' -r requirements-dev.txt
 	touch $(STAMP)
 

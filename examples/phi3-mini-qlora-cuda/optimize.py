@@ -1,11 +1,15 @@
-"""Turn the fine-tuned model into an optimized ONNX model with Olive, for each target in olive/.
+"""Turn the fine-tuned model into optimized models for local runtimes: ONNX with Olive, for each target in
+olive/, and GGUF for llama.cpp and Ollama when configs/train.yaml has a gguf section.
 
     python optimize.py [--target onnx-cpu] [--precision fp16] [--smoke]
     python optimize.py --adapter outputs/run-legal [--name legal]   # one more adapter for the same ONNX base
+    python optimize.py --target gguf [--llama-cpp-source llama_cpp_python-X.tar.gz]
 
 Each olive/<target>.json is a complete Olive workflow; this script runs it, offline: the model builder
 quantizes weights to int4 by round-to-nearest, and a pass that calibrates activations (the QNN recipe's
 static quantization) reads outputs/calibration.jsonl, which this script writes from the training split.
+GGUF: llama.cpp's own converter turns the merged model into a 16-bit GGUF file, llama.cpp's quantizer makes
+each type gguf.quantizations lists, and a Modelfile for Ollama goes beside them.
 """
 
 from __future__ import annotations
@@ -156,6 +160,44 @@ def add_adapter(path: Path, adapter: str, name: str, smoke: bool = False) -> Pat
     return target
 
 
+def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
+    """The merged model as GGUF files (gguf.quantizations), its tokenizer files and an Ollama Modelfile."""
+    from transformers import GenerationConfig
+
+    from finetune import gguf
+    from finetune.config import load_config
+    from finetune.modelfile import modelfile, read_turns
+    from finetune.modeling import load_tokenizer
+
+    config = load_config("configs/train.yaml")
+    merged = Path("outputs/smoke/merged" if smoke else config["merge"]["output_dir"])
+    out = Path("outputs/smoke/gguf" if smoke else config["gguf"]["output_dir"])
+    if not (merged / "config.json").exists():
+        raise FileNotFoundError(f"{merged} not found: run python merge.py first")
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "gguf.log"
+    log.write_text("", encoding="utf-8")
+    script = gguf.converter(source)
+    name = config["model"]["name_or_path"].rstrip("/").split("/")[-1] + "-tuned"
+    print(f"gguf: converting {merged} with llama.cpp's converter (its log: {log})", flush=True)
+    f16 = gguf.convert(merged, out / f"{name}-F16.gguf", script, log)
+    kinds = config["gguf"]["quantizations"]
+    files = [gguf.quantize(f16, kind, log) for kind in kinds]
+    if "F16" not in kinds:
+        f16.unlink()
+    tokenizer = load_tokenizer(str(merged))
+    tokenizer.save_pretrained(out)  # chat.py and serve.py build prompts with it, as in training
+    end_ids = GenerationConfig.from_pretrained(merged).eos_token_id
+    end_ids = end_ids if isinstance(end_ids, list) else [end_ids]
+    system = config["data"].get("system_prompt")
+    turns = read_turns(tokenizer, end_ids, config["data"].get("chat_template_kwargs"), with_system=bool(system))
+    # Ollama's context: at least what training saw, at most what the model reads
+    context = min(max(config["data"]["max_length"], 4096), json.loads((merged / "config.json").read_text()).get("max_position_embeddings", 4096))
+    (out / "Modelfile").write_text(modelfile(files[0].name, turns, system, config.get("generation", {}), context),
+                                   encoding="utf-8")
+    return out
+
+
 @contextlib.contextmanager
 def quiet_olive(log: Path):
     """Olive's INFO lines and the model builder's prints go to a file, not the terminal; its errors still show."""
@@ -184,14 +226,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="optimize the smoke test's tiny model (outputs/smoke/)")
     parser.add_argument("--adapter", type=Path, help="export only this adapter folder, for a base optimized before")
     parser.add_argument("--name", help="with --adapter: the adapter's name (default: its folder's name)")
+    parser.add_argument("--llama-cpp-source", help="gguf: llama-cpp-python's source archive (or its unpacked folder), "
+                                                   "for a machine where pip cannot download it")
     args = parser.parse_args(argv)
     os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
+    from finetune.config import load_config
+
     workflows = sorted((HERE / "olive").glob("*.json"))
+    with_gguf = "gguf" in load_config("configs/train.yaml")
+    here = [w.stem for w in workflows] + (["gguf"] if with_gguf else [])
     if args.target:
+        if args.target not in here:
+            print(f"error: no target {args.target} in this workspace; its targets: {', '.join(here)}", file=sys.stderr)
+            return 2
         workflows = [w for w in workflows if w.stem == args.target]
-        if not workflows:
-            print(f"error: no olive/{args.target}.json; targets here: "
-                  f"{', '.join(w.stem for w in sorted((HERE / 'olive').glob('*.json')))}", file=sys.stderr)
+        with_gguf = args.target == "gguf"
+    if with_gguf and not args.adapter:
+        try:
+            print(f"gguf: GGUF files and Modelfile in {export_gguf(args.smoke, args.llama_cpp_source)}/")
+        except (FileNotFoundError, RuntimeError) as error:
+            print(f"error: {error}", file=sys.stderr)
             return 2
     name = args.name or (args.adapter.resolve().name if args.adapter else None)
     if name is not None and (not name or not all(c.isalnum() or c in "-_." for c in name)):

@@ -1,4 +1,4 @@
-"""An OpenAI-compatible HTTP server over the ONNX model, for local and edge use.
+"""An OpenAI-compatible HTTP server over the ONNX or GGUF model (or PyTorch), for local and edge use.
 
     python serve.py [--host 127.0.0.1] [--port 8000] [--model outputs/onnx/onnx-cpu] [--backend onnx]
     python serve.py --backend pytorch --adapter support=outputs/run --adapter legal=outputs/run-legal
@@ -227,8 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--backend", choices=["onnx", "pytorch"], default="onnx")
-    parser.add_argument("--model", help="model folder (default: the first ONNX model under outputs/onnx/)")
+    parser.add_argument("--backend", choices=["onnx", "gguf", "pytorch"],
+                        default="onnx" if Path("olive").is_dir() else "gguf")
+    parser.add_argument("--model", help="model folder or .gguf file (default: the first ONNX model under outputs/onnx/, "
+                                        "or the first GGUF file under outputs/gguf/)")
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
                         help="serve this adapter as model NAME (repeatable; the first is the default): a folder train.py "
                              "wrote (pytorch) or an .onnx_adapter file (onnx; optimize.py --adapter makes one)")

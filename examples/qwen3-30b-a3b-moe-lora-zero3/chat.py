@@ -18,8 +18,9 @@ from finetune.quiet import quiet_libraries
 def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", choices=["pytorch", "onnx"], default="pytorch")
-    parser.add_argument("--model", help="model folder (default: the merged model, or the ONNX model)")
+    parser.add_argument("--backend", choices=["pytorch", "onnx", "gguf"], default="pytorch")
+    parser.add_argument("--model", help="model folder, or .gguf file (default: the merged model, the ONNX model, "
+                                        "or the first GGUF file under outputs/gguf/)")
     parser.add_argument("--adapter", help="answer with this adapter on its base: a folder train.py wrote (pytorch) "
                                           "or an .onnx_adapter file (onnx)")
     parser.add_argument("--prompt", help="answer this one prompt and exit")

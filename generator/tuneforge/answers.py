@@ -77,6 +77,8 @@ SPEC: list[Answer] = [
     Answer("compute", "choice", "Where training runs", _ids("compute")),
     Answer("targets", "list", "Where the tuned model is served", _ids("targets")),
     Answer("adapter_export", "choice", "ONNX export: the merged model, or the base plus separate adapter files", lambda: ADAPTER_EXPORTS),
+    Answer("gguf_types", "list", "GGUF quantization types for llama.cpp and Ollama (target gguf); the first is the "
+           "Modelfile's", lambda: catalog.load("targets")["gguf"]["gguf"]["quantizations"]),
     Answer("priority", "choice", "What matters most; steers the defaults", lambda: list(PRIORITIES)),
     Answer("scenario", "choice", "What the model is tuned for; decides the sample data, format default and metric", _ids("scenarios")),
     Answer("dataset", "str", "Training data: a local JSON/JSONL file or a Hugging Face dataset id"),

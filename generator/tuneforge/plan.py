@@ -105,6 +105,7 @@ class Plan:
         return {
             "launcher": v["distributed"] != "none", "deepspeed_config": v["distributed"].startswith("deepspeed"),
             "fsdp_config": v["distributed"] == "fsdp", "onnx": bool(self.onnx_targets), "deploy": bool(platforms),
+            "gguf": "gguf" in targets, "local_runtime": bool(self.onnx_targets) or "gguf" in targets,
             "azureml": "azureml" in platforms, "azureml_job": v["compute"] == "azureml",
             "azureml_endpoint": "azureml-endpoint" in targets, "foundry": "foundry" in platforms,
             "kaito": "kaito" in platforms, "kaito_tuning": v["compute"] == "kaito", "kaito_inference": "kaito" in targets,
@@ -169,6 +170,7 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
     r.take("report_to", *(("mlflow", "default: compute=azureml logs to its MLflow") if compute == "azureml" else ("tensorboard",)))
     r.take("targets", ["pytorch", "onnx-cpu"])
     r.take("adapter_export", "merged")
+    r.take("gguf_types", list(catalog.load("targets")["gguf"]["gguf"]["default"]))
     # most data has no reasoning in its answers: train and answer as the template's thinking switch set off does
     r.take("thinking", "off")
     r.take("project_name", "finetune")

@@ -11,7 +11,7 @@ from tuneforge.models import resolve_model
 from tuneforge.plan import Plan, resolve
 
 ORDER = ["priority", "scenario", "project_name", "hardware", "gpu_count", "gpu_memory_gb", "num_nodes", "model", "technique",
-         "distributed", "compute", "targets", "adapter_export", "dataset", "dataset_format", "objective", "thinking"]
+         "distributed", "compute", "targets", "adapter_export", "gguf_types", "dataset", "dataset_format", "objective", "thinking"]
 HYPER = [a.key for a in BY_KEY.values() if a.group == "hyper"]
 OTHER_MODEL = "other: a Hugging Face id or a local folder"
 OTHER_NUMBER = "other: type a number"
@@ -68,6 +68,8 @@ class _Flow:
             return bool(plan.facts.get("thinking"))
         if key == "objective":
             return v["scenario"] == "preference"  # every other scenario learns its answers (sft)
+        if key == "gguf_types":
+            return "gguf" in v["targets"]
         if key == "adapter_export":
             return any(catalog.is_onnx(t) for t in v["targets"]) and catalog.load("techniques")[v["technique"]]["onnx_adapter"]
         return True

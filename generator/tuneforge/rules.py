@@ -147,6 +147,11 @@ def _targets(v: dict, facts: dict) -> list[Problem]:
         problems.append(Problem("targets", "choose at least one target.", ["targets=pytorch", "targets=onnx-cpu"]))
     if onnx and not catalog.load("architectures")[facts["architecture"]]["onnx"]:
         problems.append(Problem("targets", f"ONNX Runtime GenAI's model builder cannot export {facts['architecture']}.", ["targets=pytorch"]))
+    if "gguf" in v["targets"] and not catalog.load("architectures")[facts["architecture"]].get("gguf"):
+        problems.append(Problem("targets", f"llama.cpp's converter cannot convert {facts['architecture']} to GGUF.",
+                                ["targets=pytorch", "targets=onnx-cpu"]))
+    if "gguf" in v["targets"] and not v["gguf_types"]:
+        problems.append(Problem("gguf_types", "the gguf target needs at least one quantization type.", ["gguf_types=Q8_0,Q4_K_M"]))
     if "kaito" in v["targets"] and not facts.get("kaito"):
         with_preset = [m for m, f in catalog.load("models").items() if f.get("kaito")]
         problems.append(Problem("targets", f"KAITO has no inference preset for {facts['id']}.",

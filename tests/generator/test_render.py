@@ -40,8 +40,12 @@ def expected_files(values: dict) -> set[str]:
         files.add("configs/accelerate_fsdp.yaml")
     if values["distributed"] != "none":
         files.add("launch.sh")
+    if onnx or "gguf" in values["targets"]:
+        files |= {"optimize.py", "serve.py"}
+    if "gguf" in values["targets"]:
+        files |= {"finetune/gguf.py", "finetune/modelfile.py"}
     if onnx:
-        files |= {"optimize.py", "serve.py", "benchmark.py"}
+        files.add("benchmark.py")
         files |= {f"olive/{t}.json" for t in onnx}
         # the targets that run on another machine's ONNX Runtime build
         files |= {f"olive/requirements-{t}.txt" for t in onnx if "runtime" in catalog.load("targets")[t]}
@@ -74,11 +78,19 @@ OUR_SYNTAX = re.compile(r"(\{\{|\{%)-?\s*(?:if |elif |for \w+ in |set \w+ = )?(?
                         + "|".join(map(re.escape, [*KEYS, *DERIVED_KEYS, "_copier_conf"])) + r")\b")
 
 
+def rendered_name(source: Path) -> str:
+    """The path a template file renders to: its switches ({% if include.x %}...{% endif %}) taken out."""
+    return re.sub(r"\{% (?:if include\.\w+|endif) %\}", "", source.relative_to(SOURCE).as_posix())
+
+
+SOURCES = {rendered_name(p): p for p in SOURCE.rglob("*") if p.is_file() and "{% yield" not in str(p)}
+
+
 def check_files(root: Path, files: set[str]) -> None:
     for name in files:
         path = root / name
         text = path.read_text(encoding="utf-8").replace("${{", "")  # Azure ML's own ${{inputs.x}}
-        source = SOURCE / name
+        source = SOURCES.get(name, SOURCE / name)
         if source.is_file() and not source.with_name(source.name + ".jinja").exists():
             # copied as it is, chat templates and all; but a template that lost its .jinja suffix reads our answers
             assert path.read_bytes() == source.read_bytes(), f"{name} is not copied as it is"

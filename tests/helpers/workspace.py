@@ -58,3 +58,15 @@ def call(base: str, path: str, body: dict | None = None, raw: bytes | None = Non
             return response.status, response.headers.get("Content-Type"), response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.headers.get("Content-Type"), error.read()
+
+
+def template_module(path: Path, name: str):
+    """A workspace module as the template holds it, under name (its file name may carry the condition that renders it)."""
+    import importlib.util
+    from importlib.machinery import SourceFileLoader
+
+    loader = SourceFileLoader(name, str(path))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+    sys.modules[name] = module  # as an import would: dataclasses look their module up there
+    loader.exec_module(module)
+    return module

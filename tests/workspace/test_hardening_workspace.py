@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from helpers.workspace import template_module
 
 WORKSPACE = ROOT / "templates" / "workspace"
 sys.path.insert(0, str(WORKSPACE))
@@ -21,18 +22,8 @@ from finetune.config import ConfigError, apply_overrides, check_ranges  # noqa: 
 from finetune.data import DataError, read_examples  # noqa: E402
 
 
-def _serve():
-    """serve.py as the template holds it (its file name carries the condition that renders it)."""
-    from importlib.machinery import SourceFileLoader
-
-    loader = SourceFileLoader("serve", str(WORKSPACE / "{% if include.onnx %}serve.py{% endif %}"))
-    spec = importlib.util.spec_from_loader("serve", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-serve = _serve()
+# serve.py as the template holds it (its file name carries the condition that renders it)
+serve = template_module(WORKSPACE / "{% if include.local_runtime %}serve.py{% endif %}", "serve")
 
 CONFIG = {"training": {"learning_rate": 2e-4, "max_steps": -1, "per_device_train_batch_size": 2, "seed": 42,
                        "bf16": False, "report_to": "auto", "num_train_epochs": 3.0},

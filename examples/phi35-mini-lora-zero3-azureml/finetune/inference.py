@@ -4,8 +4,10 @@ records token counts. A backend holding several adapters on one base answers as 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Iterator
@@ -224,6 +226,81 @@ class OnnxBackend:
         return out
 
 
+class GgufBackend:
+    """llama.cpp (llama-cpp-python) on a GGUF file optimize.py --target gguf wrote; prompts are built with the
+    tokenizer files kept beside it, as in training."""
+    name = "gguf"
+
+    def __init__(self, model_path: str, template_kwargs: dict | None = None, context_length: int = 4096,
+                 threads: int | None = None):
+        """context_length: the tokens llama.cpp keeps room for (its cache grows with it), capped at the model's."""
+        import llama_cpp
+
+        from finetune.modeling import load_tokenizer
+
+        path = Path(model_path)
+        if not path.is_file() or path.suffix != ".gguf":
+            raise FileNotFoundError(f"no GGUF file {model_path}: run python optimize.py --target gguf first")
+        self.tokenizer = load_tokenizer(str(path.parent))
+        from finetune.gguf import output_to
+
+        with output_to(Path(os.devnull)):  # llama.cpp warns that a vocabulary alone has no context length
+            header = llama_cpp.Llama(str(path), vocab_only=True, verbose=False).metadata  # reads no weights
+        trained = int(header.get(f"{header.get('general.architecture')}.context_length") or context_length)
+        self.context_length = min(context_length, trained)
+        self.model = llama_cpp.Llama(str(path), n_ctx=self.context_length, n_threads=threads, verbose=False)
+        atexit.register(self.model.close)  # freed before the interpreter tears llama_cpp down, not after
+        self.end_ids = {self.model.token_eos(), *self.tokenizer.convert_tokens_to_ids([self.tokenizer.eos_token])}
+        self.template_kwargs = template_kwargs or {}
+        self.models = [path.stem]
+        self.sampling: dict = {}
+        self.max_seconds: float | None = None
+        self.usage = (0, 0)
+        self.finish_reason = "stop"
+
+    def select(self, name: str) -> None:
+        if name not in self.models:
+            raise KeyError(name)
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                                  **self.template_kwargs)["input_ids"]
+
+    def _tokens(self, ids: list[int], max_new_tokens: int) -> Iterator[int]:
+        """The new token ids, ending at an end token (included), the token limit or the time limit."""
+        options = ({"temp": self.sampling["temperature"], "top_p": self.sampling["top_p"]} if self.sampling
+                   else {"temp": 0.0, "top_k": 1})
+        deadline = time.monotonic() + self.max_seconds if self.max_seconds else None
+        for count, token in enumerate(self.model.generate(ids, reset=True, repeat_penalty=1.0, **options), start=1):
+            yield token
+            if token in self.end_ids or count >= max_new_tokens or (deadline and time.monotonic() > deadline):
+                return
+
+    def stream(self, messages: list[dict], max_new_tokens: int, ids: list[int] | None = None) -> Iterator[str]:
+        import codecs
+
+        ids = ids if ids is not None else self.prompt_ids(messages)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span two tokens
+        tokens = []
+        for token in self._tokens(ids, max_new_tokens):
+            tokens.append(token)
+            if token not in self.end_ids:
+                yield decoder.decode(self.model.detokenize([token], special=False))
+        yield decoder.decode(b"", final=True)
+        self.usage = (len(ids), len(tokens))
+        self.finish_reason = "stop" if tokens and tokens[-1] in self.end_ids else "length"
+
+    def generate_ids(self, ids: list[int], max_new_tokens: int) -> list[int]:
+        """Greedy decoding; the new token ids, ending at the end token, as PytorchBackend.generate_ids."""
+        return list(self._tokens(ids, max_new_tokens))
+
+
+def find_gguf_model() -> str | None:
+    """The GGUF file chat.py and serve.py use by default: the first quantization optimize.py wrote."""
+    found = sorted(Path("outputs/gguf").glob("*.gguf"), key=lambda p: (p.name.endswith("-F16.gguf"), p.name))
+    return str(found[0]) if found else None
+
+
 def find_onnx_model() -> str | None:
     """The first ONNX Runtime GenAI model under outputs/onnx/, if optimize.py made one."""
     found = sorted(Path("outputs/onnx").glob("*/genai_config.json"))
@@ -246,6 +323,14 @@ def load_backend(backend: str, model_path: str | None, config: dict, adapters: d
     """The backend chat.py and serve.py answer with: model_path (default: this workspace's merged or ONNX
     model) or, with adapters (NAME -> path), the base they share with each adapter on it."""
     template_kwargs = config.get("data", {}).get("chat_template_kwargs")
+    if backend == "gguf":
+        if adapters:
+            raise AdapterError("the gguf backend serves the merged model; serve adapters with --backend pytorch or onnx")
+        model_path = model_path or find_gguf_model()
+        if model_path is None:
+            raise FileNotFoundError("no GGUF model under outputs/gguf/: run python optimize.py --target gguf first")
+        context = max(4096, int(config.get("data", {}).get("max_length") or 0))
+        return GgufBackend(model_path, template_kwargs=template_kwargs, context_length=context)
     if backend == "onnx":
         return OnnxBackend(model_path or default_onnx_model(), adapters, template_kwargs=template_kwargs)
     if model_path is None and not adapters:

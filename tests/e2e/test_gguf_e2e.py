@@ -1,0 +1,95 @@
+"""The gguf target for real: a tiny Llama with the real Llama 3 tokenizer (from llama.cpp's vocabulary files)
+is trained, merged, converted by llama.cpp's own converter, quantized, and answered by llama.cpp with
+PyTorch's greedy tokens; chat.py and serve.py take the gguf backend; the Modelfile carries the template."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from helpers.workspace import call, run, serving
+
+pytestmark = pytest.mark.slow
+
+# Meta-Llama-3-8B-Instruct's chat template (its tokenizer_config.json); llama.cpp's vocabulary files carry none
+LLAMA3_TEMPLATE = ("{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
+                   "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+                   "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+                   "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+TINY = ("import sys, yaml, torch; from transformers import AutoTokenizer, GenerationConfig; from finetune.tiny import build_model\n"
+        "tok = AutoTokenizer.from_pretrained(sys.argv[1], gguf_file='ggml-vocab-llama-bpe.gguf')\n"
+        "tok.chat_template, tok.eos_token, tok.pad_token = sys.argv[2], '<|eot_id|>', '<|end_of_text|>'\n"
+        "torch.manual_seed(0)\n"
+        "model = build_model(dict(yaml.safe_load(open('configs/smoke.yaml'))['tiny_model']), tok)\n"
+        "model.generation_config = GenerationConfig(bos_token_id=128000, eos_token_id=[128001, 128009], pad_token_id=tok.pad_token_id)\n"
+        "model.save_pretrained('tiny'); tok.save_pretrained('tiny')\n")
+
+
+def llama_cpp_source() -> Path:
+    """llama-cpp-python's source archive, as `make` keeps it in .venv/sdist."""
+    found = sorted((Path(sys.prefix) / "sdist").glob("llama_cpp_python-*.tar.gz"))
+    assert found, f"no llama-cpp-python source archive in {Path(sys.prefix) / 'sdist'}: run make"
+    return found[-1]
+
+
+@pytest.fixture(scope="module")
+def vocabularies(tmp_path_factory) -> Path:
+    """llama.cpp's tokenizer vocabulary files (vendor/llama.cpp/models/ggml-vocab-*.gguf) from the archive."""
+    folder = tmp_path_factory.mktemp("vocab")
+    with tarfile.open(llama_cpp_source()) as archive:
+        member = next(m for m in archive.getmembers() if m.name.endswith("/models/ggml-vocab-llama-bpe.gguf"))
+        member.name = Path(member.name).name
+        archive.extractall(folder, members=[member], filter="data")
+    return folder
+
+
+def test_gguf_export_runs_in_llama_cpp_with_pytorch_greedy_tokens(new_workspace, vocabularies):
+    workspace = new_workspace(model="llama-3.2-1b-instruct", technique="lora", targets="pytorch,gguf")
+    assert not (workspace / "olive").exists() and (workspace / "optimize.py").exists()
+    made = run(workspace, "-c", TINY, str(vocabularies), LLAMA3_TEMPLATE)
+    assert made.returncode == 0, made.stderr[-3000:]
+    trained = run(workspace, "train.py", "model.name_or_path=tiny", "model.torch_dtype=float32", "training.max_steps=40",
+                  "training.learning_rate=0.01", "training.per_device_train_batch_size=4", "training.gradient_accumulation_steps=1",
+                  "training.eval_strategy=no", "training.save_strategy=no", "training.report_to=none", "data.max_length=256")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert run(workspace, "merge.py").returncode == 0
+
+    offline = run(workspace, "optimize.py", "--target", "gguf", "--llama-cpp-source", str(workspace / "missing.tar.gz"))
+    assert offline.returncode == 2 and "missing.tar.gz not found" in offline.stderr and "Traceback" not in offline.stderr
+    exported = run(workspace, "optimize.py", "--target", "gguf", "--llama-cpp-source", str(llama_cpp_source()))
+    assert exported.returncode == 0, exported.stdout[-3000:] + exported.stderr[-3000:]
+    out = workspace / "outputs" / "gguf"
+    assert sorted(p.name for p in out.glob("*.gguf")) == ["Llama-3.2-1B-Instruct-tuned-Q4_K_M.gguf",
+                                                          "Llama-3.2-1B-Instruct-tuned-Q8_0.gguf"]  # no F16 left over
+    assert (out / "Llama-3.2-1B-Instruct-tuned-Q4_K_M.gguf").stat().st_size < (out / "Llama-3.2-1B-Instruct-tuned-Q8_0.gguf").stat().st_size
+    modelfile = (out / "Modelfile").read_text()
+    assert "FROM ./Llama-3.2-1B-Instruct-tuned-Q8_0.gguf" in modelfile
+    assert 'TEMPLATE """{{- range .Messages }}' in modelfile and '{{ "<|start_header_id|>user<|end_header_id|>\\n\\n" }}' in modelfile
+    assert 'PARAMETER stop "<|eot_id|>"' in modelfile and 'SYSTEM """You are a concise assistant' in modelfile
+
+    question = [{"role": "user", "content": "How often should I water a snake plant?"}]
+    parity = run(workspace, "-c", "import json; from finetune.config import load_config\n"
+                                  "from finetune.inference import GgufBackend, PytorchBackend\n"
+                                  f"q = {question!r}\n"
+                                  "system = [{'role': 'system', 'content': load_config('configs/train.yaml')['data']['system_prompt']}]\n"
+                                  "torch_backend = PytorchBackend('outputs/merged'); ids = torch_backend.prompt_ids(q)\n"
+                                  "gguf = GgufBackend('outputs/gguf/Llama-3.2-1B-Instruct-tuned-Q8_0.gguf')\n"
+                                  "print(json.dumps({'ids': gguf.prompt_ids(q) == ids, 'torch': torch_backend.generate_ids(ids, 20),"
+                                  " 'gguf': gguf.generate_ids(ids, 20), 'text': ''.join(gguf.stream(q, 20)),"
+                                  " 'chat': ''.join(gguf.stream(system + q, 20))}))")
+    assert parity.returncode == 0, parity.stderr[-3000:]
+    result = json.loads(parity.stdout.splitlines()[-1])
+    assert result["ids"] and result["gguf"] == result["torch"] and len(set(result["torch"])) > 2, result
+
+    chat = run(workspace, "chat.py", "--backend", "gguf", "--prompt", question[0]["content"], "--max-new-tokens", "20", "--greedy")
+    assert chat.returncode == 0 and f"model> {result['chat']}\n" in chat.stdout  # chat.py adds the system prompt, chat.stdout[-2000:] + chat.stderr[-2000:]
+    assert "Traceback" not in chat.stderr
+    with serving(workspace, "--backend", "gguf") as base:
+        status, _, body = call(base, "/v1/chat/completions", {"messages": question, "max_tokens": 20})
+        reply = json.loads(body)
+        assert status == 200 and reply["choices"][0]["message"]["content"] == result["text"], body
+        assert reply["choices"][0]["finish_reason"] == "stop" and reply["usage"]["completion_tokens"] == len(result["torch"])
