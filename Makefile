@@ -24,10 +24,10 @@ demo: $(STAMP)
 	cd build/demo && HF_HUB_OFFLINE=1 ../../$(BIN)/python smoke.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --durations=15
+	$(BIN)/python -m pytest -n 2 --dist worksteal --durations=15
 
 test-quick: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -m "not slow"
+	$(BIN)/python -m pytest -n 2 --dist worksteal -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python bench/generation.py

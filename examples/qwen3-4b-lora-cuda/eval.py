@@ -1,7 +1,7 @@
-"""Did fine-tuning help? Score the base model and the tuned model (and the ONNX model, when one exists)
-on the held-out split with this workspace's metric (configs/train.yaml: task, eval).
+"""Did fine-tuning help? Score the base model and the tuned model (and the ONNX and GGUF models, when they
+exist) on the held-out split with this workspace's metric (configs/train.yaml: task, eval).
 
-    python eval.py [--limit N] [--split eval|train] [--base PATH] [--tuned PATH] [--onnx PATH] [--out eval]
+    python eval.py [--limit N] [--split eval|train] [--base PATH] [--tuned PATH] [--onnx PATH] [--gguf FILE] [--out eval]
                    [section.key=value ...]   # the same overrides as train.py, e.g. data.eval_fraction=0.2
 
 Prints a side-by-side table, writes <out>/report.json and <out>/report.png. Exits 1 when a model is
@@ -18,7 +18,8 @@ from pathlib import Path
 from finetune.config import ConfigError, load_config
 from finetune.data import DataError, check_labels, load_splits
 from finetune.hub import base_model_of
-from finetune.inference import OnnxBackend, PytorchBackend, default_pytorch_model, find_onnx_model
+from finetune.inference import (GgufBackend, OnnxBackend, PytorchBackend, default_pytorch_model, find_gguf_model,
+                                find_onnx_model)
 from finetune.plot import plot_scores
 from finetune.quiet import quiet_libraries
 
@@ -33,6 +34,9 @@ def candidates(args: argparse.Namespace, config: dict) -> dict[str, tuple[str, s
     onnx = args.onnx or find_onnx_model()
     if onnx and not args.no_onnx:
         models["onnx"] = ("onnx", onnx)
+    gguf = args.gguf or find_gguf_model()
+    if gguf and not args.no_gguf:
+        models["gguf"] = ("gguf", gguf)
     return models
 
 
@@ -49,7 +53,8 @@ def shared_tokenizer(paths: list[str]):
 
 
 def load(backend: str, path: str, template_kwargs: dict | None):
-    return OnnxBackend(path, template_kwargs=template_kwargs) if backend == "onnx" else PytorchBackend(path, template_kwargs=template_kwargs)
+    kind = {"onnx": OnnxBackend, "gguf": GgufBackend}.get(backend, PytorchBackend)
+    return kind(path, template_kwargs=template_kwargs)
 
 
 def print_table(report: dict) -> None:
@@ -74,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tuned", help="tuned model: merged folder, or adapter folder (default: merged, else the adapter)")
     parser.add_argument("--onnx", help="ONNX model folder (default: the first under outputs/onnx/)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX model")
+    parser.add_argument("--gguf", help="GGUF file (default: the first under outputs/gguf/)")
+    parser.add_argument("--no-gguf", action="store_true", help="skip the GGUF model")
     parser.add_argument("--out", default="eval")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     args = parser.parse_args(argv)

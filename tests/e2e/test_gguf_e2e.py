@@ -93,3 +93,11 @@ def test_gguf_export_runs_in_llama_cpp_with_pytorch_greedy_tokens(new_workspace,
         reply = json.loads(body)
         assert status == 200 and reply["choices"][0]["message"]["content"] == result["text"], body
         assert reply["choices"][0]["finish_reason"] == "stop" and reply["usage"]["completion_tokens"] == len(result["torch"])
+
+    # eval.py scores the GGUF model beside base and tuned, its perplexity from llama.cpp's own logits
+    scored = run(workspace, "eval.py", "--limit", "2", "--out", "outputs/eval")
+    assert scored.returncode == 0, scored.stdout[-2000:] + scored.stderr[-2000:]
+    report = json.loads((workspace / "outputs" / "eval" / "report.json").read_text())
+    assert set(report["models"]) == {"base", "tuned", "gguf"} and not report["broken"], report["broken"]
+    assert report["models"]["gguf"]["perplexity"] == pytest.approx(report["models"]["tuned"]["perplexity"], rel=0.05)
+    assert report["models"]["gguf"]["perplexity"] != report["models"]["base"]["perplexity"]

@@ -253,6 +253,8 @@ class GgufBackend:
         self.end_ids = {self.model.token_eos(), *self.tokenizer.convert_tokens_to_ids([self.tokenizer.eos_token])}
         self.template_kwargs = template_kwargs or {}
         self.models = [path.stem]
+        self.path = str(path)
+        self._scorer = None
         self.sampling: dict = {}
         self.max_seconds: float | None = None
         self.usage = (0, 0)
@@ -261,6 +263,15 @@ class GgufBackend:
     def select(self, name: str) -> None:
         if name not in self.models:
             raise KeyError(name)
+
+    def scorer(self, length: int):
+        """The model once more, keeping the logits of every position (eval.py's perplexity), for rows up to length."""
+        import llama_cpp
+
+        if self._scorer is None or self._scorer.n_ctx() < length:
+            self._scorer = llama_cpp.Llama(self.path, n_ctx=length, n_batch=length, logits_all=True, verbose=False)
+            atexit.register(self._scorer.close)
+        return self._scorer
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,

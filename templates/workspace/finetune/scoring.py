@@ -1,5 +1,5 @@
 """Score one model on examples with the scenario's metric: perplexity from the model's own
-probabilities, or a metric on its greedy answers. Works for the PyTorch and the ONNX backend alike."""
+probabilities, or a metric on its greedy answers. Works for the PyTorch, ONNX and GGUF backends alike."""
 
 from __future__ import annotations
 
@@ -33,6 +33,15 @@ def pytorch_nll(backend, rows: list[dict]) -> list[tuple[float, int]]:
     return found
 
 
+def log_softmax(logits):
+    """Log-probabilities from a NumPy array of logits (positions x vocabulary), in float64."""
+    import numpy as np
+
+    logits = np.asarray(logits, dtype=np.float64)
+    logits = logits - logits.max(-1, keepdims=True)
+    return logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+
+
 def onnx_nll(backend, rows: list[dict]) -> list[tuple[float, int]]:
     import numpy as np
 
@@ -42,18 +51,25 @@ def onnx_nll(backend, rows: list[dict]) -> list[tuple[float, int]]:
         params.set_search_options(max_length=len(row["input_ids"]) + 1)
         generator = backend.og.Generator(backend.model, params)
         if backend.adapters is not None:
-            generator.set_active_adapter(backend.adapters, "tuned")
+            generator.set_active_adapter(backend.adapters, backend.active)
         generator.append_tokens(row["input_ids"])
-        logits = np.asarray(generator.get_output("logits"))[0, :-1].astype(np.float64)
-        logits = logits - logits.max(-1, keepdims=True)
-        log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-        found.append(nll(log_probs, row))
+        found.append(nll(log_softmax(np.asarray(generator.get_output("logits"))[0, :-1]), row))
+    return found
+
+
+def gguf_nll(backend, rows: list[dict]) -> list[tuple[float, int]]:
+    scorer = backend.scorer(max(len(row["input_ids"]) for row in rows))
+    found = []
+    for row in rows:
+        scorer.reset()
+        scorer.eval(row["input_ids"])
+        found.append(nll(log_softmax(scorer.scores[: len(row["input_ids"]) - 1]), row))
     return found
 
 
 def row_nlls(backend, rows: list[dict]) -> list[tuple[float, int]]:
     """(negative log-likelihood of the labelled tokens, their count) of each row."""
-    return (onnx_nll if backend.name == "onnx" else pytorch_nll)(backend, rows)
+    return {"onnx": onnx_nll, "gguf": gguf_nll}.get(backend.name, pytorch_nll)(backend, rows)
 
 
 def perplexity(backend, rows: list[dict]) -> float:
