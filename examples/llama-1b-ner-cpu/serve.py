@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from finetune.config import ConfigError, load_config
-from finetune.inference import load_backend
+from finetune.inference import load_backend, model_name
 from finetune.quiet import quiet_libraries
 
 MAX_BODY = 1 << 20
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     # the names clients pass as "model": the adapters', else the folder served or the configured model's name
     names = list(backend.models)
     if not adapters:
-        names[0] = Path(args.model).resolve().name if args.model else config["model"]["name_or_path"].rstrip("/").split("/")[-1] + "-tuned"
+        names[0] = Path(args.model).resolve().name if args.model else model_name(config["model"]["name_or_path"]) + "-tuned"
     server = ThreadingHTTPServer((args.host, args.port), make_handler(backend, names, busy_seconds=args.max_seconds + 30,
                                                                           request_timeout=args.request_timeout))
     print(f"serving {', '.join(names)} ({args.backend}) on http://{args.host}:{server.server_port}/v1", flush=True)

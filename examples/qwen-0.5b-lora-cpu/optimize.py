@@ -166,6 +166,7 @@ def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
 
     from finetune import gguf
     from finetune.config import load_config
+    from finetune.inference import model_name
     from finetune.modelfile import modelfile, read_turns
     from finetune.modeling import load_tokenizer
 
@@ -178,7 +179,7 @@ def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
     log = out / "gguf.log"
     log.write_text("", encoding="utf-8")
     script = gguf.converter(source)
-    name = config["model"]["name_or_path"].rstrip("/").split("/")[-1] + "-tuned"
+    name = model_name(config["model"]["name_or_path"]) + "-tuned"
     print(f"gguf: converting {merged} with llama.cpp's converter (its log: {log})", flush=True)
     f16 = gguf.convert(merged, out / f"{name}-F16.gguf", script, log)
     kinds = config["gguf"]["quantizations"]

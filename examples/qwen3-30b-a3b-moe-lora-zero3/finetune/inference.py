@@ -44,7 +44,25 @@ def check_adapters(adapters: dict[str, str], base: str | None = None) -> str:
     return base
 
 
-class PytorchBackend:
+class Backend:
+    """What every backend shares: the names it answers as (models; select picks one, loading nothing) and
+    prompts built by the Hugging Face tokenizer's chat template, as in training."""
+    models: list[str]
+    active: str
+    tokenizer = None
+    template_kwargs: dict = {}
+
+    def select(self, name: str) -> None:
+        if name not in self.models:
+            raise KeyError(name)
+        self.active = name
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                                  **self.template_kwargs)["input_ids"]
+
+
+class PytorchBackend(Backend):
     name = "pytorch"
 
     def __init__(self, model_path: str | None, repetition_penalty: float = 1.0, template_kwargs: dict | None = None,
@@ -93,15 +111,9 @@ class PytorchBackend:
 
     def select(self, name: str) -> None:
         """Answer as this adapter, or as the base alone; no weights are loaded."""
-        if name not in self.models:
-            raise KeyError(name)
+        super().select(name)
         if name != self.base_name:
             self.model.set_adapter(name)
-        self.active = name
-
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
-                                                  **self.template_kwargs)["input_ids"]
 
     def stream(self, messages: list[dict], max_new_tokens: int, ids: list[int] | None = None) -> Iterator[str]:
         from threading import Thread
@@ -136,7 +148,7 @@ class PytorchBackend:
         return out[0, len(ids):].tolist()
 
 
-class OnnxBackend:
+class OnnxBackend(Backend):
     name = "onnx"
 
     def __init__(self, model_path: str, adapters: dict[str, str] | None = None, template_kwargs: dict | None = None):
@@ -176,12 +188,6 @@ class OnnxBackend:
             from finetune.modeling import load_tokenizer
 
             self.chat_tokenizer = load_tokenizer(model_path)
-
-    def select(self, name: str) -> None:
-        """Answer as this adapter; switching loads nothing."""
-        if name not in self.models:
-            raise KeyError(name)
-        self.active = name
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         if self.chat_tokenizer is not None:
@@ -226,7 +232,7 @@ class OnnxBackend:
         return out
 
 
-class GgufBackend:
+class GgufBackend(Backend):
     """llama.cpp (llama-cpp-python) on a GGUF file optimize.py --target gguf wrote; prompts are built with the
     tokenizer files kept beside it, as in training."""
     name = "gguf"
@@ -253,16 +259,13 @@ class GgufBackend:
         self.end_ids = {self.model.token_eos(), *self.tokenizer.convert_tokens_to_ids([self.tokenizer.eos_token])}
         self.template_kwargs = template_kwargs or {}
         self.models = [path.stem]
+        self.active = path.stem
         self.path = str(path)
         self._scorer = None
         self.sampling: dict = {}
         self.max_seconds: float | None = None
         self.usage = (0, 0)
         self.finish_reason = "stop"
-
-    def select(self, name: str) -> None:
-        if name not in self.models:
-            raise KeyError(name)
 
     def scorer(self, length: int):
         """The model once more, keeping the logits of every position (eval.py's perplexity), for rows up to length."""
@@ -272,10 +275,6 @@ class GgufBackend:
             self._scorer = llama_cpp.Llama(self.path, n_ctx=length, n_batch=length, logits_all=True, verbose=False)
             atexit.register(self._scorer.close)
         return self._scorer
-
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
-                                                  **self.template_kwargs)["input_ids"]
 
     def _tokens(self, ids: list[int], max_new_tokens: int) -> Iterator[int]:
         """The new token ids, ending at an end token (included), the token limit or the time limit."""
