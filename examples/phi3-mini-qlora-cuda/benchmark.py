@@ -1,10 +1,11 @@
-"""Speed and quality of the ONNX model against PyTorch, on the same prompts from the evaluation split.
+"""Speed and quality of the optimized models against PyTorch, on the same prompts from the evaluation split.
 
-    python benchmark.py [--new-tokens 128] [--prompts 4] [--parity-steps 32] [--smoke]
+    python benchmark.py [--new-tokens 128] [--prompts 4] [--parity-steps 32] [--threads N] [--smoke]
 
-Reports first-token latency, decode tokens per second and size on disk for PyTorch fp32 (merged model)
-and the int4 ONNX model; checks that an fp32 ONNX export gives the same greedy tokens as PyTorch; and
-compares the int4 model's perplexity on the evaluation split with PyTorch's. Writes outputs/benchmark.json.
+For PyTorch fp32 (the merged model), the int4 ONNX model of --target and each GGUF file optimize.py wrote:
+first-token latency, decode tokens per second, size on disk and perplexity on the evaluation split. Checks
+that an fp32 ONNX export gives PyTorch's greedy tokens, and counts how many of the first --parity-steps
+greedy tokens of the GGUF Q8_0 model are PyTorch's. Writes outputs/benchmark.json.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from pathlib import Path
 
 from finetune.config import load_config
 from finetune.encoding import IGNORE_INDEX, build_datasets
-from finetune.inference import OnnxBackend, PytorchBackend
+from finetune.inference import GgufBackend, OnnxBackend, PytorchBackend
 from finetune.quiet import quiet_libraries
 from finetune.scoring import perplexity
 from optimize import load_workflow
 
 HERE = Path(__file__).parent
+GGUF_PARITY = 0.8  # Q8_0 rounds every weight, so a near tie between two tokens may go the other way
 
 
 def size_on_disk(folder: Path, pattern: str = "*") -> int:
@@ -81,6 +83,13 @@ def onnx_steps(backend: OnnxBackend, new_tokens: int):
     return steps
 
 
+def gguf_steps(backend: GgufBackend):
+    def steps(ids: list[int]):  # greedy, past the end token as the others
+        yield from backend.model.generate(ids, reset=True, temp=0.0, top_k=1, repeat_penalty=1.0)
+
+    return steps
+
+
 def export_fp32(workflow: Path, smoke: bool, merged: str) -> Path:
     from olive.workflows import run as olive_run
 
@@ -94,32 +103,60 @@ def export_fp32(workflow: Path, smoke: bool, merged: str) -> Path:
     return out
 
 
+def gguf_files(smoke: bool) -> list[Path]:
+    """The quantized GGUF files of the merged model that optimize.py --target gguf wrote."""
+    folder = Path("outputs/smoke/gguf" if smoke else load_config("configs/train.yaml")["gguf"]["output_dir"])
+    return sorted(p for p in folder.glob("*.gguf") if not p.name.endswith("-F16.gguf"))
+
+
+def gguf_kind(path: Path) -> str:
+    return path.stem.rsplit("-", 1)[-1]
+
+
+def models(args, merged: str) -> dict:
+    """name -> (backend, its greedy steps, size on disk in bytes), PyTorch first."""
+    torch_backend = PytorchBackend(merged)
+    found = {"pytorch_fp32": (torch_backend, pytorch_steps(torch_backend), size_on_disk(Path(merged), "*.safetensors"))}
+    workflow = HERE / "olive" / f"{args.target}.json"
+    if workflow.exists():
+        onnx_dir = Path(load_workflow(workflow, args.smoke)["output_dir"])
+        if not onnx_dir.exists():
+            raise FileNotFoundError(f"{onnx_dir} not found: run `python optimize.py` first")
+        backend = OnnxBackend(str(onnx_dir))
+        found["onnx_int4"] = (backend, onnx_steps(backend, args.new_tokens), size_on_disk(onnx_dir))
+    if "gguf" in load_config("configs/train.yaml"):
+        files = gguf_files(args.smoke)
+        if not files:
+            raise FileNotFoundError("no GGUF files: run `python optimize.py --target gguf` first")
+        for path in files:
+            backend = GgufBackend(str(path), threads=args.threads)
+            found[f"gguf_{gguf_kind(path).lower()}"] = (backend, gguf_steps(backend), path.stat().st_size)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--target", default="onnx-cpu")
+    parser.add_argument("--target", default="onnx-cpu", help="the ONNX target to measure, if the workspace has it")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--parity-steps", type=int, default=32)
     parser.add_argument("--eval-examples", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="llama.cpp's threads (default: every core, as PyTorch and ONNX Runtime use)")
     parser.add_argument("--smoke", action="store_true", help="benchmark the smoke test's tiny model (outputs/smoke/)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
     config = load_config("configs/train.yaml")
-    workflow = HERE / "olive" / f"{args.target}.json"
-    if not workflow.exists():
-        print(f"error: no olive/{args.target}.json", file=sys.stderr)
-        return 2
-    onnx_dir = Path(load_workflow(workflow, args.smoke)["output_dir"])
     merged = "outputs/smoke/merged" if args.smoke else config["merge"]["output_dir"]
-    for needed, step in ((merged, "python merge.py"), (onnx_dir, "python optimize.py")):
-        if not Path(needed).exists():
-            print(f"error: {needed} not found: run `{step}` first", file=sys.stderr)
-            return 2
-
-    torch_backend = PytorchBackend(merged)
-    onnx_backend = OnnxBackend(str(onnx_dir))
-    fp32_backend = OnnxBackend(str(export_fp32(workflow, args.smoke, merged)))
+    try:
+        if not Path(merged).exists():
+            raise FileNotFoundError(f"{merged} not found: run `python merge.py` first")
+        found = models(args, merged)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    torch_backend = found["pytorch_fp32"][0]
     _, eval_rows = build_datasets(config, torch_backend.tokenizer, config["training"]["seed"])
     if not eval_rows:
         print("error: the evaluation split is empty; raise data.eval_fraction", file=sys.stderr)
@@ -127,44 +164,63 @@ def main(argv: list[str] | None = None) -> int:
     rows = eval_rows[: args.eval_examples]
     prompts = [prompt_ids(row) for row in eval_rows[: args.prompts]]
 
-    report: dict = {"new_tokens": args.new_tokens, "prompts": len(prompts)}
-    for name, steps in (("pytorch_fp32", pytorch_steps(torch_backend)), ("onnx_int4", onnx_steps(onnx_backend, args.new_tokens))):
-        steps(prompts[0]).__next__()  # warm up
+    report: dict = {"new_tokens": args.new_tokens, "prompts": len(prompts), "threads": args.threads,
+                    "tokens_scored": sum(label != IGNORE_INDEX for row in rows for label in row["labels"][1:]),
+                    "models": {}}
+    for name, (backend, steps, size) in found.items():
+        next(steps(prompts[0]))  # warm up
         timings = [measure(steps, p, args.new_tokens) for p in prompts]
-        report[name] = {"first_token_ms": 1000 * sum(t[0] for t in timings) / len(timings),
-                        "decode_tokens_per_s": sum(t[1] for t in timings) / len(timings)}
-    report["pytorch_fp32"]["size_mb"] = size_on_disk(Path(merged), "*.safetensors") / 1e6
-    report["onnx_int4"]["size_mb"] = size_on_disk(onnx_dir) / 1e6
-    report["speedup"] = report["onnx_int4"]["decode_tokens_per_s"] / report["pytorch_fp32"]["decode_tokens_per_s"]
-    report["size_ratio"] = report["onnx_int4"]["size_mb"] / report["pytorch_fp32"]["size_mb"]
+        report["models"][name] = {"first_token_ms": 1000 * sum(t[0] for t in timings) / len(timings),
+                                  "decode_tokens_per_s": sum(t[1] for t in timings) / len(timings),
+                                  "size_mb": size / 1e6, "perplexity": perplexity(backend, rows)}
+    reference = report["models"]["pytorch_fp32"]
+    for measured in report["models"].values():
+        measured["speed_ratio"] = measured["decode_tokens_per_s"] / reference["decode_tokens_per_s"]
+        measured["size_ratio"] = measured["size_mb"] / reference["size_mb"]
+        measured["perplexity_ratio"] = measured["perplexity"] / reference["perplexity"]
 
-    matches = []
-    for prompt in prompts:
-        reference = torch_backend.generate_ids(prompt, args.parity_steps)
-        exported = fp32_backend.generate_ids(prompt, args.parity_steps)[: len(reference)]
-        matches.append(reference == exported)
-    report["fp32_greedy_tokens_match"] = all(matches)
-
-    tokens = sum(label != IGNORE_INDEX for row in rows for label in row["labels"][1:])
-    report["perplexity"] = {"pytorch_fp32": perplexity(torch_backend, rows), "onnx_int4": perplexity(onnx_backend, rows), "tokens": tokens}
-    report["perplexity"]["ratio"] = report["perplexity"]["onnx_int4"] / report["perplexity"]["pytorch_fp32"]
+    greedy = [torch_backend.generate_ids(prompt, args.parity_steps) for prompt in prompts]
+    passed = True
+    if "onnx_int4" in found:
+        fp32 = OnnxBackend(str(export_fp32(HERE / "olive" / f"{args.target}.json", args.smoke, merged)))
+        report["fp32_greedy_tokens_match"] = all(fp32.generate_ids(p, args.parity_steps)[: len(g)] == g
+                                                 for p, g in zip(prompts, greedy))
+        passed = report["fp32_greedy_tokens_match"]
+    if "gguf_q8_0" in found:  # position by position, each answer as long as PyTorch's (it stops at the end token)
+        q8 = found["gguf_q8_0"][0]
+        same = total = 0
+        for prompt, tokens in zip(prompts, greedy):
+            answer = q8.generate_ids(prompt, len(tokens))
+            same += sum(a == b for a, b in zip(answer, tokens))
+            total += len(tokens)
+        report["gguf_q8_0_greedy_tokens_same"] = {"same": same, "of": total}
+        passed = passed and same >= GGUF_PARITY * total
 
     out = Path("outputs/smoke/benchmark.json" if args.smoke else "outputs/benchmark.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    pt, ox = report["pytorch_fp32"], report["onnx_int4"]
-    print(f"                      PyTorch fp32   ONNX int4")
-    print(f"first token (ms)      {pt['first_token_ms']:12.1f}   {ox['first_token_ms']:9.1f}")
-    print(f"decode (tokens/s)     {pt['decode_tokens_per_s']:12.1f}   {ox['decode_tokens_per_s']:9.1f}   {report['speedup']:.1f}x")
-    print(f"size on disk (MB)     {pt['size_mb']:12.1f}   {ox['size_mb']:9.1f}   {report['size_ratio']:.0%}")
-    print(f"perplexity            {report['perplexity']['pytorch_fp32']:12.2f}   {report['perplexity']['onnx_int4']:9.2f}"
-          f"   {report['perplexity']['ratio'] - 1:+.1%}")
-    print(f"fp32 ONNX greedy tokens equal PyTorch's for {args.parity_steps} steps: {report['fp32_greedy_tokens_match']}")
-    if report["pytorch_fp32"]["size_mb"] < 50:
-        print(f"note: a {report['pytorch_fp32']['size_mb']:.1f} MB model: at this size the times are mostly overhead, "
-              "so the speed ratio says nothing about a real model; run it on the trained model for that")
+    print_table(report)
+    if "fp32_greedy_tokens_match" in report:
+        print(f"fp32 ONNX greedy tokens equal PyTorch's for {args.parity_steps} steps: {report['fp32_greedy_tokens_match']}")
+    if "gguf_q8_0_greedy_tokens_same" in report:
+        same = report["gguf_q8_0_greedy_tokens_same"]
+        print(f"GGUF Q8_0 greedy tokens that are PyTorch's: {same['same']} of {same['of']} (at least {GGUF_PARITY:.0%} expected)")
+    if reference["size_mb"] < 50:
+        print(f"note: a {reference['size_mb']:.1f} MB model: at this size the times are mostly overhead, "
+              "so the speed ratios say nothing about a real model; run it on the trained model for that")
     print(f"written to {out}")
-    return 0 if report["fp32_greedy_tokens_match"] else 1
+    return 0 if passed else 1
+
+
+def print_table(report: dict) -> None:
+    names = list(report["models"])
+    rows = (("first token (ms)", "first_token_ms", "{:.1f}"), ("decode (tokens/s)", "decode_tokens_per_s", "{:.1f}"),
+            ("  against PyTorch", "speed_ratio", "{:.2f}x"), ("size on disk (MB)", "size_mb", "{:.1f}"),
+            ("  against PyTorch", "size_ratio", "{:.0%}"), ("perplexity", "perplexity", "{:.3f}"),
+            ("  against PyTorch", "perplexity_ratio", "{:.3f}x"))
+    print(f"{'':20}" + "".join(f"{name:>14}" for name in names))
+    for label, key, form in rows:
+        print(f"{label:20}" + "".join(f"{form.format(report['models'][name][key]):>14}" for name in names))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ Each olive/<target>.json is a complete Olive workflow; this script runs it, offl
 quantizes weights to int4 by round-to-nearest, and a pass that calibrates activations (the QNN recipe's
 static quantization) reads outputs/calibration.jsonl, which this script writes from the training split.
 GGUF: llama.cpp's own converter turns the merged model into a 16-bit GGUF file, llama.cpp's quantizer makes
-each type gguf.quantizations lists, and a Modelfile for Ollama goes beside them.
+each type gguf.quantizations lists, and a Modelfile for Ollama goes beside them; a LoRA run's adapter also
+becomes a GGUF LoRA file, in gguf/adapter/ beside its base model in GGUF, for Ollama's ADAPTER.
 """
 
 from __future__ import annotations
@@ -161,7 +162,8 @@ def add_adapter(path: Path, adapter: str, name: str, smoke: bool = False) -> Pat
 
 
 def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
-    """The merged model as GGUF files (gguf.quantizations), its tokenizer files and an Ollama Modelfile."""
+    """The merged model as GGUF files (gguf.quantizations), its tokenizer files and an Ollama Modelfile; for a
+    LoRA run also, in adapter/, the base model and the adapter as a GGUF LoRA file, with a Modelfile for both."""
     from transformers import GenerationConfig
 
     from finetune import gguf
@@ -172,6 +174,7 @@ def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
 
     config = load_config("configs/train.yaml")
     merged = Path("outputs/smoke/merged" if smoke else config["merge"]["output_dir"])
+    adapter_dir = Path("outputs/smoke/run" if smoke else config["merge"]["adapter_dir"])
     out = Path("outputs/smoke/gguf" if smoke else config["gguf"]["output_dir"])
     if not (merged / "config.json").exists():
         raise FileNotFoundError(f"{merged} not found: run python merge.py first")
@@ -179,9 +182,9 @@ def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
     log = out / "gguf.log"
     log.write_text("", encoding="utf-8")
     script = gguf.converter(source)
-    name = model_name(config["model"]["name_or_path"]) + "-tuned"
+    name = model_name(config["model"]["name_or_path"])
     print(f"gguf: converting {merged} with llama.cpp's converter (its log: {log})", flush=True)
-    f16 = gguf.convert(merged, out / f"{name}-F16.gguf", script, log)
+    f16 = gguf.convert(merged, out / f"{name}-tuned-F16.gguf", script, log)
     kinds = config["gguf"]["quantizations"]
     files = [gguf.quantize(f16, kind, log) for kind in kinds]
     if "F16" not in kinds:
@@ -194,9 +197,42 @@ def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
     turns = read_turns(tokenizer, end_ids, config["data"].get("chat_template_kwargs"), with_system=bool(system))
     # Ollama's context: at least what training saw, at most what the model reads
     context = min(max(config["data"]["max_length"], 4096), json.loads((merged / "config.json").read_text()).get("max_position_embeddings", 4096))
-    (out / "Modelfile").write_text(modelfile(files[0].name, turns, system, config.get("generation", {}), context),
-                                   encoding="utf-8")
+
+    def write_modelfile(folder: Path, model: Path, adapter: Path | None = None) -> None:
+        text = modelfile(model.name, turns, system, config.get("generation", {}), context, adapter and adapter.name)
+        (folder / "Modelfile").write_text(text, encoding="utf-8")
+
+    write_modelfile(out, files[0])
+    if config.get("peft") and (adapter_dir / "adapter_config.json").exists():
+        settings = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+        if why := gguf.lora_refusal(settings):
+            print(f"gguf: no GGUF LoRA file, as {why}; the merged model's GGUF files carry the fine-tune", flush=True)
+        else:
+            base, lora = export_lora_gguf(config, adapter_dir, merged, out / "adapter", name, kinds[0], script, log)
+            write_modelfile(base.parent, base, lora)
     return out
+
+
+def export_lora_gguf(config: dict, adapter_dir: Path, merged: Path, out: Path, name: str, kind: str, script: Path,
+                     log: Path) -> tuple[Path, Path]:
+    """The base model the adapter was trained on as GGUF (quantized to kind), and the adapter as a GGUF LoRA file."""
+    import shutil
+
+    from finetune import gguf
+    from finetune.modeling import load_base_of, load_tokenizer
+
+    shutil.rmtree(out, ignore_errors=True)
+    staging = out / ".base"
+    print(f"gguf: converting the base model and the adapter in {adapter_dir} for {out}/", flush=True)
+    load_base_of(adapter_dir, config).save_pretrained(staging)
+    load_tokenizer(str(merged)).save_pretrained(staging)  # the tokenizer and chat template training used
+    f16 = gguf.convert(staging, out / f"{name}-F16.gguf", script, log)
+    shutil.rmtree(staging)
+    base = gguf.quantize(f16, kind, log)
+    if base != f16:
+        f16.unlink()
+    lora = gguf.convert_lora(adapter_dir, merged, out / f"{name}-tuned-LoRA-F16.gguf", script, log)
+    return base, lora
 
 
 @contextlib.contextmanager

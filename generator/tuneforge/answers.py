@@ -105,8 +105,8 @@ SPEC: list[Answer] = [
 BY_KEY = {a.key: a for a in SPEC}
 KEYS = list(BY_KEY)
 # Values the plan derives and the template needs; recorded in the answers file, never asked.
-DERIVED_KEYS = ["model_facts", "scenario_facts", "objective_facts", "precision", "resource_name", "memory_plan", "explicit_answers",
-                "target_facts", "onnx_targets", "npu_targets", "runtime_targets", "platforms", "instances", "include"]
+DERIVED_KEYS = ["model_facts", "scenario_facts", "objective_facts", "technique_facts", "precision", "resource_name", "memory_plan",
+                "explicit_answers", "target_facts", "onnx_targets", "npu_targets", "runtime_targets", "platforms", "instances", "include"]
 
 _TRUE = {"true", "yes", "y", "1", "on"}
 _FALSE = {"false", "no", "n", "0", "off"}

@@ -51,6 +51,7 @@ class Plan:
         """What the plan derives from the answers for the template (answers.DERIVED_KEYS names them, in this order)."""
         return {"model_facts": dict(self.facts), "scenario_facts": catalog.load("scenarios")[self.values["scenario"]],
                 "objective_facts": catalog.load("objectives")[self.values["objective"]],
+                "technique_facts": catalog.load("techniques")[self.values["technique"]],
                 "precision": self.precision, "resource_name": self.resource_name, "memory_plan": self.memory_plan,
                 "explicit_answers": self.explicit, "target_facts": self.target_facts, "onnx_targets": self.onnx_targets,
                 "npu_targets": self.npu_targets, "runtime_targets": self.runtime_targets, "platforms": self.platforms,

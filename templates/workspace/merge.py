@@ -14,8 +14,7 @@ from pathlib import Path
 
 from finetune.config import ConfigError, load_config
 from finetune.files import new_folder
-from finetune.hub import base_model_of
-from finetune.modeling import load_base_model, load_tokenizer
+from finetune.modeling import load_base_of, load_tokenizer
 from finetune.quiet import quiet_libraries
 
 
@@ -34,11 +33,7 @@ def merge(config: dict) -> Path:
     from peft import PeftModel
 
     # the base the adapter was trained on, as peft recorded it (train.py model.name_or_path=... is then enough)
-    model = {**config["model"], "name_or_path": base_model_of(adapter_dir) or config["model"]["name_or_path"]}
-    if config.get("quantization") and model.get("torch_dtype") != "float32":
-        model["torch_dtype"] = "bfloat16"
-    base_config = {**config, "model": model}
-    base = load_base_model(base_config, for_training=False)
+    base = load_base_of(adapter_dir, config)
     model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     with new_folder(output_dir) as partial:
         model.save_pretrained(partial)

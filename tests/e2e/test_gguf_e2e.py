@@ -71,19 +71,36 @@ def test_gguf_export_runs_in_llama_cpp_with_pytorch_greedy_tokens(new_workspace,
     assert 'TEMPLATE """{{- range .Messages }}' in modelfile and '{{ "<|start_header_id|>user<|end_header_id|>\\n\\n" }}' in modelfile
     assert 'PARAMETER stop "<|eot_id|>"' in modelfile and 'SYSTEM """You are a concise assistant' in modelfile
 
+    # the LoRA run's adapter as a GGUF LoRA file, beside its base in GGUF, for Ollama's ADAPTER
+    adapter = out / "adapter"
+    assert sorted(p.name for p in adapter.glob("*.gguf")) == ["Llama-3.2-1B-Instruct-Q8_0.gguf",
+                                                              "Llama-3.2-1B-Instruct-tuned-LoRA-F16.gguf"]
+    assert ("FROM ./Llama-3.2-1B-Instruct-Q8_0.gguf\nADAPTER ./Llama-3.2-1B-Instruct-tuned-LoRA-F16.gguf\n"
+            in (adapter / "Modelfile").read_text())
+    assert (adapter / "Modelfile").read_text().split("\n", 3)[3] == modelfile.split("\n", 2)[2]  # the rest is the same
+
     question = [{"role": "user", "content": "How often should I water a snake plant?"}]
-    parity = run(workspace, "-c", "import json; from finetune.config import load_config\n"
+    parity = run(workspace, "-c", "import contextlib, json, llama_cpp; from finetune.config import load_config\n"
                                   "from finetune.inference import GgufBackend, PytorchBackend\n"
                                   f"q = {question!r}\n"
                                   "system = [{'role': 'system', 'content': load_config('configs/train.yaml')['data']['system_prompt']}]\n"
                                   "torch_backend = PytorchBackend('outputs/merged'); ids = torch_backend.prompt_ids(q)\n"
                                   "gguf = GgufBackend('outputs/gguf/Llama-3.2-1B-Instruct-tuned-Q8_0.gguf')\n"
+                                  "base = 'outputs/gguf/adapter/Llama-3.2-1B-Instruct-Q8_0.gguf'\n"
+                                  "lora = 'outputs/gguf/adapter/Llama-3.2-1B-Instruct-tuned-LoRA-F16.gguf'\n"
+                                  "def greedy(**files):\n"
+                                  "    with contextlib.closing(llama_cpp.Llama(verbose=False, **files)) as model:\n"
+                                  "        return [t for t, _ in zip(model.generate(ids, temp=0.0, top_k=1), range(20))]\n"
                                   "print(json.dumps({'ids': gguf.prompt_ids(q) == ids, 'torch': torch_backend.generate_ids(ids, 20),"
                                   " 'gguf': gguf.generate_ids(ids, 20), 'text': ''.join(gguf.stream(q, 20)),"
-                                  " 'chat': ''.join(gguf.stream(system + q, 20))}))")
+                                  " 'chat': ''.join(gguf.stream(system + q, 20)), 'lora': greedy(model_path=base, lora_path=lora),"
+                                  " 'base': greedy(model_path=base)}))")
     assert parity.returncode == 0, parity.stderr[-3000:]
     result = json.loads(parity.stdout.splitlines()[-1])
     assert result["ids"] and result["gguf"] == result["torch"] and len(set(result["torch"])) > 2, result
+    # base + adapter in llama.cpp answers as the merged model does; the base alone does not
+    same = sum(a == b for a, b in zip(result["lora"], result["torch"]))
+    assert same >= 0.8 * len(result["torch"]) and result["base"][: len(result["torch"])] != result["torch"], result
 
     chat = run(workspace, "chat.py", "--backend", "gguf", "--prompt", question[0]["content"], "--max-new-tokens", "20", "--greedy")
     assert chat.returncode == 0 and f"model> {result['chat']}\n" in chat.stdout  # chat.py adds the system prompt, chat.stdout[-2000:] + chat.stderr[-2000:]
@@ -101,3 +118,14 @@ def test_gguf_export_runs_in_llama_cpp_with_pytorch_greedy_tokens(new_workspace,
     assert set(report["models"]) == {"base", "tuned", "gguf"} and not report["broken"], report["broken"]
     assert report["models"]["gguf"]["perplexity"] == pytest.approx(report["models"]["tuned"]["perplexity"], rel=0.05)
     assert report["models"]["gguf"]["perplexity"] != report["models"]["base"]["perplexity"]
+
+    # benchmark.py measures each GGUF file beside PyTorch, and Q8_0 keeps PyTorch's greedy tokens
+    bench = run(workspace, "benchmark.py", "--new-tokens", "8", "--prompts", "2", "--parity-steps", "20", "--eval-examples", "4")
+    assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
+    measured = json.loads((workspace / "outputs" / "benchmark.json").read_text())
+    assert set(measured["models"]) == {"pytorch_fp32", "gguf_q8_0", "gguf_q4_k_m"} and "fp32_greedy_tokens_match" not in measured
+    same = measured["gguf_q8_0_greedy_tokens_same"]
+    assert same["of"] > 2 and same["same"] >= 0.8 * same["of"]
+    assert measured["models"]["gguf_q8_0"]["perplexity_ratio"] == pytest.approx(1.0, rel=0.05)
+    assert measured["models"]["gguf_q4_k_m"]["size_mb"] < measured["models"]["gguf_q8_0"]["size_mb"] < measured["models"]["pytorch_fp32"]["size_mb"]
+    assert all(m["decode_tokens_per_s"] > 0 and m["first_token_ms"] > 0 for m in measured["models"].values())

@@ -169,9 +169,10 @@ def test_onnx_cpu_optimize_chat_and_fp32_parity(new_workspace, answers):
     bench = run(workspace, "benchmark.py", "--smoke", "--new-tokens", "16", "--prompts", "2", "--parity-steps", "16")
     assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
     report = json.loads((workspace / "outputs" / "smoke" / "benchmark.json").read_text())
-    assert report["fp32_greedy_tokens_match"] is True
-    assert report["perplexity"]["ratio"] == pytest.approx(1.0, abs=0.1)
-    assert report["onnx_int4"]["decode_tokens_per_s"] > 0
+    assert report["fp32_greedy_tokens_match"] is True and "gguf_q8_0_greedy_tokens_same" not in report
+    assert set(report["models"]) == {"pytorch_fp32", "onnx_int4"}
+    assert report["models"]["onnx_int4"]["perplexity_ratio"] == pytest.approx(1.0, abs=0.1)
+    assert report["models"]["onnx_int4"]["decode_tokens_per_s"] > 0
 
 
 def test_serve_answers_openai_requests_and_rejects_bad_ones(new_workspace):

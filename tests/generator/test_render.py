@@ -41,11 +41,10 @@ def expected_files(values: dict) -> set[str]:
     if values["distributed"] != "none":
         files.add("launch.sh")
     if onnx or "gguf" in values["targets"]:
-        files |= {"optimize.py", "serve.py"}
+        files |= {"optimize.py", "serve.py", "benchmark.py"}
     if "gguf" in values["targets"]:
         files |= {"finetune/gguf.py", "finetune/modelfile.py"}
     if onnx:
-        files.add("benchmark.py")
         files |= {f"olive/{t}.json" for t in onnx}
         # the targets that run on another machine's ONNX Runtime build
         files |= {f"olive/requirements-{t}.txt" for t in onnx if "runtime" in catalog.load("targets")[t]}

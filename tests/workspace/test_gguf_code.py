@@ -4,6 +4,7 @@ refused where it cannot be), and the converter unpacked from a source archive or
 from __future__ import annotations
 
 import io
+import json
 import sys
 import tarfile
 
@@ -14,7 +15,8 @@ from helpers.workspace import template_module
 
 sys.path.insert(0, str(ROOT / "templates" / "workspace"))
 FINETUNE = ROOT / "templates" / "workspace" / "finetune"
-unpack = template_module(FINETUNE / "{% if include.gguf %}gguf.py{% endif %}", "gguf").unpack
+gguf = template_module(FINETUNE / "{% if include.gguf %}gguf.py{% endif %}", "gguf")
+unpack = gguf.unpack
 _modelfile = template_module(FINETUNE / "{% if include.gguf %}modelfile.py{% endif %}", "modelfile")
 modelfile, read_turns = _modelfile.modelfile, _modelfile.read_turns
 
@@ -65,6 +67,50 @@ def test_the_modelfile_says_each_fact_in_ollama_syntax(tokenizer):
         "PARAMETER repeat_penalty 1.1", "PARAMETER num_ctx 4096", "PARAMETER num_predict 64"]
 
 
+def test_the_adapter_modelfile_loads_the_base_and_the_lora_file(tokenizer):
+    turns = read_turns(tokenizer, [tokenizer.eos_token_id])
+    merged = modelfile("m-tuned-Q8_0.gguf", turns, "Be brief.", {}, 4096).splitlines()
+    adapter = modelfile("m-Q8_0.gguf", turns, "Be brief.", {}, 4096, "m-tuned-LoRA-F16.gguf").splitlines()
+    assert adapter[1:3] == ["FROM ./m-Q8_0.gguf", "ADAPTER ./m-tuned-LoRA-F16.gguf"] and adapter[3:] == merged[2:]
+
+
+@pytest.mark.parametrize("settings, why", [
+    ({"peft_type": "LORA", "r": 8, "lora_alpha": 16}, None),
+    ({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "use_rslora": True}, None),
+    ({"peft_type": "IA3"}, "a IA3 adapter is not a LoRA"),
+    ({"peft_type": "LORA", "use_dora": True}, "DoRA's magnitude vectors"),
+    ({"peft_type": "LORA", "modules_to_save": ["lm_head"]}, "modules_to_save"),
+    ({"peft_type": "LORA", "rank_pattern": {"q_proj": 4}}, "differs between modules")])
+def test_llama_cpp_takes_plain_lora_adapters_only(settings, why):
+    found = gguf.lora_refusal(settings)
+    assert found == why if why is None else why in found
+
+
+def test_an_rslora_adapter_reaches_the_converter_with_llama_cpp_scale(tmp_path):
+    """llama.cpp scales a LoRA by alpha / r; rsLoRA by alpha / sqrt(r): the staged config carries the alpha that
+    gives rsLoRA's scale, the weights are passed as they are, and nothing staged is left behind."""
+    adapter = tmp_path / "run"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 16, "lora_alpha": 32, "use_rslora": true}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    converter = tmp_path / "llama.cpp" / "convert_lora_to_gguf.py"  # a stand-in: writes what it was given
+    converter.parent.mkdir()
+    converter.write_text("import json, sys; from pathlib import Path\n"
+                         "src, out, base = Path(sys.argv[1]), sys.argv[sys.argv.index('--outfile') + 1], sys.argv[sys.argv.index('--base') + 1]\n"
+                         "Path(out).write_text(json.dumps({'config': json.loads((src / 'adapter_config.json').read_text()), 'base': base,"
+                         " 'weights': (src / 'adapter_model.safetensors').read_text(), 'type': sys.argv[sys.argv.index('--outtype') + 1]}))\n")
+    out = gguf.convert_lora(adapter, tmp_path / "merged", tmp_path / "gguf" / "lora.gguf", converter.with_name("convert_hf_to_gguf.py"),
+                            tmp_path / "log")
+    given = json.loads(out.read_text())
+    assert given["config"]["lora_alpha"] == pytest.approx(32 * 4) and "use_rslora" not in given["config"]
+    assert given["base"] == str(tmp_path / "merged") and given["weights"] == "weights" and given["type"] == "f16"
+    assert sorted(p.name for p in (tmp_path / "gguf").iterdir()) == ["lora.gguf"]
+    (converter).write_text("import sys; print('no tensors for lm_head'); sys.exit(1)\n")
+    with pytest.raises(RuntimeError, match="convert_lora_to_gguf.py failed on .*no tensors for lm_head"):
+        gguf.convert_lora(adapter, tmp_path / "merged", tmp_path / "gguf" / "again.gguf", converter, tmp_path / "log")
+    assert sorted(p.name for p in (tmp_path / "gguf").iterdir()) == ["lora.gguf"]
+
+
 def test_a_template_that_rewrites_turns_gets_no_template_line(tokenizer):
     tok = with_template(tokenizer, "smollm3")  # it writes a metadata block into the system turn
     assert read_turns(tok, [tok.eos_token_id]) is None
@@ -83,12 +129,12 @@ def _archive(path, names: list[str]) -> None:
 
 def test_the_converter_comes_out_of_the_source_archive_alone(tmp_path):
     vendor = "llama_cpp_python-0.3.36/vendor/llama.cpp/"
-    _archive(tmp_path / "src.tar.gz", [vendor + "convert_hf_to_gguf.py", vendor + "conversion/__init__.py",
+    _archive(tmp_path / "src.tar.gz", [vendor + "convert_hf_to_gguf.py", vendor + "convert_lora_to_gguf.py", vendor + "conversion/__init__.py",
                                        vendor + "gguf-py/gguf/__init__.py", vendor + "models/ggml-vocab-qwen2.gguf",
                                        vendor + "src/llama.cpp", "llama_cpp_python-0.3.36/../../escape.py"])
     unpack(tmp_path / "src.tar.gz", tmp_path / "converter")
     found = sorted(str(p.relative_to(tmp_path / "converter")) for p in (tmp_path / "converter").rglob("*") if p.is_file())
-    assert found == ["conversion/__init__.py", "convert_hf_to_gguf.py", "gguf-py/gguf/__init__.py"]
+    assert found == ["conversion/__init__.py", "convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "gguf-py/gguf/__init__.py"]
     assert not (tmp_path.parent / "escape.py").exists()
     _archive(tmp_path / "other.tar.gz", ["something/setup.py"])
     with pytest.raises(FileNotFoundError, match="is it llama-cpp-python's source archive"):

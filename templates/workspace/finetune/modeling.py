@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from finetune.hub import from_pretrained
+from finetune.hub import base_model_of, from_pretrained
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -38,6 +38,15 @@ def load_base_model(config: dict, for_training: bool = True):
             bnb_4bit_quant_storage=dtype,
         )
     return from_pretrained(AutoModelForCausalLM, model_cfg["name_or_path"], **kwargs)
+
+
+def load_base_of(adapter_dir, config: dict):
+    """The base model the adapter in adapter_dir was trained on (as peft recorded it, else the config's), to merge
+    into or export: a QLoRA base is loaded in 16 bits, not 4."""
+    model = {**config["model"], "name_or_path": base_model_of(adapter_dir) or config["model"]["name_or_path"]}
+    if config.get("quantization") and model.get("torch_dtype") != "float32":
+        model["torch_dtype"] = "bfloat16"
+    return load_base_model({**config, "model": model}, for_training=False)
 
 
 def add_adapter(model, config: dict, gradient_checkpointing: bool):

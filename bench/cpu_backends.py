@@ -1,0 +1,103 @@
+"""Which CPU backend to run: PyTorch fp32, ONNX Runtime GenAI int4 and llama.cpp Q4_K_M and Q8_0, side by side in
+one run, on a ~170M-parameter model with a real vocabulary (the vocabulary changes the answer: with 128k ids the
+embedding and output tables are most of a small model).
+
+    .venv/bin/python bench/cpu_backends.py [--vocab llama-bpe|qwen2] [--train-steps 40] [--workdir DIR] [--size tiny]
+
+Generates a domain-adaptation workspace (text, full fine-tuning, CPU, targets onnx-cpu and gguf) and gives it
+about 900 paragraphs of English prose from the installed packages' descriptions. Builds a Llama of 12 layers,
+hidden size 768, 4 KV heads, tied embeddings, with the real tokenizer of --vocab (llama.cpp's
+models/ggml-vocab-<vocab>.gguf from llama-cpp-python's source archive in .venv/sdist, read by transformers
+offline): 174M parameters with Llama 3's 128,256 ids. Trains it from random weights for a few steps with the
+workspace's train.py (so that perplexity means something), then runs merge.py, optimize.py (Olive ModelBuilder
+int4 RTN; llama.cpp's converter and quantizer) and benchmark.py (greedy decoding of 128 tokens from 4 held-out
+prompts, every core; perplexity on 32 held-out paragraphs). With --workdir a second run reuses what the first built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from onnx_speed import prose, step
+
+BIN = Path(sys.executable).parent
+SPEC = {"architecture": "llama", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+        "num_key_value_heads": 4, "intermediate_size": 2048, "max_position_embeddings": 2048, "tie_word_embeddings": True}
+TINY = {**SPEC, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "intermediate_size": 128}  # --size tiny: the same steps on a 2-layer model, so that a test can run it
+
+
+def source_archive() -> Path:
+    found = sorted((Path(sys.prefix) / "sdist").glob("llama_cpp_python-*.tar.gz"))
+    if not found:
+        raise SystemExit(f"no llama-cpp-python source archive in {Path(sys.prefix) / 'sdist'}: run make")
+    return found[-1]
+
+
+def vocabulary(name: str, into: Path) -> Path:
+    """llama.cpp's vocabulary file ggml-vocab-<name>.gguf, out of the source archive, in into."""
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(source_archive()) as archive:
+        member = next(m for m in archive.getmembers() if m.name.endswith(f"/models/ggml-vocab-{name}.gguf"))
+        member.name = Path(member.name).name
+        archive.extractall(into, members=[member], filter="data")
+    return into / member.name
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vocab", choices=["llama-bpe", "qwen2"], default="llama-bpe", help="whose tokenizer: Llama 3's or Qwen2's")
+    parser.add_argument("--train-steps", type=int, default=40, help="optimizer steps of 4 packed sequences of 256 tokens")
+    parser.add_argument("--workdir", type=Path, help="keep the workspace here; steps already done are skipped")
+    parser.add_argument("--size", choices=["full", "tiny"], default="full", help="tiny: a 2-layer model, to check the script")
+    args = parser.parse_args()
+    tiny = args.size == "tiny"
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="tuneforge-bench-cpu-"))
+    env = {**os.environ, "TUNEFORGE_CACHE_DIR": str(work / "cache"), "HF_HUB_OFFLINE": "1",
+           "OLIVE_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
+    ws = work / "ws"
+    if not ws.exists():
+        subprocess.run([str(BIN / "tuneforge"), "new", str(ws), "--defaults", "--no-detect", "--set", "model=llama-3.2-1b-instruct",
+                        "--set", "scenario=domain", "--set", "dataset_format=text", "--set", "technique=full",
+                        "--set", "hardware=cpu", "--set", "targets=pytorch,onnx-cpu,gguf", "--set", "max_length=256",
+                        "--set", "packing=true", "--set", "per_device_train_batch_size=4",
+                        "--set", "gradient_accumulation_steps=1", "--set", "learning_rate=0.001"],
+                       check=True, env=env, stdout=subprocess.DEVNULL)
+        paragraphs = prose()[: 60 if tiny else None]
+        (ws / "data" / "sample.jsonl").write_text("".join(json.dumps({"text": p}) + "\n" for p in paragraphs))
+        print(f"data: {len(paragraphs)} paragraphs, {sum(map(len, paragraphs)) / 1e3:.0f}k characters", flush=True)
+    if not (ws / "bench-model").exists():
+        vocab = vocabulary(args.vocab, work / "vocab")
+        build = ("import json, sys; from transformers import AutoTokenizer; from finetune.tiny import build_model\n"
+                 "t = AutoTokenizer.from_pretrained(sys.argv[1], gguf_file=sys.argv[2])\n"
+                 "t.pad_token = t.pad_token or t.eos_token\n"
+                 f"m = build_model(json.loads({json.dumps(json.dumps(TINY if tiny else SPEC))}), t)\n"
+                 "print(f'model: {sum(p.numel() for p in m.parameters()) / 1e6:.1f}M parameters, {len(t)} token ids')\n"
+                 "m.save_pretrained('bench-model'); t.save_pretrained('bench-model')")
+        step([sys.executable, "-c", build, str(vocab.parent), vocab.name], ws, env)
+    if not (ws / "outputs" / "merged").exists():
+        step([sys.executable, "train.py", "model.name_or_path=bench-model", f"training.max_steps={args.train_steps}",
+              "training.eval_strategy=no", "training.save_strategy=no", "training.report_to=none",
+              "training.warmup_steps=0.1", "training.logging_steps=10"], ws, env,
+             show=lambda line: "loss" in line or "tokens" in line)
+        step([sys.executable, "merge.py"], ws, env)
+    if not (ws / "outputs" / "onnx" / "onnx-cpu").exists():
+        step([sys.executable, "optimize.py", "--target", "onnx-cpu"], ws, env, show=lambda line: not line.startswith("["))
+    if not list((ws / "outputs" / "gguf").glob("*.gguf")):
+        step([sys.executable, "optimize.py", "--target", "gguf", "--llama-cpp-source", str(source_archive())], ws, env)
+    sizes = ["--new-tokens", "16", "--prompts", "2", "--parity-steps", "8", "--eval-examples", "4"] if tiny else \
+        ["--new-tokens", "128", "--prompts", "4", "--parity-steps", "32", "--eval-examples", "32"]
+    step([sys.executable, "benchmark.py", *sizes], ws, env, show=lambda line: not line.startswith("["))
+    print(f"workspace: {ws}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
