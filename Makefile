@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/preference.py
 	$(BIN)/python bench/onnx_speed.py
+	$(BIN)/python bench/cpu_backends.py
 	$(BIN)/python bench/plan_accuracy.py
 
 examples: $(STAMP)

@@ -219,13 +219,14 @@ def export_lora_gguf(config: dict, adapter_dir: Path, merged: Path, out: Path, n
     import shutil
 
     from finetune import gguf
-    from finetune.modeling import load_base_of, load_tokenizer
+    from finetune.modeling import keep_sentencepiece_model, load_base_of, load_tokenizer
 
     shutil.rmtree(out, ignore_errors=True)
     staging = out / ".base"
     print(f"gguf: converting the base model and the adapter in {adapter_dir} for {out}/", flush=True)
     load_base_of(adapter_dir, config).save_pretrained(staging)
     load_tokenizer(str(merged)).save_pretrained(staging)  # the tokenizer and chat template training used
+    keep_sentencepiece_model(str(merged), staging)
     f16 = gguf.convert(staging, out / f"{name}-F16.gguf", script, log)
     shutil.rmtree(staging)
     base = gguf.quantize(f16, kind, log)

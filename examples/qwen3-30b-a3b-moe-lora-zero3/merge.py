@@ -14,7 +14,8 @@ from pathlib import Path
 
 from finetune.config import ConfigError, load_config
 from finetune.files import new_folder
-from finetune.modeling import load_base_of, load_tokenizer
+from finetune.hub import base_model_of
+from finetune.modeling import keep_sentencepiece_model, load_base_of, load_tokenizer
 from finetune.quiet import quiet_libraries
 
 
@@ -24,11 +25,13 @@ def merge(config: dict) -> Path:
     if not adapter_dir.is_dir():
         raise FileNotFoundError(f"{adapter_dir} not found: train first (python train.py)")
     tokenizer = load_tokenizer(str(adapter_dir))
+    base_name = base_model_of(adapter_dir) or config["model"]["name_or_path"]
     if not config.get("peft"):
         # full fine-tuning: the trained model is already standalone
         with new_folder(output_dir) as partial:
             shutil.copytree(adapter_dir, partial, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("checkpoint-*", "runs"))
+            keep_sentencepiece_model(base_name, partial)
         return output_dir
     from peft import PeftModel
 
@@ -38,6 +41,7 @@ def merge(config: dict) -> Path:
     with new_folder(output_dir) as partial:
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
+        keep_sentencepiece_model(base_name, partial)
     return output_dir
 
 

@@ -36,6 +36,11 @@ def test_onnx_speed_benchmark(tmp_path):
     assert "tokens/s" in out
 
 
+def test_cpu_backends_benchmark(tmp_path):
+    out = bench("bench/cpu_backends.py", "--size", "tiny", "--train-steps", "2", "--workdir", str(tmp_path))
+    assert "onnx_int4" in out and "gguf_q4_k_m" in out and "gguf_q8_0" in out and "decode (tokens/s)" in out
+
+
 def test_gpu_memory_benchmark_on_a_tiny_model_on_the_cpu(tmp_path):
     import json
 

@@ -1,32 +1,62 @@
-"""The gguf target for real: a tiny Llama with the real Llama 3 tokenizer (from llama.cpp's vocabulary files)
-is trained, merged, converted by llama.cpp's own converter, quantized, and answered by llama.cpp with
-PyTorch's greedy tokens; chat.py and serve.py take the gguf backend; the Modelfile carries the template."""
+"""The gguf target for real: tiny models with real tokenizers (Llama 3's, Qwen2's and Phi-3's, from llama.cpp's
+vocabulary files) are trained with LoRA, merged, converted by llama.cpp's own converters (the merged model, and the
+adapter as a GGUF LoRA file beside its base), quantized, and answered by llama.cpp with PyTorch's greedy tokens;
+chat.py, serve.py, eval.py and benchmark.py take the gguf backend; the Modelfile carries the template."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 
-from helpers.workspace import call, run, serving
+from conftest import ROOT
+from helpers.real_tokenizer import extract
+from helpers.workspace import call, run, run_json, serving
 
 pytestmark = pytest.mark.slow
 
-# Meta-Llama-3-8B-Instruct's chat template (its tokenizer_config.json); llama.cpp's vocabulary files carry none
+# Meta-Llama-3-8B-Instruct's chat template (its tokenizer_config.json): simpler than Llama 3.2's (tools, dates)
 LLAMA3_TEMPLATE = ("{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
                    "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
                    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
                    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
-TINY = ("import sys, yaml, torch; from transformers import AutoTokenizer, GenerationConfig; from finetune.tiny import build_model\n"
-        "tok = AutoTokenizer.from_pretrained(sys.argv[1], gguf_file='ggml-vocab-llama-bpe.gguf')\n"
-        "tok.chat_template, tok.eos_token, tok.pad_token = sys.argv[2], '<|eot_id|>', '<|end_of_text|>'\n"
-        "torch.manual_seed(0)\n"
-        "model = build_model(dict(yaml.safe_load(open('configs/smoke.yaml'))['tiny_model']), tok)\n"
-        "model.generation_config = GenerationConfig(bos_token_id=128000, eos_token_id=[128001, 128009], pad_token_id=tok.pad_token_id)\n"
-        "model.save_pretrained('tiny'); tok.save_pretrained('tiny')\n")
+LLAMA3 = ("import sys; from transformers import AutoTokenizer\n"
+          "tok = AutoTokenizer.from_pretrained(sys.argv[1], gguf_file='ggml-vocab-llama-bpe.gguf')\n"
+          "tok.chat_template, tok.eos_token, tok.pad_token = sys.argv[2], '<|eot_id|>', '<|end_of_text|>'\n"
+          "tok.save_pretrained('tiny'); open('tiny/end_ids', 'w').write('128001 128009')\n")
+# a tiny model of the workspace's architecture for the tokenizer in tiny/ (vocab_size: a padded vocabulary, as Phi-3's)
+TINY = ("import yaml; from pathlib import Path; from transformers import AutoTokenizer, GenerationConfig\n"
+        "from finetune.tiny import build_model\n"
+        "tok = AutoTokenizer.from_pretrained('tiny'); size = Path('tiny/vocab_size')\n"
+        "spec = dict(yaml.safe_load(open('configs/smoke.yaml'))['tiny_model'], **({'vocab_size': int(size.read_text())} if size.exists() else {}))\n"
+        "model = build_model(spec, tok)\n"
+        "ends = [int(i) for i in Path('tiny/end_ids').read_text().split()]\n"
+        "model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=ends, pad_token_id=tok.pad_token_id)\n"
+        "model.save_pretrained('tiny')\n")
+# PyTorch's prompt ids and greedy tokens against llama.cpp's: the merged model's GGUF, and the base's with the LoRA
+# file; answers end at the end token, and 20 tokens run on past it ("free", benchmark.py's way)
+PARITY = ("import contextlib, itertools, json, sys, llama_cpp; from finetune.config import load_config\n"
+          "from finetune.inference import GgufBackend, PytorchBackend; from benchmark import gguf_steps, pytorch_steps\n"
+          "merged, base, lora = sys.argv[1:4]; q = [{'role': 'user', 'content': sys.argv[4]}]\n"
+          "system = [{'role': 'system', 'content': load_config('configs/train.yaml')['data']['system_prompt']}]\n"
+          "from finetune.encoding import build_datasets; from finetune.scoring import perplexity\n"
+          "torch_backend = PytorchBackend('outputs/merged'); ids = torch_backend.prompt_ids(q)\n"
+          "gguf = GgufBackend(merged)\n"
+          "config = load_config('configs/train.yaml'); rows = build_datasets(config, torch_backend.tokenizer, 0)[1][:4]\n"
+          "def greedy(**files):\n"
+          "    with contextlib.closing(llama_cpp.Llama(verbose=False, **files)) as model:\n"
+          "        return [t for t, _ in zip(model.generate(ids, temp=0.0, top_k=1), range(20))]\n"
+          "free = lambda steps: list(itertools.islice(steps(ids), 20))\n"
+          "print(json.dumps({'ids': gguf.prompt_ids(q) == ids, 'torch': torch_backend.generate_ids(ids, 20),"
+          " 'gguf': gguf.generate_ids(ids, 20), 'text': ''.join(gguf.stream(q, 20)),"
+          " 'torch_free': free(pytorch_steps(torch_backend)), 'gguf_free': free(gguf_steps(gguf)),"
+          " 'perplexity': [perplexity(torch_backend, rows), perplexity(gguf, rows)],"
+          " 'chat': ''.join(gguf.stream(system + q, 20)), 'lora': greedy(model_path=base, lora_path=lora),"
+          " 'base': greedy(model_path=base)}))")
+QUESTION = "How often should I water a snake plant?"
 
 
 def llama_cpp_source() -> Path:
@@ -38,31 +68,48 @@ def llama_cpp_source() -> Path:
 
 @pytest.fixture(scope="module")
 def vocabularies(tmp_path_factory) -> Path:
-    """llama.cpp's tokenizer vocabulary files (vendor/llama.cpp/models/ggml-vocab-*.gguf) from the archive."""
+    """llama.cpp's Llama 3 vocabulary file (vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf) from the archive."""
     folder = tmp_path_factory.mktemp("vocab")
-    with tarfile.open(llama_cpp_source()) as archive:
-        member = next(m for m in archive.getmembers() if m.name.endswith("/models/ggml-vocab-llama-bpe.gguf"))
-        member.name = Path(member.name).name
-        archive.extractall(folder, members=[member], filter="data")
+    extract(llama_cpp_source(), ["ggml-vocab-llama-bpe.gguf"], folder)
     return folder
 
 
-def test_gguf_export_runs_in_llama_cpp_with_pytorch_greedy_tokens(new_workspace, vocabularies):
-    workspace = new_workspace(model="llama-3.2-1b-instruct", technique="lora", targets="pytorch,gguf")
-    assert not (workspace / "olive").exists() and (workspace / "optimize.py").exists()
-    made = run(workspace, "-c", TINY, str(vocabularies), LLAMA3_TEMPLATE)
+def train_merge_export(workspace: Path) -> Path:
+    """The tiny model in tiny/ trained 40 LoRA steps on the sample data, merged and exported to GGUF; outputs/gguf."""
+    made = run(workspace, "-c", TINY)
     assert made.returncode == 0, made.stderr[-3000:]
     trained = run(workspace, "train.py", "model.name_or_path=tiny", "model.torch_dtype=float32", "training.max_steps=40",
                   "training.learning_rate=0.01", "training.per_device_train_batch_size=4", "training.gradient_accumulation_steps=1",
                   "training.eval_strategy=no", "training.save_strategy=no", "training.report_to=none", "data.max_length=256")
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert run(workspace, "merge.py").returncode == 0
-
-    offline = run(workspace, "optimize.py", "--target", "gguf", "--llama-cpp-source", str(workspace / "missing.tar.gz"))
-    assert offline.returncode == 2 and "missing.tar.gz not found" in offline.stderr and "Traceback" not in offline.stderr
     exported = run(workspace, "optimize.py", "--target", "gguf", "--llama-cpp-source", str(llama_cpp_source()))
     assert exported.returncode == 0, exported.stdout[-3000:] + exported.stderr[-3000:]
-    out = workspace / "outputs" / "gguf"
+    return workspace / "outputs" / "gguf"
+
+
+def assert_llama_cpp_answers_as_pytorch(result: dict) -> None:
+    """Prompt ids equal; Q8_0's perplexity on held-out rows within 3 % of PyTorch's; of 20 greedy tokens (run on past
+    the end token), at least 16 of Q8_0's are PyTorch's, and of the base's with the LoRA file; the answers end where
+    PyTorch's does. (A tiny model of a 151k vocabulary may repeat one token, so the perplexity is the sharper check.)"""
+    reference = result["torch_free"]
+    assert result["ids"] and result["perplexity"][1] == pytest.approx(result["perplexity"][0], rel=0.03), result
+    for found in (result["gguf_free"], result["lora"]):
+        assert sum(a == b for a, b in zip(found, reference)) >= 16, result
+    assert result["gguf"][-1:] == result["torch"][-1:], result  # both stop at the same end token (or neither does)
+
+
+def test_gguf_export_runs_in_llama_cpp_with_pytorch_greedy_tokens(new_workspace, vocabularies):
+    workspace = new_workspace(model="llama-3.2-1b-instruct", technique="lora", targets="pytorch,gguf")
+    assert not (workspace / "olive").exists() and (workspace / "optimize.py").exists()
+    made = run(workspace, "-c", LLAMA3, str(vocabularies), LLAMA3_TEMPLATE)
+    assert made.returncode == 0, made.stderr[-3000:]
+    offline = run(workspace, "optimize.py", "--target", "gguf", "--llama-cpp-source", str(workspace / "missing.tar.gz"))
+    assert offline.returncode == 2 and "merge.py" in offline.stderr and "Traceback" not in offline.stderr
+    out = train_merge_export(workspace)
+    shutil.rmtree(workspace / "outputs" / "llama.cpp")
+    offline = run(workspace, "optimize.py", "--target", "gguf", "--llama-cpp-source", str(workspace / "missing.tar.gz"))
+    assert offline.returncode == 2 and "missing.tar.gz not found" in offline.stderr and "Traceback" not in offline.stderr
     assert sorted(p.name for p in out.glob("*.gguf")) == ["Llama-3.2-1B-Instruct-tuned-Q4_K_M.gguf",
                                                           "Llama-3.2-1B-Instruct-tuned-Q8_0.gguf"]  # no F16 left over
     assert (out / "Llama-3.2-1B-Instruct-tuned-Q4_K_M.gguf").stat().st_size < (out / "Llama-3.2-1B-Instruct-tuned-Q8_0.gguf").stat().st_size
@@ -79,34 +126,17 @@ def test_gguf_export_runs_in_llama_cpp_with_pytorch_greedy_tokens(new_workspace,
             in (adapter / "Modelfile").read_text())
     assert (adapter / "Modelfile").read_text().split("\n", 3)[3] == modelfile.split("\n", 2)[2]  # the rest is the same
 
-    question = [{"role": "user", "content": "How often should I water a snake plant?"}]
-    parity = run(workspace, "-c", "import contextlib, json, llama_cpp; from finetune.config import load_config\n"
-                                  "from finetune.inference import GgufBackend, PytorchBackend\n"
-                                  f"q = {question!r}\n"
-                                  "system = [{'role': 'system', 'content': load_config('configs/train.yaml')['data']['system_prompt']}]\n"
-                                  "torch_backend = PytorchBackend('outputs/merged'); ids = torch_backend.prompt_ids(q)\n"
-                                  "gguf = GgufBackend('outputs/gguf/Llama-3.2-1B-Instruct-tuned-Q8_0.gguf')\n"
-                                  "base = 'outputs/gguf/adapter/Llama-3.2-1B-Instruct-Q8_0.gguf'\n"
-                                  "lora = 'outputs/gguf/adapter/Llama-3.2-1B-Instruct-tuned-LoRA-F16.gguf'\n"
-                                  "def greedy(**files):\n"
-                                  "    with contextlib.closing(llama_cpp.Llama(verbose=False, **files)) as model:\n"
-                                  "        return [t for t, _ in zip(model.generate(ids, temp=0.0, top_k=1), range(20))]\n"
-                                  "print(json.dumps({'ids': gguf.prompt_ids(q) == ids, 'torch': torch_backend.generate_ids(ids, 20),"
-                                  " 'gguf': gguf.generate_ids(ids, 20), 'text': ''.join(gguf.stream(q, 20)),"
-                                  " 'chat': ''.join(gguf.stream(system + q, 20)), 'lora': greedy(model_path=base, lora_path=lora),"
-                                  " 'base': greedy(model_path=base)}))")
-    assert parity.returncode == 0, parity.stderr[-3000:]
-    result = json.loads(parity.stdout.splitlines()[-1])
-    assert result["ids"] and result["gguf"] == result["torch"] and len(set(result["torch"])) > 2, result
-    # base + adapter in llama.cpp answers as the merged model does; the base alone does not
-    same = sum(a == b for a, b in zip(result["lora"], result["torch"]))
-    assert same >= 0.8 * len(result["torch"]) and result["base"][: len(result["torch"])] != result["torch"], result
+    result = run_json(workspace, PARITY, str(out / "Llama-3.2-1B-Instruct-tuned-Q8_0.gguf"),
+                      str(adapter / "Llama-3.2-1B-Instruct-Q8_0.gguf"), str(adapter / "Llama-3.2-1B-Instruct-tuned-LoRA-F16.gguf"), QUESTION)
+    assert_llama_cpp_answers_as_pytorch(result)
+    assert result["gguf"] == result["torch"] and len(set(result["torch_free"])) > 2  # every token, and varied ones
+    assert result["base"] != result["torch_free"]  # the LoRA file is what makes llama.cpp's base answer so
 
-    chat = run(workspace, "chat.py", "--backend", "gguf", "--prompt", question[0]["content"], "--max-new-tokens", "20", "--greedy")
-    assert chat.returncode == 0 and f"model> {result['chat']}\n" in chat.stdout  # chat.py adds the system prompt, chat.stdout[-2000:] + chat.stderr[-2000:]
+    chat = run(workspace, "chat.py", "--backend", "gguf", "--prompt", QUESTION, "--max-new-tokens", "20", "--greedy")
+    assert chat.returncode == 0 and f"model> {result['chat']}\n" in chat.stdout, chat.stdout[-2000:] + chat.stderr[-2000:]
     assert "Traceback" not in chat.stderr
     with serving(workspace, "--backend", "gguf") as base:
-        status, _, body = call(base, "/v1/chat/completions", {"messages": question, "max_tokens": 20})
+        status, _, body = call(base, "/v1/chat/completions", {"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 20})
         reply = json.loads(body)
         assert status == 200 and reply["choices"][0]["message"]["content"] == result["text"], body
         assert reply["choices"][0]["finish_reason"] == "stop" and reply["usage"]["completion_tokens"] == len(result["torch"])
@@ -125,7 +155,27 @@ def test_gguf_export_runs_in_llama_cpp_with_pytorch_greedy_tokens(new_workspace,
     measured = json.loads((workspace / "outputs" / "benchmark.json").read_text())
     assert set(measured["models"]) == {"pytorch_fp32", "gguf_q8_0", "gguf_q4_k_m"} and "fp32_greedy_tokens_match" not in measured
     same = measured["gguf_q8_0_greedy_tokens_same"]
-    assert same["of"] > 2 and same["same"] >= 0.8 * same["of"]
+    assert same["of"] > 2 and same["same"] >= 0.8 * same["of"] and same["expected"]
     assert measured["models"]["gguf_q8_0"]["perplexity_ratio"] == pytest.approx(1.0, rel=0.05)
     assert measured["models"]["gguf_q4_k_m"]["size_mb"] < measured["models"]["gguf_q8_0"]["size_mb"] < measured["models"]["pytorch_fp32"]["size_mb"]
     assert all(m["decode_tokens_per_s"] > 0 and m["first_token_ms"] > 0 for m in measured["models"].values())
+
+
+@pytest.mark.parametrize("tokenizer, model, stop", [("qwen2", "qwen2.5-0.5b-instruct", "<|im_end|>"),
+                                                    ("phi-3", "phi-3.5-mini-instruct", "<|end|>")])
+def test_gguf_export_of_qwen2_and_phi3_with_their_real_tokenizers(new_workspace, tokenizer, model, stop):
+    """Qwen2's BPE vocabulary (151k ids) and Phi-3's SentencePiece model (32,064 ids, padded), with the real
+    chat templates: llama.cpp's converters take both models, the merged one and the base with the LoRA file."""
+    workspace = new_workspace(model=model, technique="lora", targets="pytorch,gguf", gpu_memory_gb=64)
+    made = run(workspace, str(ROOT / "tests" / "helpers" / "real_tokenizer.py"), str(llama_cpp_source()), tokenizer, "tiny")
+    assert made.returncode == 0, made.stderr[-3000:]
+    out = train_merge_export(workspace)
+    merged = next(out.glob("*-tuned-Q8_0.gguf"))
+    name = merged.name.removesuffix("-tuned-Q8_0.gguf")
+    assert sorted(p.name for p in out.glob("*.gguf")) == [f"{name}-tuned-Q4_K_M.gguf", merged.name]
+    assert sorted(p.name for p in (out / "adapter").glob("*.gguf")) == [f"{name}-Q8_0.gguf", f"{name}-tuned-LoRA-F16.gguf"]
+    modelfile = (out / "Modelfile").read_text()
+    assert 'TEMPLATE """{{- range .Messages }}' in modelfile and f"PARAMETER stop {json.dumps(stop)}" in modelfile
+    result = run_json(workspace, PARITY, str(merged), str(out / "adapter" / f"{name}-Q8_0.gguf"),
+                      str(out / "adapter" / f"{name}-tuned-LoRA-F16.gguf"), QUESTION)
+    assert_llama_cpp_answers_as_pytorch(result)

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT
 from helpers.workspace import call as call_server
-from helpers.workspace import losses, run, serving
+from helpers.workspace import losses, run, run_json, serving
 
 pytestmark = pytest.mark.slow
 
@@ -338,15 +338,13 @@ def test_serve_holds_two_adapters_on_one_base_and_each_request_picks_one(new_wor
     assert (workspace / onnx / "sundays.onnx_adapter").exists() and not list((workspace / "outputs" / "smoke" / "onnx").glob(".adapter-*"))
 
     question = [{"role": "user", "content": "How often should I water a snake plant?"}]
-    alone = run(workspace, "-c", "import json, sys; from finetune.inference import OnnxBackend, PytorchBackend\n"
-                                 f"q = {question!r}; onnx = {onnx!r}\n"
-                                 "answers = {'pytorch': {n: ''.join(PytorchBackend(p).stream(q, 12)) for n, p in "
-                                 "[('plants', 'outputs/smoke/run'), ('sundays', 'outputs/smoke/run-sundays')]},\n"
-                                 "           'onnx': {n: ''.join(OnnxBackend(onnx, {n: f'{onnx}/{f}'}).stream(q, 12)) for n, f in "
-                                 "[('plants', 'adapter_weights.onnx_adapter'), ('sundays', 'sundays.onnx_adapter')]}}\n"
-                                 "print(json.dumps(answers))")
-    assert alone.returncode == 0, alone.stderr[-3000:]
-    expected = json.loads(alone.stdout.splitlines()[-1])
+    expected = run_json(workspace, "import json, sys; from finetune.inference import OnnxBackend, PytorchBackend\n"
+                                   f"q = {question!r}; onnx = {onnx!r}\n"
+                                   "answers = {'pytorch': {n: ''.join(PytorchBackend(p).stream(q, 12)) for n, p in "
+                                   "[('plants', 'outputs/smoke/run'), ('sundays', 'outputs/smoke/run-sundays')]},\n"
+                                   "           'onnx': {n: ''.join(OnnxBackend(onnx, {n: f'{onnx}/{f}'}).stream(q, 12)) for n, f in "
+                                   "[('plants', 'adapter_weights.onnx_adapter'), ('sundays', 'sundays.onnx_adapter')]}}\n"
+                                   "print(json.dumps(answers))")
     assert expected["pytorch"]["plants"] != expected["pytorch"]["sundays"]
 
     served = {"pytorch": ["--adapter", "plants=outputs/smoke/run", "--adapter", "sundays=outputs/smoke/run-sundays"],

@@ -18,6 +18,13 @@ def run(workspace: Path, *args: str, timeout: int = 600) -> subprocess.Completed
     return subprocess.run([sys.executable, *args], cwd=workspace, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def run_json(workspace: Path, code: str, *args: str, timeout: int = 600):
+    """python -c CODE ARGS in the workspace; the JSON its last line prints."""
+    done = run(workspace, "-c", code, *args, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def losses(run_dir: Path) -> list[float]:
     """The training losses train.py logged in run_dir."""
     history = json.loads((run_dir / "log_history.json").read_text())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from finetune.hub import base_model_of, from_pretrained
+from finetune.hub import base_model_of, from_pretrained, model_file
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -19,6 +19,18 @@ def load_tokenizer(name_or_path: str):
         tokenizer.pad_token = tokenizer.eos_token
     ensure_chat_template(tokenizer)
     return tokenizer
+
+
+def keep_sentencepiece_model(source: str, folder) -> None:
+    """The SentencePiece model of a tokenizer that has one (Phi-3, Llama 2, Mistral 7B), from the model source
+    (a folder or hub id) into folder: transformers' save_pretrained writes tokenizer.json only, and llama.cpp's
+    converter reads tokenizer.model."""
+    import shutil
+    from pathlib import Path
+
+    target = Path(folder) / "tokenizer.model"
+    if not target.exists() and (found := model_file(source, "tokenizer.model")):
+        shutil.copyfile(found, target)
 
 
 def load_base_model(config: dict, for_training: bool = True):

@@ -80,3 +80,19 @@ def base_model_of(adapter_dir: str | Path) -> str | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+
+
+def model_file(name: str, filename: str) -> Path | None:
+    """One file of a model (a local folder, or a hub id: from the local cache when the hub is out of reach); None
+    when the model has no such file or it cannot be had."""
+    if is_local(name):
+        path = Path(name).expanduser() / filename
+        return path if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    go_offline_if_unreachable(name)
+    try:
+        return Path(hf_hub_download(name, filename))
+    except (OSError, ValueError, EntryNotFoundError):
+        return None
