@@ -168,6 +168,7 @@ def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
 
     from finetune import gguf
     from finetune.config import load_config
+    from finetune.hub import ModelUnavailable
     from finetune.inference import model_name
     from finetune.modelfile import modelfile, read_turns
     from finetune.modeling import load_tokenizer
@@ -205,11 +206,15 @@ def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
     write_modelfile(out, files[0])
     if config.get("peft") and (adapter_dir / "adapter_config.json").exists():
         settings = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-        if why := gguf.lora_refusal(settings):
+        why = gguf.lora_refusal(settings)
+        if why is None:
+            try:
+                base, lora = export_lora_gguf(config, adapter_dir, merged, out / "adapter", name, kinds[0], script, log)
+                write_modelfile(base.parent, base, lora)
+            except ModelUnavailable as error:  # the base model is needed in GGUF too
+                why = str(error)
+        if why:
             print(f"gguf: no GGUF LoRA file, as {why}; the merged model's GGUF files carry the fine-tune", flush=True)
-        else:
-            base, lora = export_lora_gguf(config, adapter_dir, merged, out / "adapter", name, kinds[0], script, log)
-            write_modelfile(base.parent, base, lora)
     return out
 
 
