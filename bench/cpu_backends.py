@@ -35,16 +35,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
-from onnx_speed import prose, step
+from text_workspace import bench_env, prose, step, text_workspace, train_and_merge
 
-BIN = Path(sys.executable).parent
 SPEC = {"architecture": "llama", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
         "num_key_value_heads": 4, "intermediate_size": 2048, "max_position_embeddings": 2048, "tie_word_embeddings": True}
 TINY = {**SPEC, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -77,19 +74,10 @@ def main() -> int:
     args = parser.parse_args()
     tiny = args.size == "tiny"
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tuneforge-bench-cpu-"))
-    env = {**os.environ, "TUNEFORGE_CACHE_DIR": str(work / "cache"), "HF_HUB_OFFLINE": "1",
-           "OLIVE_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = bench_env(work)
     ws = work / "ws"
     if not ws.exists():
-        subprocess.run([str(BIN / "tuneforge"), "new", str(ws), "--defaults", "--no-detect", "--set", "model=llama-3.2-1b-instruct",
-                        "--set", "scenario=domain", "--set", "dataset_format=text", "--set", "technique=full",
-                        "--set", "hardware=cpu", "--set", "targets=pytorch,onnx-cpu,gguf", "--set", "max_length=256",
-                        "--set", "packing=true", "--set", "per_device_train_batch_size=4",
-                        "--set", "gradient_accumulation_steps=1", "--set", "learning_rate=0.001"],
-                       check=True, env=env, stdout=subprocess.DEVNULL)
-        paragraphs = prose()[: 60 if tiny else None]
-        (ws / "data" / "sample.jsonl").write_text("".join(json.dumps({"text": p}) + "\n" for p in paragraphs))
-        print(f"data: {len(paragraphs)} paragraphs, {sum(map(len, paragraphs)) / 1e3:.0f}k characters", flush=True)
+        text_workspace(ws, env, prose()[: 60 if tiny else None], targets="pytorch,onnx-cpu,gguf", batch_size=4, learning_rate=0.001)
     if not (ws / "bench-model").exists():
         vocab = vocabulary(args.vocab, work / "vocab")
         build = ("import json, sys; from transformers import AutoTokenizer; from finetune.tiny import build_model\n"
@@ -100,11 +88,7 @@ def main() -> int:
                  "m.save_pretrained('bench-model'); t.save_pretrained('bench-model')")
         step([sys.executable, "-c", build, str(vocab.parent), vocab.name], ws, env)
     if not (ws / "outputs" / "merged").exists():
-        step([sys.executable, "train.py", "model.name_or_path=bench-model", f"training.max_steps={args.train_steps}",
-              "training.eval_strategy=no", "training.save_strategy=no", "training.report_to=none",
-              "training.warmup_steps=0.1", "training.logging_steps=10"], ws, env,
-             show=lambda line: "loss" in line or "tokens" in line)
-        step([sys.executable, "merge.py"], ws, env)
+        train_and_merge(ws, env, args.train_steps, warmup=0.1, logging_steps=10)
     if not (ws / "outputs" / "onnx" / "onnx-cpu").exists():
         step([sys.executable, "optimize.py", "--target", "onnx-cpu"], ws, env, show=lambda line: not line.startswith("["))
     if not list((ws / "outputs" / "gguf").glob("*.gguf")):

@@ -19,40 +19,20 @@ only so far), 19.4 vs 115.7 tokens/s (6.0x), 351 vs 56 MB (16%). fp32 export: gr
 from __future__ import annotations
 
 import argparse
-import glob
 import json
-import os
 import random
-import re
-import subprocess
 import sys
-import sysconfig
 import tempfile
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from text_workspace import bench_env, prose, step, text_workspace, train_and_merge
+
 SPEC = {"architecture": "llama", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
         "num_key_value_heads": 4, "intermediate_size": 2048, "max_position_embeddings": 1024,
         "tie_word_embeddings": False}  # the vocabulary is the tokenizer's 8000 ids
 # --size tiny: the same steps on a 2-layer model and a little data, so that a test can run the benchmark
 TINY = {**SPEC, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
         "intermediate_size": 128}
-
-
-def prose() -> list[str]:
-    """Paragraphs of English prose from the long descriptions in the installed packages' METADATA files."""
-    paragraphs, seen = [], set()
-    site = sysconfig.get_paths()["purelib"]
-    for path in sorted(glob.glob(os.path.join(site, "*.dist-info", "METADATA"))):
-        text = Path(path).read_text(encoding="utf-8", errors="ignore")
-        body = text.split("\n\n", 1)[1] if "\n\n" in text else ""
-        for block in re.split(r"\n\s*\n", body):
-            paragraph = " ".join(block.split())
-            letters = sum(c.isalpha() or c == " " for c in paragraph)
-            if 200 <= len(paragraph) <= 1500 and letters > 0.9 * len(paragraph) and paragraph not in seen:
-                seen.add(paragraph)
-                paragraphs.append(paragraph)
-    return paragraphs
 
 
 def drills(count: int = 2000, seed: int = 0) -> list[str]:
@@ -82,13 +62,6 @@ def drills(count: int = 2000, seed: int = 0) -> list[str]:
     return paragraphs
 
 
-def step(command: list[str], cwd: Path, env: dict, show=lambda line: True) -> None:
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    print("\n".join(line for line in result.stdout.splitlines() if show(line)), flush=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command[:2])} failed ({result.returncode}):\n{result.stderr[-3000:]}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-steps", type=int, default=300, help="optimizer steps of 8 packed paragraphs")
@@ -100,19 +73,11 @@ def main() -> int:
     tiny = args.size == "tiny"
     spec, vocab = (TINY, 1000) if tiny else (SPEC, 8000)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tuneforge-bench-onnx-"))
-    env = {**os.environ, "TUNEFORGE_CACHE_DIR": str(work / "cache"), "HF_HUB_OFFLINE": "1",
-           "OLIVE_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = bench_env(work)
     ws = work / "ws"
     if not ws.exists():
-        subprocess.run([str(BIN / "tuneforge"), "new", str(ws), "--defaults", "--no-detect", "--set", "model=llama-3.2-1b-instruct",
-                        "--set", "scenario=domain", "--set", "dataset_format=text", "--set", "technique=full",
-                        "--set", "hardware=cpu", "--set", "targets=pytorch,onnx-cpu", "--set", "max_length=256",
-                        "--set", "packing=true", "--set", "per_device_train_batch_size=8",
-                        "--set", "gradient_accumulation_steps=1", "--set", "learning_rate=0.002"],
-                       check=True, env=env, stdout=subprocess.DEVNULL)
         paragraphs = (prose() if args.data == "prose" else drills())[: 60 if tiny else None]
-        (ws / "data" / "sample.jsonl").write_text("".join(json.dumps({"text": p}) + "\n" for p in paragraphs))
-        print(f"data: {len(paragraphs)} paragraphs, {sum(map(len, paragraphs)) / 1e3:.0f}k characters", flush=True)
+        text_workspace(ws, env, paragraphs, targets="pytorch,onnx-cpu", batch_size=8, learning_rate=0.002)
     if not (ws / "bench-model").exists():
         build = ("import json; from finetune.tiny import build_model, build_tokenizer, corpus; "
                  f"t = build_tokenizer(corpus('data/sample.jsonl'), {vocab}); "
@@ -121,11 +86,7 @@ def main() -> int:
                  "m.save_pretrained('bench-model'); t.save_pretrained('bench-model')")
         step([sys.executable, "-c", build], ws, env)
     if not (ws / "outputs" / "merged").exists():
-        step([sys.executable, "train.py", "model.name_or_path=bench-model", f"training.max_steps={args.train_steps}",
-              "training.eval_strategy=no", "training.save_strategy=no", "training.report_to=none",
-              "training.warmup_steps=0.05", "training.logging_steps=25"], ws, env,
-             show=lambda line: "loss" in line or "tokens" in line)
-        step([sys.executable, "merge.py"], ws, env)
+        train_and_merge(ws, env, args.train_steps, warmup=0.05, logging_steps=25)
     if not (ws / "outputs" / "onnx" / "onnx-cpu").exists():
         step([sys.executable, "optimize.py"], ws, env, show=lambda line: not line.startswith("["))
     sizes = ["--new-tokens", "16", "--prompts", "2", "--parity-steps", "8", "--eval-examples", "4"] if tiny else \
