@@ -209,7 +209,8 @@ def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
         why = gguf.lora_refusal(settings)
         if why is None:
             try:
-                base, lora = export_lora_gguf(config, adapter_dir, merged, out / "adapter", name, kinds[0], script, log)
+                base, lora = export_lora_gguf(config, adapter_dir, merged, tokenizer, out / "adapter", name, kinds[0],
+                                              script, log)
                 write_modelfile(base.parent, base, lora)
             except ModelUnavailable as error:  # the base model is needed in GGUF too
                 why = str(error)
@@ -218,19 +219,20 @@ def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
     return out
 
 
-def export_lora_gguf(config: dict, adapter_dir: Path, merged: Path, out: Path, name: str, kind: str, script: Path,
-                     log: Path) -> tuple[Path, Path]:
-    """The base model the adapter was trained on as GGUF (quantized to kind), and the adapter as a GGUF LoRA file."""
+def export_lora_gguf(config: dict, adapter_dir: Path, merged: Path, tokenizer, out: Path, name: str, kind: str,
+                     script: Path, log: Path) -> tuple[Path, Path]:
+    """The base model the adapter was trained on as GGUF (quantized to kind), and the adapter as a GGUF LoRA file;
+    tokenizer: the merged model's, with the chat template training used."""
     import shutil
 
     from finetune import gguf
-    from finetune.modeling import keep_sentencepiece_model, load_base_of, load_tokenizer
+    from finetune.modeling import keep_sentencepiece_model, load_base_of
 
     shutil.rmtree(out, ignore_errors=True)
     staging = out / ".base"
     print(f"gguf: converting the base model and the adapter in {adapter_dir} for {out}/", flush=True)
     load_base_of(adapter_dir, config).save_pretrained(staging)
-    load_tokenizer(str(merged)).save_pretrained(staging)  # the tokenizer and chat template training used
+    tokenizer.save_pretrained(staging)
     keep_sentencepiece_model(str(merged), staging)
     f16 = gguf.convert(staging, out / f"{name}-F16.gguf", script, log)
     shutil.rmtree(staging)

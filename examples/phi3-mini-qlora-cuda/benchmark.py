@@ -72,13 +72,8 @@ def pytorch_steps(backend: PytorchBackend):
 
 
 def onnx_steps(backend: OnnxBackend, new_tokens: int):
-    def steps(ids: list[int]):
-        params = backend.og.GeneratorParams(backend.model)
-        params.set_search_options(max_length=len(ids) + new_tokens, min_length=len(ids) + new_tokens, do_sample=False)
-        generator = backend.og.Generator(backend.model, params)
-        if backend.adapters is not None:
-            generator.set_active_adapter(backend.adapters, "tuned")
-        generator.append_tokens(ids)
+    def steps(ids: list[int]):  # greedy (the backend's sampling is off), past the end token
+        generator = backend._generator(ids, new_tokens, min_new_tokens=new_tokens)
         while not generator.is_done():
             generator.generate_next_token()
             yield int(generator.get_next_tokens()[0])
@@ -106,9 +101,9 @@ def export_fp32(workflow: Path, smoke: bool, merged: str) -> Path:
     return out
 
 
-def gguf_files(smoke: bool) -> list[Path]:
+def gguf_files(config: dict, smoke: bool) -> list[Path]:
     """The quantized GGUF files of the merged model that optimize.py --target gguf wrote."""
-    folder = Path("outputs/smoke/gguf" if smoke else load_config("configs/train.yaml")["gguf"]["output_dir"])
+    folder = Path("outputs/smoke/gguf" if smoke else config["gguf"]["output_dir"])
     return sorted(p for p in folder.glob("*.gguf") if not p.name.endswith("-F16.gguf"))
 
 
@@ -116,7 +111,7 @@ def gguf_kind(path: Path) -> str:
     return path.stem.rsplit("-", 1)[-1]
 
 
-def models(args, merged: str) -> dict:
+def models(args, config: dict, merged: str) -> dict:
     """name -> (backend, its greedy steps, size on disk in bytes), PyTorch first."""
     torch_backend = PytorchBackend(merged)
     found = {"pytorch_fp32": (torch_backend, pytorch_steps(torch_backend), size_on_disk(Path(merged), "*.safetensors"))}
@@ -127,8 +122,8 @@ def models(args, merged: str) -> dict:
             raise FileNotFoundError(f"{onnx_dir} not found: run `python optimize.py` first")
         backend = OnnxBackend(str(onnx_dir))
         found["onnx_int4"] = (backend, onnx_steps(backend, args.new_tokens), size_on_disk(onnx_dir))
-    if "gguf" in load_config("configs/train.yaml"):
-        files = gguf_files(args.smoke)
+    if "gguf" in config:
+        files = gguf_files(config, args.smoke)
         if not files:
             raise FileNotFoundError("no GGUF files: run `python optimize.py --target gguf` first")
         for path in files:
@@ -155,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not Path(merged).exists():
             raise FileNotFoundError(f"{merged} not found: run `python merge.py` first")
-        found = models(args, merged)
+        found = models(args, config, merged)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

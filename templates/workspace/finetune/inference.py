@@ -197,9 +197,11 @@ class OnnxBackend(Backend):
             prompt = self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
         return list(self.tokenizer.encode(prompt))
 
-    def _generator(self, ids: list[int], max_new_tokens: int):
+    def _generator(self, ids: list[int], max_new_tokens: int, min_new_tokens: int = 0):
         params = self.og.GeneratorParams(self.model)
-        params.set_search_options(max_length=len(ids) + max_new_tokens, do_sample=bool(self.sampling), **self.sampling)
+        at_least = {"min_length": len(ids) + min_new_tokens} if min_new_tokens else {}
+        params.set_search_options(max_length=len(ids) + max_new_tokens, do_sample=bool(self.sampling), **at_least,
+                                  **self.sampling)
         generator = self.og.Generator(self.model, params)
         if self.adapters is not None:
             generator.set_active_adapter(self.adapters, self.active)
@@ -272,6 +274,9 @@ class GgufBackend(Backend):
         import llama_cpp
 
         if self._scorer is None or self._scorer.n_ctx() < length:
+            if self._scorer is not None:
+                atexit.unregister(self._scorer.close)
+                self._scorer.close()
             self._scorer = llama_cpp.Llama(self.path, n_ctx=length, n_batch=length, logits_all=True, verbose=False)
             atexit.register(self._scorer.close)
         return self._scorer
