@@ -18,11 +18,12 @@ from tuneforge import catalog
 BAD_INPUT = 2
 
 
-def _answer_options(parser: argparse.ArgumentParser) -> None:
+def _answer_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="an answer (repeatable); lists are comma-separated: --set targets=onnx-cpu,pytorch")
     parser.add_argument("--answers", metavar="FILE", help="a YAML file of answers")
-    parser.add_argument("--defaults", action="store_true", help="take defaults for anything not given; ask nothing")
+    if defaults:
+        parser.add_argument("--defaults", action="store_true", help="take defaults for anything not given; ask nothing")
     parser.add_argument("--no-detect", action="store_true",
                         help="plan for a typical machine (a CPU with 16 GB) instead of this one; --set hardware=... "
                              "describes another")
@@ -50,6 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="show the resolved plan and memory estimate; write nothing")
     _answer_options(plan)
     plan.add_argument("--json", action="store_true", help="machine-readable output")
+
+    ui = sub.add_parser("ui", help="a web form with the plan live: create a workspace, or update DEST",
+                        description="Serve the form on this machine's loopback and open it in the browser. Given a "
+                                    "workspace, the form loads its answers and updates it.")
+    ui.add_argument("dest", metavar="DEST", nargs="?", help="the folder to create, or a workspace to update")
+    _answer_options(ui, defaults=False)
+    ui.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only); another "
+                                                        "address lets other machines write workspaces here")
+    ui.add_argument("--no-browser", action="store_true", help="print the address instead of opening a browser")
 
     cat = sub.add_parser("catalog", help="list models, techniques, objectives, hardware, targets, compute, scenarios or formats")
     cat.add_argument("section", nargs="?", default="models",
@@ -138,7 +149,7 @@ def cmd_new(args) -> int:
     print(f"created {dest}/ ({plan.values['model']}, {plan.values['technique']}, {plan.values['hardware']})")
     print(f"next: cd {shlex.quote(str(dest))} && bash setup.sh && .venv/bin/python smoke.py")
     if args.open:
-        _open_in_vscode(dest)
+        print(open_in_vscode(dest))
     return 0
 
 
@@ -206,14 +217,34 @@ def cmd_catalog(args) -> int:
     return 0
 
 
-def _open_in_vscode(dest: Path) -> None:
+def open_in_vscode(dest: Path) -> str:
+    """Open the folder in VS Code (its `code` command, never a shell); what happened, in a sentence."""
     code = shutil.which("code")
     if code is None:
-        print(f"VS Code's `code` command is not on PATH; open the folder {dest.resolve()} in VS Code "
-              "(File > Open Folder), or enable `code` via the command palette: 'Shell Command: Install code in PATH'.")
-        return
+        return (f"VS Code's `code` command is not on PATH; open the folder {dest.resolve()} in VS Code "
+                "(File > Open Folder), or enable `code` via the command palette: 'Shell Command: Install code in PATH'.")
     subprocess.Popen([code, str(dest)], env=os.environ.copy())
-    print(f"opened {dest} in VS Code")
+    return f"opened {dest} in VS Code"
 
 
-COMMANDS = {"new": cmd_new, "update": cmd_update, "plan": cmd_plan, "catalog": cmd_catalog}
+def cmd_ui(args) -> int:
+    from tuneforge import hardware
+    from tuneforge.form import Form
+    from tuneforge.render import ANSWERS_FILE
+    from tuneforge.ui import serve
+
+    machine = dict(hardware.TYPICAL) if args.no_detect else hardware.detect()
+    given = _given(args)
+    dest = Path(args.dest) if args.dest else None
+    if dest is not None and (dest / ANSWERS_FILE).is_file():
+        form = Form.for_workspace(dest.resolve(), machine, given)
+    else:
+        from tuneforge.render import RenderError, is_empty
+
+        if dest is not None and not is_empty(dest):
+            raise RenderError(f"{dest} is not empty and not a tuneforge workspace; choose an empty or new folder")
+        form = Form(machine, dest, given)
+    return serve(form, args.host, args.port, browser=not args.no_browser)
+
+
+COMMANDS = {"new": cmd_new, "update": cmd_update, "plan": cmd_plan, "ui": cmd_ui, "catalog": cmd_catalog}

@@ -21,6 +21,24 @@ BATCH_SIZES = [1, 2, 4, 8, 16, 32]
 LENGTHS = [256, 512, 1024, 2048, 4096, 8192]
 
 
+def relevant(key: str, plan: Plan) -> bool:
+    """Whether the question matters for this plan (the terminal and the web form ask only those)."""
+    v = plan.values
+    if key in ("gpu_count", "gpu_memory_gb", "num_nodes"):
+        return v["hardware"] in ("cuda", "rocm")
+    if key == "distributed":
+        return len(catalog.load("hardware")[v["hardware"]]["distributed"]) > 1
+    if key == "thinking":
+        return bool(plan.facts.get("thinking"))
+    if key == "objective":
+        return v["scenario"] == "preference"  # every other scenario learns its answers (sft)
+    if key == "gguf_types":
+        return "gguf" in v["targets"]
+    if key == "adapter_export":
+        return any(catalog.is_onnx(t) for t in v["targets"]) and catalog.load("techniques")[v["technique"]]["onnx_adapter"]
+    return True
+
+
 class Quit(Exception):
     """The user chose to quit at the summary: nothing is written."""
 
@@ -58,29 +76,13 @@ class _Flow:
     def fit_note(self, key: str, value: Any) -> str:
         return self.judge(key, value)[1]
 
-    def relevant(self, key: str, plan: Plan) -> bool:
-        v = plan.values
-        if key in ("gpu_count", "gpu_memory_gb", "num_nodes"):
-            return v["hardware"] in ("cuda", "rocm")
-        if key == "distributed":
-            return len(catalog.load("hardware")[v["hardware"]]["distributed"]) > 1
-        if key == "thinking":
-            return bool(plan.facts.get("thinking"))
-        if key == "objective":
-            return v["scenario"] == "preference"  # every other scenario learns its answers (sft)
-        if key == "gguf_types":
-            return "gguf" in v["targets"]
-        if key == "adapter_export":
-            return any(catalog.is_onnx(t) for t in v["targets"]) and catalog.load("techniques")[v["technique"]]["onnx_adapter"]
-        return True
-
     def verdict(self, key: str, value: Any) -> str | None:
         """Why this choice cannot work now, or None."""
         return self.judge(key, value)[0]
 
     def ask(self, key: str, again: bool = False) -> None:
         plan = self.current()
-        if not again and (key in self.fixed.values or not self.relevant(key, plan)):
+        if not again and (key in self.fixed.values or not relevant(key, plan)):
             return
         self.fixed.values.pop(key, None)
         spec = BY_KEY[key]
