@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+APT := $(if $(filter 0,$(shell id -u)),,sudo -n) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: demo test test-quick bench examples clean
 
@@ -16,6 +17,10 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	# kept in .venv/sdist for the tests (pip then builds the package from it: llama.cpp compiles, about 5 minutes)
 	$(BIN)/pip download --quiet --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d $(VENV)/sdist
 	$(BIN)/pip install --quiet -e '.[test]' -r requirements-dev.txt
+	# the browser tests drive Debian's headless Chromium (no download at test time); elsewhere they are skipped
+	command -v chromedriver >/dev/null || $(APT) install -y -qq chromium chromium-driver >/dev/null \
+		|| ($(APT) update -qq && $(APT) install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo "warning: no chromium-driver; the browser tests will be skipped (CI fails them)"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -36,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/onnx_speed.py
 	$(BIN)/python bench/cpu_backends.py
 	$(BIN)/python bench/plan_accuracy.py
+	$(BIN)/python bench/ui_plan.py
 
 examples: $(STAMP)
 	$(BIN)/python examples/render.py

@@ -1,9 +1,12 @@
-"""An OpenAI-compatible HTTP server over the ONNX or GGUF model (or PyTorch), for local and edge use.
+"""An OpenAI-compatible HTTP server over the ONNX or GGUF model (or PyTorch), for local and edge use, with a
+playground page to try it in the browser.
 
     python serve.py [--host 127.0.0.1] [--port 8000] [--model outputs/onnx/onnx-cpu] [--backend onnx]
     python serve.py --backend pytorch --adapter support=outputs/run --adapter legal=outputs/run-legal
+    python serve.py --compare        # base, tuned, and the ONNX and GGUF models where optimize.py made them
 
-POST /v1/chat/completions (with "stream": true for server-sent events) and GET /v1/models.
+GET / is the playground (playground/): chat with a model, or compare the models served side by side.
+POST /v1/chat/completions (with "stream": true for server-sent events; "temperature", "top_p") and GET /v1/models.
 With several --adapter NAME=PATH the base is loaded once and each request's "model" picks the adapter
 (the first by default; the PyTorch backend also serves the base alone by its name); switching reloads nothing.
 Bound to localhost unless --host says otherwise; a bad request gets a 4xx with a reason.
@@ -21,9 +24,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from finetune.config import ConfigError, load_config
-from finetune.inference import load_backend, model_name
+from finetune.inference import compare_backends, load_backend, model_name, sampling_options
 from finetune.quiet import quiet_libraries
 
+PAGES = Path(__file__).resolve().parent / "playground"
+STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/playground.js": ("playground.js", "text/javascript; charset=utf-8"),
+          "/playground.css": ("playground.css", "text/css; charset=utf-8")}
 MAX_BODY = 1 << 20
 MAX_TOKENS_LIMIT = 4096
 SOCKET_TIMEOUT = 30  # seconds a client may take to send its request; a stalled one is dropped
@@ -53,8 +59,19 @@ def parse_adapters(values: list[str]) -> dict[str, str]:
     return adapters
 
 
+def _number(request: dict, key: str, low: float, high: float, low_included: bool = True) -> float | None:
+    value = request.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (low <= value if low_included else low < value) \
+            or value > high:
+        raise BadRequest(400, f"'{key}' must be a number from {low:g} to {high:g}{'' if low_included else f' (above {low:g})'}")
+    return float(value)
+
+
 def parse_request(body: bytes, model_names: list[str] | None = None) -> dict:
-    """Check a chat completion request; return {model, messages, max_tokens, stream} (model None if not given)."""
+    """Check a chat completion request; return {model, messages, max_tokens, stream, sampling, usage} (model None
+    if not given; sampling None for the server's own generation settings; usage: a last chunk with the usage)."""
     try:
         request = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -81,8 +98,15 @@ def parse_request(body: bytes, model_names: list[str] | None = None) -> dict:
     stream = request.get("stream", False)
     if not isinstance(stream, bool):
         raise BadRequest(400, "'stream' must be true or false")
+    options = request.get("stream_options", {})
+    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
+        raise BadRequest(400, "'stream_options' must be an object such as {\"include_usage\": true}")
+    temperature, top_p = _number(request, "temperature", 0, 2), _number(request, "top_p", 0, 1, low_included=False)
+    sampling = None
+    if temperature is not None or top_p is not None:
+        sampling = sampling_options({"temperature": temperature or 0, "top_p": top_p or 1.0})
     return {"model": model, "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
-            "max_tokens": max_tokens, "stream": stream}
+            "max_tokens": max_tokens, "stream": stream, "sampling": sampling, "usage": options.get("include_usage", False)}
 
 
 def check_context(prompt_tokens: int, max_tokens: int, context_length: int) -> None:
@@ -118,13 +142,18 @@ def read_body(headers, rfile) -> bytes:
 
 
 class ChatHandler(BaseHTTPRequestHandler):
-    """OpenAI's chat completions over one backend, by the names it serves (the first answers requests that name
-    none); make_handler binds the backend, the names and the limits."""
-    backend = None
-    model_names: list[str] = []
+    """OpenAI's chat completions over the models served, by the names clients use (the first answers requests
+    that name none): routes maps each name to its backend and the backend's own name for it. make_handler binds
+    the routes, the playground's settings and the limits."""
+    routes: dict[str, tuple] = {}
+    playground: dict = {}
     busy_seconds = 150.0
     lock: threading.Lock
     protocol_version = "HTTP/1.1"
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(self.routes)
 
     def log_message(self, fmt, *args):
         sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
@@ -144,11 +173,30 @@ class ChatHandler(BaseHTTPRequestHandler):
         self.send_json(status, {"error": {"message": message, "type": "invalid_request_error", "param": None,
                                           "code": code or status}})
 
+    def send_page(self, name: str, content_type: str) -> None:
+        data = (PAGES / name).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_GET(self):
-        if self.path.rstrip("/") == "/v1/models":
+        path = self.path.split("?")[0]
+        if path in STATIC:
+            self.send_page(*STATIC[path])
+        elif path == "/favicon.ico":
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif path == "/v1/playground":
+            self.send_json(200, {**self.playground, "models": self.model_names})
+        elif self.path.rstrip("/") == "/v1/models":
             self.send_json(200, {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "local"}
                                                             for name in self.model_names]})
-        elif self.path.rstrip("/") in ("", "/health"):
+        elif self.path.rstrip("/") == "/health":
             self.send_json(200, {"status": "ok", "model": self.model_names[0], "models": self.model_names})
         else:
             self.send_error_json(404, f"no route {self.path}")
@@ -160,9 +208,10 @@ class ChatHandler(BaseHTTPRequestHandler):
         try:
             request = parse_request(read_body(self.headers, self.rfile), self.model_names)
             request["model"] = request["model"] or self.model_names[0]
+            backend, name = self.routes[request["model"]]
             # counted before taking the lock, so an over-long prompt costs nobody else any time
-            request["ids"] = self.backend.prompt_ids(request["messages"])
-            check_context(len(request["ids"]), request["max_tokens"], self.backend.context_length)
+            request["ids"] = backend.prompt_ids(request["messages"])
+            check_context(len(request["ids"]), request["max_tokens"], backend.context_length)
         except BadRequest as error:
             self.send_error_json(error.status, str(error), error.code)
             return
@@ -170,28 +219,26 @@ class ChatHandler(BaseHTTPRequestHandler):
             self.send_error_json(503, "the server is busy with other requests; try again shortly")
             return
         try:
-            self.backend.select(self.backend.models[self.model_names.index(request["model"])])
-            self.stream(request) if request["stream"] else self.complete(request)
+            backend.select(name)
+            backend.sampling = request["sampling"] if request["sampling"] is not None else self.playground["sampling"]
+            self.stream(backend, request) if request["stream"] else self.complete(backend, request)
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
         finally:
             self.lock.release()
 
-    def generate(self, request: dict):
-        return self.backend.stream(request["messages"], request["max_tokens"], ids=request["ids"])
-
-    def complete(self, request: dict) -> None:
-        text = "".join(self.generate(request))
-        prompt, completion = self.backend.usage
+    def complete(self, backend, request: dict) -> None:
+        text = "".join(backend.stream(request["messages"], request["max_tokens"], ids=request["ids"]))
+        prompt, completion = backend.usage
         self.send_json(200, {
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": request["model"],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": self.backend.finish_reason}],
+                         "finish_reason": backend.finish_reason}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
         })
 
-    def stream(self, request: dict) -> None:
+    def stream(self, backend, request: dict) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -207,19 +254,47 @@ class ChatHandler(BaseHTTPRequestHandler):
             self.wfile.flush()
 
         event({"role": "assistant", "content": ""}, None)
-        for piece in self.generate(request):
+        for piece in backend.stream(request["messages"], request["max_tokens"], ids=request["ids"]):
             if piece:
                 event({"content": piece}, None)
-        event({}, self.backend.finish_reason)
+        event({}, backend.finish_reason)
+        if request["usage"]:  # as OpenAI's stream_options.include_usage: a last chunk with no choices
+            prompt, completion = backend.usage
+            chunk = {**base, "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                                                      "total_tokens": prompt + completion}}
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 
 
-def make_handler(backend, model_names: list[str], busy_seconds: float = 150, request_timeout: float = SOCKET_TIMEOUT):
-    """A ChatHandler bound to one backend, with its own lock: one generation at a time (the model is not
-    re-entrant, and the active adapter is the model's). model_names: the names clients use for backend.models."""
-    return type("BoundChatHandler", (ChatHandler,), {"backend": backend, "model_names": model_names, "busy_seconds": busy_seconds,
+def make_handler(routes: dict[str, tuple], playground: dict | None = None, busy_seconds: float = 150,
+                 request_timeout: float = SOCKET_TIMEOUT):
+    """A ChatHandler bound to the models served, with its own lock: one generation at a time (a model is not
+    re-entrant, and the active adapter is the model's). routes: the name clients use -> (backend, its name there).
+    playground: the page's defaults (system, max_tokens, temperature, prompt) and the sampling when a request sets none."""
+    playground = {"sampling": {}, **(playground or {})}
+    return type("BoundChatHandler", (ChatHandler,), {"routes": routes, "playground": playground, "busy_seconds": busy_seconds,
                                                      "timeout": request_timeout, "lock": threading.Lock()})
+
+
+def playground_settings(config: dict) -> dict:
+    """The playground's defaults, from the workspace's config: the system prompt and generation settings that chat.py
+    uses, and the scenario's example prompt."""
+    generation = config.get("generation", {})
+    smoke = Path("configs/smoke.yaml")
+    prompt = load_config(str(smoke)).get("chat_prompt") if smoke.is_file() else None
+    return {"system": config.get("data", {}).get("system_prompt") or "", "max_tokens": int(generation.get("max_new_tokens", 256)),
+            "temperature": float(generation.get("temperature") or 0), "top_p": float(generation.get("top_p") or 1.0),
+            "prompt": prompt or "", "sampling": sampling_options(generation)}
+
+
+def single_routes(backend, args, config: dict) -> dict[str, tuple]:
+    """The names clients pass as "model" for one backend: the adapters', else the folder served or the configured
+    model's name."""
+    names = list(backend.models)
+    if not args.adapter:
+        names[0] = Path(args.model).resolve().name if args.model else model_name(config["model"]["name_or_path"]) + "-tuned"
+    return {name: (backend, own) for name, own in zip(names, backend.models)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
                         help="serve this adapter as model NAME (repeatable; the first is the default): a folder train.py "
                              "wrote (pytorch) or an .onnx_adapter file (onnx; optimize.py --adapter makes one)")
+    parser.add_argument("--compare", action="store_true",
+                        help="serve the base and the tuned model (PyTorch), and the ONNX and GGUF models where optimize.py "
+                             "made them, as base, tuned, onnx and gguf: the playground's compare mode asks each")
     parser.add_argument("--config", default="configs/train.yaml")
     parser.add_argument("--max-seconds", type=float, default=120,
                         help="the longest one answer may take; it then ends with finish_reason 'length'")
@@ -242,19 +320,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
-        adapters = parse_adapters(args.adapter)
-        backend = load_backend(args.backend, args.model, config, adapters)
+        if args.compare:
+            if args.adapter or args.model:
+                raise ValueError("--compare serves this workspace's own models; leave out --model and --adapter")
+            routes = compare_backends(config)
+        else:
+            routes = single_routes(load_backend(args.backend, args.model, config, parse_adapters(args.adapter)), args, config)
+        settings = playground_settings(config)
     except (ConfigError, FileNotFoundError, ValueError) as error:  # AdapterError is a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 2
-    backend.max_seconds = args.max_seconds
-    # the names clients pass as "model": the adapters', else the folder served or the configured model's name
-    names = list(backend.models)
-    if not adapters:
-        names[0] = Path(args.model).resolve().name if args.model else model_name(config["model"]["name_or_path"]) + "-tuned"
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(backend, names, busy_seconds=args.max_seconds + 30,
-                                                                          request_timeout=args.request_timeout))
-    print(f"serving {', '.join(names)} ({args.backend}) on http://{args.host}:{server.server_port}/v1", flush=True)
+    for backend, _ in routes.values():
+        backend.max_seconds = args.max_seconds
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(routes, settings, busy_seconds=args.max_seconds + 30,
+                                                                      request_timeout=args.request_timeout))
+    backends = ", ".join(dict.fromkeys(backend.name for backend, _ in routes.values()))
+    print(f"serving {', '.join(routes)} ({backends}) on http://{args.host}:{server.server_port}/v1", flush=True)
+    print(f"playground: http://{args.host}:{server.server_port}/", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ class Form:
     start: Given = field(default_factory=Given)
     workspace: bool = False  # dest is an existing workspace: the form updates it
     _files: dict[str, list[str]] = field(default_factory=dict)
+    _files_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def for_workspace(cls, dest: Path, detected: dict, start: Given) -> "Form":
@@ -123,8 +125,9 @@ class Form:
         from tuneforge.render import render_files
 
         key = _files_key(plan)
-        if key not in self._files:
-            self._files[key] = render_files(plan.copier_data())
+        with self._files_lock:  # one render at a time: a burst of changes does not run several at once
+            if key not in self._files:
+                self._files[key] = render_files(plan.copier_data())
         return self._files[key]
 
     def view(self, answers: dict[str, Any], dest: str | None = None, with_files: bool = True) -> dict:

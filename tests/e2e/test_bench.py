@@ -60,3 +60,11 @@ def test_plan_accuracy_benchmark(tmp_path):
 def test_preference_benchmark_against_trl():
     out = bench("bench/preference.py", "--pairs", "8", "--rounds", "1")
     assert "tuneforge" in out and "trl" in out and "x TRL" in out
+
+
+def test_ui_plan_benchmark():
+    from helpers.browser import chromedriver
+
+    chromedriver()  # the page's own timing needs the browser
+    out = bench("bench/ui_plan.py", "--changes", "4", "--cli-changes", "1")
+    assert '"browser"' in out and "plan update (browser)" in out and "x as long" in out

@@ -41,7 +41,8 @@ def expected_files(values: dict) -> set[str]:
     if values["distributed"] != "none":
         files.add("launch.sh")
     if onnx or "gguf" in values["targets"]:
-        files |= {"optimize.py", "serve.py", "benchmark.py"}
+        files |= {"optimize.py", "serve.py", "benchmark.py", "playground/index.html", "playground/playground.js",
+                  "playground/playground.css"}
     if "gguf" in values["targets"]:
         files |= {"finetune/gguf.py", "finetune/modelfile.py"}
     if onnx:

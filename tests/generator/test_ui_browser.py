@@ -5,23 +5,14 @@ TUNEFORGE_SCREENSHOTS=docs/ keeps screenshots of the page (the README shows them
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import yaml
 
-from helpers.browser import chrome, wait_for
+from helpers.browser import chrome, screenshot, wait_for
 from test_ui import form_server
 from tuneforge import hardware
 from tuneforge.answers import Given
 from tuneforge.form import Form
 from tuneforge.render import git
-
-
-def screenshot(driver, name: str) -> None:
-    if folder := os.environ.get("TUNEFORGE_SCREENSHOTS"):
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(Path(folder) / name))
 
 
 def test_the_form_in_a_browser_from_does_not_fit_to_a_workspace_on_disk(tmp_path, capsys):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,10 @@ def wait_for(driver, condition, timeout: float = 30):
     from selenium.webdriver.support.ui import WebDriverWait
 
     return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition)
+
+
+def screenshot(driver, name: str) -> None:
+    """Keep a screenshot of the page in $TUNEFORGE_SCREENSHOTS, when set (the README's come from there)."""
+    if folder := os.environ.get("TUNEFORGE_SCREENSHOTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(folder) / name))

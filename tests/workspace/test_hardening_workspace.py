@@ -179,6 +179,22 @@ def test_a_json_charset_is_accepted():
     assert body == b"{}"
 
 
+@pytest.mark.parametrize("bad, message", [
+    ({"temperature": 3}, "'temperature' must be a number from 0 to 2"), ({"temperature": "hot"}, "'temperature'"),
+    ({"temperature": True}, "'temperature'"), ({"top_p": 0}, "'top_p' must be a number from 0 to 1 \\(above 0\\)"),
+    ({"stream_options": []}, "'stream_options'"), ({"stream_options": {"include_usage": "yes"}}, "'stream_options'"),
+])
+def test_sampling_settings_a_request_may_carry_are_checked(bad, message):
+    question = {"messages": [{"role": "user", "content": "x"}]}
+    with pytest.raises(serve.BadRequest, match=message) as error:
+        serve.parse_request(json.dumps({**question, **bad}).encode(), ["tuned"])
+    assert error.value.status == 400
+    request = serve.parse_request(json.dumps({**question, "temperature": 0.7, "stream_options": {"include_usage": True}}).encode())
+    assert request["sampling"] == {"temperature": 0.7, "top_p": 1.0} and request["usage"] is True
+    assert serve.parse_request(json.dumps({**question, "temperature": 0}).encode())["sampling"] == {}  # greedy
+    assert serve.parse_request(json.dumps(question).encode())["sampling"] is None  # the server's own settings
+
+
 def test_deep_json_unknown_models_and_long_prompts_are_refused():
     with pytest.raises(serve.BadRequest, match="nested too deeply") as error:
         serve.parse_request(b"[" * 100_000, ["tuned"])

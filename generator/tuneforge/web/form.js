@@ -62,13 +62,13 @@ function field(question) {
     }
   }
   box.append(input, element("p", {class: "error", id: `error-${key}`, role: "alert"}));
-  const changed = () => {
-    answers[key] = read(question, input);
-    schedule(question.kind === "choice" || question.kind === "list" || question.kind === "bool" ? 0 : 150);
-  };
-  // typed numbers update the plan as they are typed; a model id when it is complete (it may be looked up on the hub)
+  // typed numbers update the plan as they are typed (after a pause of 150 ms); a model id when it is complete
+  // (it may be looked up on the hub); a choice at once
   const live = input.tagName === "INPUT" && key !== "model";
-  input.addEventListener(live ? "input" : "change", changed);
+  input.addEventListener(live ? "input" : "change", () => {
+    answers[key] = read(question, input);
+    schedule(live ? 150 : 0);
+  });
   return box;
 }
 
@@ -93,15 +93,37 @@ function schedule(delay) {
 
 async function refresh() {
   const mine = ++sequence;
-  const body = {answers, dest: $("dest").value || null};
   try {
-    const plan = await call("/api/plan", {...body, files: false});
+    const plan = await call("/api/plan", {answers, dest: $("dest").value || null, files: false});
     if (mine !== sequence) return;
     display(plan);
-    const withFiles = await call("/api/plan", body);
-    if (mine === sequence) showFiles(withFiles.files);
+    refreshFiles();
   } catch (error) {
     if (mine === sequence) $("message").textContent = error.message;
+  }
+}
+
+// The file list comes after the plan: a new set of optional files takes a render (about a second). One request at
+// a time, for the newest answers, so that a burst of changes cannot queue requests ahead of the next plan.
+let filesBusy = false;
+let filesWanted = false;
+
+async function refreshFiles() {
+  if (filesBusy) {
+    filesWanted = true;
+    return;
+  }
+  filesBusy = true;
+  filesWanted = false;
+  const mine = sequence;
+  try {
+    const plan = await call("/api/plan", {answers, dest: $("dest").value || null});
+    if (mine === sequence) showFiles(plan.files);
+  } catch (error) {
+    // the plan request reports errors
+  } finally {
+    filesBusy = false;
+    if (filesWanted || mine !== sequence) refreshFiles();
   }
 }
 
