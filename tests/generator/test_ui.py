@@ -185,7 +185,38 @@ def test_the_file_list_is_the_render_of_each_plan(new_form):
     from tuneforge.render import render_files
 
     form = new_form()
-    for answers in ({"lora_r": 8}, {"lora_r": 64, "scenario": "classification"}, {"targets": "pytorch,gguf"},
-                    {"targets": "pytorch,gguf", "technique": "full"}):
+    for answers in ({"lora_r": 8}, {"lora_r": 64, "scenario": "classification"}, {"targets": "pytorch,onnx-cuda"},
+                    {"targets": "pytorch,gguf"}, {"targets": "pytorch,gguf", "technique": "full"}):
         plan, errors = form.plan(answers)
         assert not errors and form.files(plan) == render_files(plan.copier_data())
+
+
+def test_tuneforge_ui_serves_the_page_on_the_loopback_and_prints_where(tmp_path):
+    """As a user starts it: the command prints the address, the page and its script load, Ctrl-C ends it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "generator")}
+    server = subprocess.Popen([sys.executable, "-m", "tuneforge", "ui", str(tmp_path / "new-one"), "--no-browser",
+                               "--no-detect"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        assert line.startswith("tuneforge form on http://127.0.0.1:"), line + server.stderr.read()
+        port = int(line.split(":")[2].split("/")[0])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for path, kind in (("/", "text/html"), ("/form.js", "text/javascript"), ("/form.css", "text/css")):
+            connection.request("GET", path)
+            response = connection.getresponse()
+            assert response.status == 200 and response.getheader("Content-Type").startswith(kind)
+            assert "default-src 'self'" in response.getheader("Content-Security-Policy")
+            response.read()
+        connection.close()
+        assert request(port, "POST", "/api/plan", {"answers": {}, "files": False})[1]["values"]["project_name"] == "new-one"
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+    assert not (tmp_path / "new-one").exists()
