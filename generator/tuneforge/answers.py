@@ -85,6 +85,8 @@ SPEC: list[Answer] = [
     Answer("dataset_format", "choice", "Format of each example", lambda: list(catalog.formats())),
     Answer("objective", "choice", "What training optimises: sft learns the answers in the data; dpo, orpo, kto and simpo learn "
            "to prefer some answers over others (scenario=preference)", _ids("objectives")),
+    Answer("lora_experts", "bool", "Mixtures of experts (Qwen3-MoE, gpt-oss): also train LoRA on every expert's "
+           "projections (gate_up and down, through PEFT's target_parameters), not only on attention; the router stays frozen"),
     Answer("thinking", "choice", "Reasoning models whose chat template has a thinking switch (Qwen3, SmolLM3): off trains "
            "and answers with thinking switched off; keep trains on and answers with <think> reasoning blocks", lambda: THINKING),
     Answer("learning_rate", "float", "Peak learning rate", group="hyper", minimum=0, maximum=1, above=True),

@@ -28,6 +28,7 @@ class Setup:
     lora_r: int
     hardware: str
     sequences: int = 1  # sequences per example through the model each step (2 for preference pairs)
+    lora_experts: bool = False  # LoRA also on a mixture of experts' expert projections
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,10 @@ class Estimate:
         return asdict(self)
 
 
-def trainable_parameters(shape: dict, technique: str, lora_r: int, total_params: float, targets: list[str]) -> int:
-    """targets: the linear layers an adapter adapts (a mixture-of-experts model's experts and router stay frozen)."""
+def trainable_parameters(shape: dict, technique: str, lora_r: int, total_params: float, targets: list[str],
+                         expert_targets: list[str] = ()) -> int:
+    """targets: the linear layers an adapter adapts; expert_targets: a mixture of experts' fused expert projections
+    LoRA also adapts (PEFT's target_parameters: one A and B of rank r per expert); the router stays frozen."""
     if technique == "full":
         return int(total_params)
     sizes = linear_sizes(shape)
@@ -53,6 +56,10 @@ def trainable_parameters(shape: dict, technique: str, lora_r: int, total_params:
         return shape["num_hidden_layers"] * (2 * sizes["k_proj"][1] + shape["intermediate_size"])
     adapted = [sizes[name] for name in targets if name in sizes]
     per_layer = sum(lora_r * (i + o) for i, o in adapted)
+    if expert_targets:
+        h, inter = shape["hidden_size"], shape["expert_intermediate_size"]
+        fused = {"gate_up_proj": (h, 2 * inter), "down_proj": (inter, h)}
+        per_layer += sum(shape["experts"] * lora_r * sum(fused[t.rsplit(".", 1)[-1]]) for t in expert_targets)
     if technique == "dora":
         per_layer += sum(o for _, o in adapted)
     return shape["num_hidden_layers"] * per_layer
@@ -65,6 +72,7 @@ def setup_for(values: dict, precision: str, devices: int) -> Setup:
         max_length=values["max_length"], gradient_checkpointing=values["gradient_checkpointing"],
         distributed=values.get("distributed", "none"), devices=devices, lora_r=values["lora_r"], hardware=values["hardware"],
         sequences=catalog.load("objectives")[values.get("objective", "sft")]["sequences"],
+        lora_experts=values.get("lora_experts", False),
     )
 
 
@@ -92,7 +100,8 @@ def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
     if offload:
         weights = weights * 0.1  # only the layer being computed is gathered on the device
 
-    trainable = trainable_parameters(shape, setup.technique, setup.lora_r, params, facts["lora_target_modules"])
+    trainable = trainable_parameters(shape, setup.technique, setup.lora_r, params, facts["lora_target_modules"],
+                                     facts.get("lora_target_parameters", []) if setup.lora_experts else [])
     if setup.technique == "full":
         # grads in the training dtype, AdamW moments in fp32 (and fp32 master weights for 16-bit)
         grads = trainable * half

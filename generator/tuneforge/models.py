@@ -50,6 +50,7 @@ def with_architecture(facts: dict) -> dict:
     """The model's facts with what its architecture implies (LoRA targets, experts, the smoke test's tiny model)."""
     known = catalog.load("architectures")[facts["architecture"]]
     return {"lora_target_modules": known["lora_target_modules"], **facts, "moe": "moe" in known,
+            "lora_target_parameters": known.get("lora_target_parameters", []),
             "attn_implementation": known.get("attn_implementation", "sdpa"), "thinking": bool(known.get("thinking")),
             "tiny": known.get("tiny", {})}
 

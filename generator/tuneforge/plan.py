@@ -241,7 +241,11 @@ def _take_training(r: _Resolver, given: Given, facts: dict, precision: str, devi
             technique_default, why = "qlora", f"default: lora needs about {lora_fit.total_gb:g} GB"
     technique = r.take("technique", technique_default, why)
     r.take("lora_alpha", 2 * r.values["lora_r"], "default: 2 x lora_r")
-    r.take("lora_dropout", 0.05)
+    r.take("lora_experts", False)  # attention only: the common choice, and the cheaper one
+    if r.values["lora_experts"]:
+        r.take("lora_dropout", 0.0, "default: lora_experts=true (PEFT's LoRA on parameters has no dropout)")
+    else:
+        r.take("lora_dropout", 0.05)
     objective = r.values["objective"]
     scale = catalog.load("objectives")[objective]["learning_rate_scale"]
     r.take("learning_rate", float(f"{LEARNING_RATES[technique] * scale:.3g}"),

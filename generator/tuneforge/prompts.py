@@ -9,8 +9,9 @@ from tuneforge import catalog, hardware
 from tuneforge.answers import BY_KEY, PRIORITIES, AnswerError, Given, coerce
 from tuneforge.models import resolve_model
 from tuneforge.plan import Plan, resolve
+from tuneforge.rules import EXPERT_TECHNIQUES
 
-ORDER = ["priority", "scenario", "project_name", "hardware", "gpu_count", "gpu_memory_gb", "num_nodes", "model", "technique",
+ORDER = ["priority", "scenario", "project_name", "hardware", "gpu_count", "gpu_memory_gb", "num_nodes", "model", "technique", "lora_experts",
          "distributed", "compute", "targets", "adapter_export", "gguf_types", "dataset", "dataset_format", "objective", "thinking"]
 HYPER = [a.key for a in BY_KEY.values() if a.group == "hyper"]
 OTHER_MODEL = "other: a Hugging Face id or a local folder"
@@ -30,6 +31,8 @@ def relevant(key: str, plan: Plan) -> bool:
         return len(catalog.load("hardware")[v["hardware"]]["distributed"]) > 1
     if key == "thinking":
         return bool(plan.facts.get("thinking"))
+    if key == "lora_experts":
+        return bool(plan.facts.get("moe")) and v["technique"] in EXPERT_TECHNIQUES
     if key == "objective":
         return v["scenario"] == "preference"  # every other scenario learns its answers (sft)
     if key == "gguf_types":

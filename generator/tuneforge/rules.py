@@ -53,6 +53,24 @@ def _technique_on_experts(v: dict, facts: dict) -> list[Problem]:
     return []
 
 
+EXPERT_TECHNIQUES = ("lora", "rslora")  # PEFT's LoRA on parameters (target_parameters) has no DoRA
+
+
+def _lora_on_experts(v: dict, facts: dict) -> list[Problem]:
+    if not v["lora_experts"]:
+        return []
+    if not facts.get("moe"):
+        return [Problem("lora_experts", f"{facts['id']} is not a mixture of experts: it has no experts to adapt.",
+                        ["lora_experts=false", "model=qwen3-30b-a3b or gpt-oss-20b"])]
+    if v["technique"] not in EXPERT_TECHNIQUES:
+        return [Problem("lora_experts", f"PEFT trains the experts' fused parameters with LoRA and rsLoRA only, not "
+                                        f"{v['technique']}.", ["technique=lora", "lora_experts=false"])]
+    if v["lora_dropout"]:
+        return [Problem("lora_dropout", f"PEFT's LoRA on the experts' fused parameters has no dropout, so lora_dropout must "
+                                        f"be 0 with lora_experts=true, not {v['lora_dropout']:g}.", ["lora_dropout=0"])]
+    return []
+
+
 def _thinking(v: dict, facts: dict) -> list[Problem]:
     if v["thinking"] == "keep" and not facts.get("thinking"):
         return [Problem("thinking", f"{facts['id']}'s chat template has no thinking switch, so there are no reasoning blocks to keep.",
@@ -202,5 +220,5 @@ def _format_for_scenario(v: dict, facts: dict) -> list[Problem]:
                                                                  if fmt in f2["formats"] and s != scenario][:3])]
 
 
-RULES = [_technique_on_hardware, _technique_on_experts, _thinking, _objective, _distributed_on_hardware, _compute_platform,
+RULES = [_technique_on_hardware, _technique_on_experts, _lora_on_experts, _thinking, _objective, _distributed_on_hardware, _compute_platform,
          _targets, _hyperparameters, _format_for_scenario]

@@ -11,6 +11,7 @@ import pytest
 from tuneforge import catalog
 from tuneforge.answers import Given
 from tuneforge.memory import trainable_parameters
+from tuneforge.models import resolve_model
 from tuneforge.plan import resolve
 from tuneforge.shapes import count_parameters, linear_sizes
 
@@ -59,6 +60,41 @@ def test_what_cannot_handle_experts_is_refused_with_the_reason(technique, words)
     plan = plan_for(model="qwen3-30b-a3b", technique=technique, targets="pytorch", hardware="cuda", gpu_memory_gb=80)
     problem = next(p for p in plan.problems if p.key == "technique")
     assert words in problem.reason and problem.alternatives[0].startswith("technique=lora")
+
+
+@pytest.mark.parametrize("model, config", [
+    ("qwen3-30b-a3b", {"model_type": "qwen3_moe", "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}),
+    ("gpt-oss-20b", {"model_type": "gpt_oss", "num_local_experts": 4, "num_experts_per_tok": 2})])
+def test_lora_on_the_experts_trains_what_the_plan_counts(model, config, tmp_path):
+    """lora_experts=true: PEFT's LoRA on the fused expert weights (target_parameters) of a tiny model of the
+    architecture trains exactly as many parameters as the plan's memory estimate counts."""
+    import json
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    shape = dict(vocab_size=256, hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, max_position_embeddings=4096, **config)
+    (tmp_path / "config.json").write_text(json.dumps(shape))
+    plan = plan_for(model=str(tmp_path), technique="lora", lora_r=4, lora_experts=True, targets="pytorch")
+    facts = resolve_model(model)
+    assert not plan.problems and plan.facts["lora_target_parameters"] == facts["lora_target_parameters"]
+    tiny = AutoModelForCausalLM.from_config(AutoConfig.for_model(**{k: v for k, v in shape.items()}))
+    adapted = get_peft_model(tiny, LoraConfig(r=4, target_modules=facts["lora_target_modules"],
+                                              target_parameters=facts["lora_target_parameters"]))
+    assert plan.memory.trainable_params == sum(p.numel() for p in adapted.parameters() if p.requires_grad)
+    attention_only = plan_for(model=str(tmp_path), technique="lora", lora_r=4, targets="pytorch")
+    assert attention_only.memory.trainable_params < plan.memory.trainable_params
+
+
+@pytest.mark.parametrize("answers, words", [
+    ({"model": "qwen3-0.6b"}, "not a mixture of experts"),
+    ({"model": "qwen3-30b-a3b", "technique": "dora"}, "LoRA and rsLoRA only, not dora"),
+    ({"model": "qwen3-30b-a3b", "lora_dropout": 0.1}, "no dropout")])
+def test_lora_on_experts_is_refused_where_there_are_none_or_peft_cannot(answers, words):
+    plan = plan_for(lora_experts=True, targets="pytorch", gpu_memory_gb=400, **answers)
+    assert any(p.key in ("lora_experts", "lora_dropout") and words in p.reason for p in plan.problems), plan.problems
+    assert not plan_for(lora_experts=False, targets="pytorch", gpu_memory_gb=400, **answers).problems
 
 
 def test_an_architecture_the_model_builder_cannot_export_is_refused_for_onnx():

@@ -64,6 +64,13 @@ def test_an_override_out_of_range_names_the_key_and_the_range(override, words):
         assert word in str(error.value)
 
 
+def test_lora_on_expert_parameters_takes_no_dropout():
+    experts = {**CONFIG, "peft": {**CONFIG["peft"], "target_parameters": ["mlp.experts.down_proj"], "lora_dropout": 0.05}}
+    with pytest.raises(ConfigError, match="peft.lora_dropout must be 0 with peft.target_parameters"):
+        check_ranges(experts)
+    check_ranges({**experts, "peft": {**experts["peft"], "lora_dropout": 0}})
+
+
 def test_good_overrides_still_pass():
     config = apply_overrides(CONFIG, ["training.learning_rate=1e-4", "training.num_train_epochs=1", "training.max_steps=5",
                                       "training.report_to=none", "eval.limit=3", "peft.target_modules=[a, b]"])

@@ -157,6 +157,10 @@ def check_ranges(config: dict, source: str = "config") -> None:
             continue
         if not check(node[key]):
             raise ConfigError(f"{dotted} must be {check.text}, got {node[key]!r} (in {source} or on the command line)")
+    peft = config.get("peft") or {}
+    if peft.get("target_parameters") and peft.get("lora_dropout"):
+        raise ConfigError(f"peft.lora_dropout must be 0 with peft.target_parameters (PEFT's LoRA on the experts' fused "
+                          f"weights has no dropout), got {peft['lora_dropout']!r} (in {source} or on the command line)")
 
 
 def _unknown(dotted: str, node: dict, source: str) -> str:

@@ -80,6 +80,7 @@ def add_adapter(model, config: dict, gradient_checkpointing: bool):
             task_type="CAUSAL_LM", r=peft_cfg["lora_r"], lora_alpha=peft_cfg["lora_alpha"],
             lora_dropout=peft_cfg["lora_dropout"], target_modules=peft_cfg["target_modules"],
             use_dora=peft_cfg.get("use_dora", False), use_rslora=peft_cfg.get("use_rslora", False),
+            target_parameters=peft_cfg.get("target_parameters"),  # a mixture of experts' fused expert weights
         )
     return get_peft_model(model, adapter)
 

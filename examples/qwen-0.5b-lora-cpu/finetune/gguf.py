@@ -103,6 +103,8 @@ def lora_refusal(adapter_config: dict) -> str | None:
         return "DoRA's magnitude vectors have no place in llama.cpp's LoRA format"
     if adapter_config.get("modules_to_save"):
         return "the adapter trains whole modules (modules_to_save) besides its LoRA matrices"
+    if adapter_config.get("target_parameters"):
+        return "it adapts the experts' fused weights (target_parameters), which llama.cpp's LoRA format does not hold"
     if adapter_config.get("rank_pattern") or adapter_config.get("alpha_pattern"):
         return "its rank or alpha differs between modules, and llama.cpp's format has one alpha"
     return None
