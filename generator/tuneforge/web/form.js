@@ -3,9 +3,7 @@
 "use strict";
 
 const answers = {};      // the answers the user set (the rest are the plan's defaults, as with --set)
-let mode = "new";
 let sequence = 0;        // only the newest plan is shown
-let shownPlan = null;
 let timer = null;
 
 const $ = (id) => document.getElementById(id);
@@ -128,7 +126,6 @@ async function refreshFiles() {
 }
 
 function display(plan) {
-  shownPlan = plan;
   document.body.dataset.planned = String(sequence);
   for (const question of window.questions) {
     const key = question.key;
@@ -201,7 +198,6 @@ async function act(path, done) {
 }
 
 function setMode(newMode, dest) {
-  mode = newMode;
   $("mode").textContent = newMode === "update" ? `updating ${dest}` : "a new fine-tuning workspace";
   $("create").hidden = newMode === "update";
   $("preview").hidden = $("update").hidden = $("open").hidden = newMode !== "update";
