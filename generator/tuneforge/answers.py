@@ -268,6 +268,12 @@ def user_answers(data: dict) -> dict[str, Any]:
     return {k: coerce(k, v) for k, v in data.items() if not str(k).startswith("_") and k not in DERIVED_KEYS}
 
 
+def explicit_answers(data: dict) -> dict[str, Any]:
+    """The answers a workspace's answers file records as the user's own choices (the rest were defaults)."""
+    explicit = data.get("explicit_answers") or []
+    return {k: v for k, v in user_answers(data).items() if k in explicit}
+
+
 @dataclass
 class Given:
     """Answers the user gave, with where each came from (for `tuneforge plan`)."""

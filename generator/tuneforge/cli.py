@@ -100,23 +100,28 @@ def _interactive(args) -> bool:
 
 
 def _given(args, previous: dict | None = None):
-    from tuneforge.answers import Given, parse_sets, read_answers_file, user_answers
+    from tuneforge.answers import Given, explicit_answers, parse_sets, read_answers_file
 
     given = Given()
     if previous:
-        explicit = previous.get("explicit_answers") or []
-        given.add({k: v for k, v in user_answers(previous).items() if k in explicit}, "previous answers")
+        given.add(explicit_answers(previous), "previous answers")
     if args.answers:
         given.add(read_answers_file(args.answers), f"answers file {args.answers}")
     given.add(parse_sets(args.sets), "--set")
     return given
 
 
-def _resolve(args, given, previous: dict | None = None):
+def _machine(args) -> dict:
+    """The machine to plan for: this one, or with --no-detect a typical one."""
     from tuneforge import hardware
+
+    return dict(hardware.TYPICAL) if args.no_detect else hardware.detect()
+
+
+def _resolve(args, given, previous: dict | None = None):
     from tuneforge.plan import resolve
 
-    machine = dict(hardware.TYPICAL) if args.no_detect else hardware.detect()
+    machine = _machine(args)
     if _interactive(args):
         from tuneforge.answers import user_answers
         from tuneforge.prompts import ask
@@ -228,12 +233,11 @@ def open_in_vscode(dest: Path) -> str:
 
 
 def cmd_ui(args) -> int:
-    from tuneforge import hardware
     from tuneforge.form import Form
     from tuneforge.render import ANSWERS_FILE
     from tuneforge.ui import serve
 
-    machine = dict(hardware.TYPICAL) if args.no_detect else hardware.detect()
+    machine = _machine(args)
     given = _given(args)
     dest = Path(args.dest) if args.dest else None
     if dest is not None and (dest / ANSWERS_FILE).is_file():

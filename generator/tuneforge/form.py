@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge import catalog
-from tuneforge.answers import BY_KEY, PRIORITIES, AnswerError, Given, coerce, format_value, slug_name, user_answers
+from tuneforge.answers import BY_KEY, PRIORITIES, AnswerError, Given, coerce, explicit_answers, format_value, slug_name
 from tuneforge.plan import Plan, resolve
 from tuneforge.prompts import HYPER, ORDER, relevant
 
@@ -85,11 +85,10 @@ class Form:
         """A form over an existing workspace: its explicit answers come first, as `tuneforge update` takes them."""
         from tuneforge.render import read_workspace_answers
 
-        previous = read_workspace_answers(dest)
         given = Given()
-        explicit = previous.get("explicit_answers") or []
-        given.add({k: v for k, v in user_answers(previous).items() if k in explicit}, "previous answers")
-        given.add(start.values, "command line")
+        given.add(explicit_answers(read_workspace_answers(dest)), "previous answers")
+        given.values.update(start.values)
+        given.origins.update(start.origins)
         return cls(detected, dest, given, workspace=True)
 
     def given(self, answers: dict[str, Any], dest: Path | None) -> tuple[Given, dict[str, str]]:
@@ -141,7 +140,7 @@ class Form:
             "origins": plan.origins,
             "relevant": [k for k in BY_KEY if relevant(k, plan)],
             "errors": errors,
-            "problems": [{"key": p.key, "reason": p.reason, "alternatives": p.alternatives} for p in plan.problems],
+            "problems": plan.as_dict()["problems"],
             "model": {"id": plan.facts["id"], "hf_id": plan.facts["hf_id"], "params_b": plan.facts["params_b"],
                       "architecture": plan.facts["architecture"]},
             "precision": plan.precision,

@@ -56,10 +56,9 @@ def trainable_parameters(shape: dict, technique: str, lora_r: int, total_params:
         return shape["num_hidden_layers"] * (2 * sizes["k_proj"][1] + shape["intermediate_size"])
     adapted = [sizes[name] for name in targets if name in sizes]
     per_layer = sum(lora_r * (i + o) for i, o in adapted)
-    if expert_targets:
-        h, inter = shape["hidden_size"], shape["expert_intermediate_size"]
-        fused = {"gate_up_proj": (h, 2 * inter), "down_proj": (inter, h)}
-        per_layer += sum(shape["experts"] * lora_r * sum(fused[t.rsplit(".", 1)[-1]]) for t in expert_targets)
+    if expert_targets:  # each expert's projections are the sizes of a dense block with the expert's width
+        expert = linear_sizes({**shape, "intermediate_size": shape["expert_intermediate_size"]})
+        per_layer += sum(shape["experts"] * lora_r * sum(expert[t.rsplit(".", 1)[-1]]) for t in expert_targets)
     if technique == "dora":
         per_layer += sum(o for _, o in adapted)
     return shape["num_hidden_layers"] * per_layer
