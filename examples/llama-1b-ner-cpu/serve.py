@@ -30,6 +30,7 @@ from finetune.quiet import quiet_libraries
 PAGES = Path(__file__).resolve().parent / "playground"
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/playground.js": ("playground.js", "text/javascript; charset=utf-8"),
           "/playground.css": ("playground.css", "text/css; charset=utf-8")}
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'", "X-Content-Type-Options": "nosniff"}
 MAX_BODY = 1 << 20
 MAX_TOKENS_LIMIT = 4096
 SOCKET_TIMEOUT = 30  # seconds a client may take to send its request; a stalled one is dropped
@@ -158,39 +159,32 @@ class ChatHandler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
 
-    def send_json(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
+    def send_bytes(self, status: int, data: bytes, content_type: str, headers: dict | None = None) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         if status >= 400:
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
         self.wfile.write(data)
 
+    def send_json(self, status: int, payload: dict) -> None:
+        self.send_bytes(status, json.dumps(payload).encode(), "application/json")
+
     def send_error_json(self, status: int, message: str, code: str | None = None) -> None:
         self.send_json(status, {"error": {"message": message, "type": "invalid_request_error", "param": None,
                                           "code": code or status}})
 
-    def send_page(self, name: str, content_type: str) -> None:
-        data = (PAGES / name).read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_GET(self):
         path = self.path.split("?")[0]
         if path in STATIC:
-            self.send_page(*STATIC[path])
+            name, content_type = STATIC[path]
+            self.send_bytes(200, (PAGES / name).read_bytes(), content_type, PAGE_HEADERS)
         elif path == "/favicon.ico":
-            self.send_response(204)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.send_bytes(204, b"", "image/x-icon")
         elif path == "/v1/playground":
             self.send_json(200, {**self.playground, "models": self.model_names})
         elif self.path.rstrip("/") == "/v1/models":
@@ -248,10 +242,12 @@ class ChatHandler(BaseHTTPRequestHandler):
         base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": request["model"]}
 
-        def event(delta: dict, finish: str | None) -> None:
-            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        def send(chunk: dict) -> None:
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
             self.wfile.flush()
+
+        def event(delta: dict, finish: str | None) -> None:
+            send({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
         event({"role": "assistant", "content": ""}, None)
         for piece in backend.stream(request["messages"], request["max_tokens"], ids=request["ids"]):
@@ -260,9 +256,8 @@ class ChatHandler(BaseHTTPRequestHandler):
         event({}, backend.finish_reason)
         if request["usage"]:  # as OpenAI's stream_options.include_usage: a last chunk with no choices
             prompt, completion = backend.usage
-            chunk = {**base, "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                                                      "total_tokens": prompt + completion}}
-            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            send({**base, "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                                                   "total_tokens": prompt + completion}})
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 
@@ -281,11 +276,12 @@ def playground_settings(config: dict) -> dict:
     """The playground's defaults, from the workspace's config: the system prompt and generation settings that chat.py
     uses, and the scenario's example prompt."""
     generation = config.get("generation", {})
+    sampling = sampling_options(generation)  # empty: greedy
     smoke = Path("configs/smoke.yaml")
     prompt = load_config(str(smoke)).get("chat_prompt") if smoke.is_file() else None
     return {"system": config.get("data", {}).get("system_prompt") or "", "max_tokens": int(generation.get("max_new_tokens", 256)),
-            "temperature": float(generation.get("temperature") or 0), "top_p": float(generation.get("top_p") or 1.0),
-            "prompt": prompt or "", "sampling": sampling_options(generation)}
+            "temperature": sampling.get("temperature", 0.0), "top_p": float(generation.get("top_p") or 1.0), "prompt": prompt or "",
+            "sampling": sampling}
 
 
 def single_routes(backend, args, config: dict) -> dict[str, tuple]:

@@ -359,14 +359,13 @@ def compare_backends(config: dict) -> dict[str, tuple]:
     """What serve.py --compare serves, as {name: (backend, its name there)}: base and tuned in PyTorch (one model
     with the adapter switched off for the base, when training left an adapter; else the base model beside the
     tuned one), then the ONNX and GGUF models where optimize.py made them."""
-    template_kwargs = config.get("data", {}).get("chat_template_kwargs")
     adapter = Path(config["merge"]["adapter_dir"])
     if (adapter / "adapter_config.json").is_file():
-        both = PytorchBackend(None, template_kwargs=template_kwargs, adapters={"tuned": str(adapter)})
+        both = load_backend("pytorch", None, config, {"tuned": str(adapter)})
         routes = {"base": (both, both.base_name), "tuned": (both, "tuned")}
     else:
         tuned = load_backend("pytorch", None, config)
-        base = PytorchBackend(config["model"]["name_or_path"], template_kwargs=template_kwargs)
+        base = load_backend("pytorch", config["model"]["name_or_path"], config)
         routes = {"base": (base, base.models[0]), "tuned": (tuned, tuned.models[0])}
     if find_onnx_model():
         onnx = load_backend("onnx", None, config)
