@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from helpers.browser import chrome, screenshot, wait_for
-from helpers.workspace import call, run, serving
+from helpers.workspace import QUICK_TRAINING, call, run, save_tiny_base, serving
 
 pytestmark = pytest.mark.slow
 
@@ -20,15 +20,8 @@ def test_playground_streams_an_answer_and_compares_base_tuned_and_onnx(new_works
     from selenium.webdriver.common.by import By
 
     workspace = new_workspace(targets="pytorch,onnx-cpu", model="llama-3.2-1b-instruct")
-    tiny = run(workspace, "-c", "import yaml; from pathlib import Path; from finetune.tiny import save_tiny_model; "
-                                "s = yaml.safe_load(open('configs/smoke.yaml')); "
-                                "save_tiny_model(s['tiny_model'], 'data/sample.jsonl', 512, Path('outputs/smoke/base'))")
-    assert tiny.returncode == 0, tiny.stderr[-3000:]
-    # long enough for the tuned model to answer unlike its random base
-    trained = run(workspace, "train.py", "model.name_or_path=outputs/smoke/base", "model.torch_dtype=float32",
-                  "training.max_steps=30", "training.learning_rate=0.005", "training.per_device_train_batch_size=4",
-                  "training.gradient_accumulation_steps=1", "training.eval_strategy=no", "training.save_strategy=no",
-                  "training.report_to=none", "training.bf16=false", "data.max_length=256", "training.output_dir=outputs/smoke/run")
+    save_tiny_base(workspace)
+    trained = run(workspace, "train.py", *QUICK_TRAINING, "training.output_dir=outputs/smoke/run")
     assert trained.returncode == 0, trained.stderr[-3000:]
     merged = run(workspace, "merge.py", "merge.adapter_dir=outputs/smoke/run", "merge.output_dir=outputs/smoke/merged")
     assert merged.returncode == 0, merged.stderr[-3000:]

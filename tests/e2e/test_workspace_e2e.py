@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT
 from helpers.workspace import call as call_server
-from helpers.workspace import losses, run, run_json, serving
+from helpers.workspace import QUICK_TRAINING, losses, run, run_json, save_tiny_base, serving
 
 pytestmark = pytest.mark.slow
 
@@ -59,20 +59,12 @@ def test_smoke_passes_and_the_loss_falls_over_30_steps(new_workspace, answers):
     assert "model>" in result.stdout
 
 
-def save_tiny(workspace: Path) -> None:
-    """A tiny model of the workspace's architecture at workspace/tiny, as smoke.py makes it."""
-    tiny = run(workspace, "-c", "import yaml; from finetune.tiny import save_tiny_model; "
-                                "s = yaml.safe_load(open('configs/smoke.yaml')); "
-                                "save_tiny_model(s['tiny_model'], 'data/sample.jsonl', 512, __import__('pathlib').Path('tiny'))")
-    assert tiny.returncode == 0, tiny.stderr
-
-
 @pytest.mark.parametrize("tracker", ["tensorboard", "mlflow", "wandb"])
 def test_each_experiment_tracker_logs_offline(new_workspace, tracker, monkeypatch):
     for variable in ("WANDB_API_KEY", "WANDB_MODE", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(variable, raising=False)
     workspace = new_workspace(technique="lora", targets="pytorch", report_to=tracker)
-    save_tiny(workspace)
+    save_tiny_base(workspace, "tiny")
     result = run(workspace, "train.py", "model.name_or_path=tiny", "model.torch_dtype=float32", "training.max_steps=3",
                  "training.logging_steps=1", "training.eval_strategy=no", "training.save_strategy=no")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -87,7 +79,7 @@ def test_each_experiment_tracker_logs_offline(new_workspace, tracker, monkeypatc
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(new_workspace):
     workspace = new_workspace(technique="lora", targets="pytorch")
-    save_tiny(workspace)
+    save_tiny_base(workspace, "tiny")
     common = ["model.name_or_path=tiny", "model.torch_dtype=float32", "training.max_steps=40", "training.save_steps=10",
               "training.logging_steps=1", "training.eval_strategy=no", "training.learning_rate=0.001",
               "training.per_device_train_batch_size=4", "training.gradient_accumulation_steps=1", "training.report_to=none"]
@@ -261,7 +253,7 @@ def test_a_model_and_data_at_hostile_paths_train_and_run_nothing(tmp_path, new_w
     """The injection case end to end: quoted into YAML, JSON and shell, the paths reach train.py intact."""
     hostile = tmp_path / 'm"; touch PWNED; echo "$(touch PWNED2)`touch PWNED3`\'x‘; y: z'
     scratch = new_workspace(technique="lora", targets="pytorch")
-    save_tiny(scratch)
+    save_tiny_base(scratch, "tiny")
     hostile.mkdir()
     for file in (scratch / "tiny").iterdir():
         (hostile / file.name).write_bytes(file.read_bytes())
@@ -315,20 +307,13 @@ def test_serve_holds_two_adapters_on_one_base_and_each_request_picks_one(new_wor
     "model" gets the answer that adapter gives on its own, the base alone is one more name (PyTorch)."""
     workspace = new_workspace(targets="pytorch,onnx-cpu", model="llama-3.2-1b-instruct", adapter_export="adapters")
     smoke = workspace / "outputs" / "smoke"
-    tiny = run(workspace, "-c", "import yaml; from pathlib import Path; from finetune.tiny import save_tiny_model; "
-                                "s = yaml.safe_load(open('configs/smoke.yaml')); "
-                                "save_tiny_model(s['tiny_model'], 'data/sample.jsonl', 512, Path('outputs/smoke/base'))")
-    assert tiny.returncode == 0, tiny.stderr[-3000:]
+    save_tiny_base(workspace)
     rows = [json.loads(line) for line in (workspace / "data" / "sample.jsonl").read_text().splitlines()]
     for row in rows:
         row["messages"][-1]["content"] = "Water it every Sunday morning."
     (workspace / "data" / "sundays.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    common = ["model.name_or_path=outputs/smoke/base", "model.torch_dtype=float32", "training.max_steps=30",
-              "training.learning_rate=0.005", "training.per_device_train_batch_size=4", "training.gradient_accumulation_steps=1",
-              "training.eval_strategy=no", "training.save_strategy=no", "training.report_to=none", "training.bf16=false",
-              "data.max_length=256"]
     for out, data in (("run", "data/sample.jsonl"), ("run-sundays", "data/sundays.jsonl")):
-        trained = run(workspace, "train.py", *common, f"training.output_dir=outputs/smoke/{out}", f"data.path={data}")
+        trained = run(workspace, "train.py", *QUICK_TRAINING, f"training.output_dir=outputs/smoke/{out}", f"data.path={data}")
         assert trained.returncode == 0, trained.stderr[-3000:]
     exported = run(workspace, "optimize.py", "--smoke", "--target", "onnx-cpu")
     assert exported.returncode == 0, exported.stderr[-3000:]

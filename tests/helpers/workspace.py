@@ -25,6 +25,22 @@ def run_json(workspace: Path, code: str, *args: str, timeout: int = 600):
     return json.loads(done.stdout.splitlines()[-1])
 
 
+# train.py on the tiny base of save_tiny_base long and fast enough for the tuned model to answer unlike its random
+# base (tests that compare what models answer)
+QUICK_TRAINING = ["model.name_or_path=outputs/smoke/base", "model.torch_dtype=float32", "training.max_steps=30",
+                  "training.learning_rate=0.005", "training.per_device_train_batch_size=4",
+                  "training.gradient_accumulation_steps=1", "training.eval_strategy=no", "training.save_strategy=no",
+                  "training.report_to=none", "training.bf16=false", "data.max_length=256"]
+
+
+def save_tiny_base(workspace: Path, folder: str = "outputs/smoke/base") -> None:
+    """A tiny random model of the workspace's architecture in workspace/folder, as smoke.py makes it."""
+    tiny = run(workspace, "-c", "import sys, yaml; from pathlib import Path; from finetune.tiny import save_tiny_model; "
+                                "s = yaml.safe_load(open('configs/smoke.yaml')); "
+                                "save_tiny_model(s['tiny_model'], 'data/sample.jsonl', 512, Path(sys.argv[1]))", folder)
+    assert tiny.returncode == 0, tiny.stderr[-3000:]
+
+
 def losses(run_dir: Path) -> list[float]:
     """The training losses train.py logged in run_dir."""
     history = json.loads((run_dir / "log_history.json").read_text())
