@@ -269,10 +269,21 @@ def test_a_model_and_data_at_hostile_paths_train_and_run_nothing(tmp_path, new_w
     assert not list(tmp_path.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
 
 
-def test_kept_reasoning_runs_alike_in_the_adapter_the_merged_and_the_onnx_model(new_workspace):
-    """thinking=keep on a tiny Qwen3: answers learnt with <think> blocks; the adapter, the merged model and the
-    fp32 ONNX export give the same first 20 greedy tokens, reasoning tags included."""
-    workspace = new_workspace(model="qwen3-0.6b", thinking="keep", targets="pytorch,onnx-cpu")
+THINKING_CASES = {
+    "qwen3": dict(model="qwen3-0.6b", targets="pytorch,onnx-cpu"),
+    "smollm3": dict(model="smollm3-3b", targets="pytorch,onnx-cpu", gpu_memory_gb=64),
+    # the model builder has no Qwen3-MoE export: the adapter and the merged model are compared
+    "qwen3-moe": dict(model="qwen3-30b-a3b", targets="pytorch", gpu_memory_gb=400),
+}
+
+
+@pytest.mark.parametrize("case", THINKING_CASES)
+def test_kept_reasoning_runs_alike_in_the_adapter_the_merged_and_the_onnx_model(new_workspace, case):
+    """thinking=keep on a tiny model of each architecture whose template has the switch: answers learnt with
+    <think> blocks; the adapter, the merged model and the fp32 ONNX export give the same first 20 greedy tokens,
+    reasoning tags included."""
+    answers = THINKING_CASES[case]
+    workspace = new_workspace(thinking="keep", **answers)
     data = workspace / "data" / "sample.jsonl"
     rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
     for row in rows:
@@ -281,20 +292,27 @@ def test_kept_reasoning_runs_alike_in_the_adapter_the_merged_and_the_onnx_model(
                 message["content"] = "<think>\nThe user asks about a plant.\n</think>\n\n" + message["content"]
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     smoke = workspace / "configs" / "smoke.yaml"
-    # long and fast enough for the adapter to learn that an answer opens with its reasoning
+    # long and fast enough for the adapter to learn that an answer opens with its reasoning; and weights 10x the
+    # default initialisation, since with LoRA the random head stays frozen, and at 0.02 its logits cannot move
+    # far from uniform (over 60 steps the loss went from 6.24 to 6.0 on SmolLM3 and 5.9 on Qwen3; at 0.2: 2.5)
     smoke.write_text(smoke.read_text().replace("training.max_steps=8", "training.max_steps=60")
-                     .replace("training.learning_rate=0.001", "training.learning_rate=0.01"))
+                     .replace("training.learning_rate=0.001", "training.learning_rate=0.01")
+                     .replace("  intermediate_size: 128\n", "  intermediate_size: 128\n  initializer_range: 0.2\n"))
     result = run(workspace, "smoke.py")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "[[<think>" in result.stdout and "no warnings" in result.stdout  # the reasoning is learnt, none missing
-    bench = run(workspace, "benchmark.py", "--smoke", "--new-tokens", "8", "--prompts", "2", "--parity-steps", "20")
-    assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
-    assert json.loads((workspace / "outputs" / "smoke" / "benchmark.json").read_text())["fp32_greedy_tokens_match"] is True
+    if "onnx-cpu" in answers["targets"]:
+        bench = run(workspace, "benchmark.py", "--smoke", "--new-tokens", "8", "--prompts", "2", "--parity-steps", "20")
+        assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
+        benchmark = json.loads((workspace / "outputs" / "smoke" / "benchmark.json").read_text())
+        assert benchmark["fp32_greedy_tokens_match"] is True
     compare = run(workspace, "-c", (
-        "import json; from finetune.inference import PytorchBackend\n"
+        "import json; from finetune.config import load_config; from finetune.inference import PytorchBackend\n"
         "kw = {'enable_thinking': True}\n"
         "adapter, merged = (PytorchBackend(p, template_kwargs=kw) for p in ('outputs/smoke/run', 'outputs/smoke/merged'))\n"
-        "ids = merged.prompt_ids([{'role': 'user', 'content': 'How often should I water a snake plant?'}])\n"
+        "system = load_config('configs/train.yaml')['data']['system_prompt']\n"
+        "ids = merged.prompt_ids([{'role': 'system', 'content': system},\n"
+        "                         {'role': 'user', 'content': 'How often should I water a snake plant?'}])\n"
         "a, m = adapter.generate_ids(ids, 20), merged.generate_ids(ids, 20)\n"
         "print(json.dumps({'same': a == m, 'text': merged.tokenizer.decode(m)}))"))
     assert compare.returncode == 0, compare.stderr[-3000:]
