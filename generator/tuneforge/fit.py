@@ -60,6 +60,18 @@ def _paths(plan) -> list[list[dict[str, Any]]]:
     return paths
 
 
+def _steps(plan, path: list[dict[str, Any]]):
+    """Walk a path, taking each change that lowers the estimate (on a CPU, QLoRA's bitsandbytes loads the weights
+    in fp32 first and costs more than it saves): each taken step's changes so far and their estimate."""
+    combined: dict[str, Any] = {}
+    best = plan.memory
+    for change in path:
+        estimate = _estimate(plan, {**combined, **change})
+        if estimate.total_gb < best.total_gb:
+            combined, best = {**combined, **change}, estimate
+            yield Suggestion(dict(combined), estimate)
+
+
 def what_fits(plan) -> list[Suggestion]:
     """Single changes that fit; failing those, the fewest changes taken together that do."""
     singles = [Suggestion(c, _estimate(plan, c)) for c in _candidate_changes(plan)]
@@ -68,20 +80,29 @@ def what_fits(plan) -> list[Suggestion]:
         return sorted(fitting, key=lambda s: s.estimate.total_gb, reverse=True)
     found = []
     for path in _paths(plan):
-        combined: dict[str, Any] = {}
-        for change in path:
-            combined.update(change)
-            estimate = _estimate(plan, combined)
-            if estimate.total_gb <= plan.available_gb:
-                found.append(Suggestion(dict(combined), estimate))
-                break
+        step = next((s for s in _steps(plan, path) if s.estimate.total_gb <= plan.available_gb), None)
+        if step:
+            found.append(step)
     return found
 
 
-def leanest(plan) -> Suggestion:
-    """Every change of a path taken together, on the path that saves the most."""
-    ends = []
-    for path in _paths(plan):
-        combined = {k: v for change in path for k, v in change.items()}
-        ends.append(Suggestion(combined, _estimate(plan, combined)))
-    return min(ends, key=lambda s: s.estimate.total_gb)
+def leanest(plan) -> Suggestion | None:
+    """The changes of a path that each save memory, taken together, on the path that saves the most; None when
+    no change saves any."""
+    ends = [steps[-1] for path in _paths(plan) if (steps := list(_steps(plan, path)))]
+    return min(ends, key=lambda s: s.estimate.total_gb, default=None)
+
+
+def smaller_models(plan, changes: dict[str, Any], count: int = 2) -> list[str]:
+    """The largest catalog models that fit with the plan's answers and these changes, the newest first among
+    equals (the catalog lists older families first)."""
+    from tuneforge.models import resolve_model
+
+    setup = setup_for({**plan.values, **changes}, plan.precision, plan.values["gpu_count"] * plan.values["num_nodes"])
+    device = catalog.load("hardware")[plan.values["hardware"]]
+    fitting = []
+    for order, model_id in enumerate(catalog.load("models")):
+        facts = resolve_model(model_id)
+        if facts["params_b"] < plan.facts["params_b"] and plan_memory(facts, setup, device).total_gb <= plan.available_gb:
+            fitting.append((facts["params_b"], order, model_id))
+    return [model_id for *_, model_id in sorted(fitting, reverse=True)[:count]]

@@ -8,7 +8,7 @@ from typing import Any
 
 from tuneforge import catalog, hardware
 from tuneforge.answers import KEYS, AnswerError, Given, coerce
-from tuneforge.fit import Suggestion, leanest, what_fits
+from tuneforge.fit import Suggestion, leanest, smaller_models, what_fits
 from tuneforge.memory import Estimate, plan_memory, setup_for
 from tuneforge.models import resolve_model
 from tuneforge.rules import Problem, check
@@ -184,10 +184,12 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
         plan.suggestions = what_fits(plan)
         if not plan.suggestions:
             lean = leanest(plan)
+            still = f" and still about {lean.estimate.total_gb:g} GB with the leanest options ({lean})" if lean else ""
+            smaller = smaller_models(plan, lean.changes if lean else {})
+            alternatives = [f"a smaller model such as {' or '.join(smaller)}{' with those options' if lean else ''}"] if smaller else []
             plan.problems.append(Problem(
-                "model", f"{facts['id']} needs about {estimate.total_gb:g} GB per device and still about "
-                f"{lean.estimate.total_gb:g} GB with the leanest options ({lean}), but only {plan.available_gb:g} GB is given.",
-                ["a smaller model such as qwen2.5-1.5b-instruct or llama-3.2-1b-instruct", "more or larger GPUs (gpu_count, gpu_memory_gb)"]))
+                "model", f"{facts['id']} needs about {estimate.total_gb:g} GB per device{still}, but only "
+                f"{plan.available_gb:g} GB is given.", [*alternatives, "more or larger GPUs (gpu_count, gpu_memory_gb)"]))
     return plan
 
 

@@ -4,6 +4,7 @@ follow hardware, technique and priority; an explicit answer always wins."""
 import pytest
 
 from tuneforge.answers import AnswerError, Given
+from tuneforge.fit import leanest
 from tuneforge.plan import resolve
 
 
@@ -37,6 +38,25 @@ def test_impossible_combinations_say_why_and_what_works(answers, key, words, alt
     assert problems, plan.problems
     assert words in problems[0].reason
     assert any(alternative in a for a in problems[0].alternatives), problems[0].alternatives
+
+
+@pytest.mark.parametrize("answers", [
+    dict(hardware="cpu", gpu_memory_gb=16, model="smollm3-3b"),  # on a CPU, QLoRA loads the weights in fp32 first
+    dict(hardware="cuda", gpu_memory_gb=8, model="qwen3-32b"),
+])
+def test_what_cannot_fit_names_options_that_save_memory_and_smaller_models_that_fit(answers):
+    plan = plan_for(**answers)
+    problem = next(p for p in plan.problems if p.key == "model")
+    lean = leanest(plan)
+    assert lean.estimate.total_gb < plan.memory.total_gb and f"about {lean.estimate.total_gb:g} GB" in problem.reason
+    if answers["hardware"] == "cpu":
+        assert "technique" not in lean.changes, lean  # QLoRA costs more there: not among the leanest options
+    named = [a for a in problem.alternatives if a.startswith("a smaller model such as ")]
+    assert named, problem.alternatives
+    models = named[0].removeprefix("a smaller model such as ").removesuffix(" with those options").split(" or ")
+    for model in models:
+        smaller = plan_for(**{**answers, **lean.changes, "model": model})
+        assert smaller.fits and smaller.facts["params_b"] < plan.facts["params_b"], (model, smaller.memory.total_gb)
 
 
 def test_the_default_plan_is_valid_and_fits():
