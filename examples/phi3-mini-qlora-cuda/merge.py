@@ -15,7 +15,7 @@ from pathlib import Path
 from finetune.config import ConfigError, load_config
 from finetune.files import new_folder
 from finetune.hub import base_model_of
-from finetune.modeling import keep_sentencepiece_model, load_base_of, load_tokenizer
+from finetune.modeling import keep_base_files, load_base_of, load_tokenizer
 from finetune.quiet import quiet_libraries
 
 
@@ -31,7 +31,7 @@ def merge(config: dict) -> Path:
         with new_folder(output_dir) as partial:
             shutil.copytree(adapter_dir, partial, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("checkpoint-*", "runs"))
-            keep_sentencepiece_model(base_name, partial)
+            keep_base_files(base_name, partial)
         return output_dir
     from peft import PeftModel
 
@@ -41,7 +41,7 @@ def merge(config: dict) -> Path:
     with new_folder(output_dir) as partial:
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
-        keep_sentencepiece_model(base_name, partial)
+        keep_base_files(base_name, partial)
     return output_dir
 
 

@@ -226,14 +226,14 @@ def export_lora_gguf(config: dict, adapter_dir: Path, merged: Path, tokenizer, o
     import shutil
 
     from finetune import gguf
-    from finetune.modeling import keep_sentencepiece_model, load_base_of
+    from finetune.modeling import keep_base_files, load_base_of
 
     shutil.rmtree(out, ignore_errors=True)
     staging = out / ".base"
     print(f"gguf: converting the base model and the adapter in {adapter_dir} for {out}/", flush=True)
     load_base_of(adapter_dir, config).save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    keep_sentencepiece_model(str(merged), staging)
+    keep_base_files(str(merged), staging)
     f16 = gguf.convert(staging, out / f"{name}-F16.gguf", script, log)
     shutil.rmtree(staging)
     base = gguf.quantize(f16, kind, log)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from tuneforge import catalog
-from tuneforge.shapes import linear_sizes
+from tuneforge.shapes import count_parameters, linear_sizes
 
 GB = 1024**3
 NF4_BYTES = 0.55  # 4-bit weights plus quantization constants (double quantization)
@@ -99,7 +99,9 @@ def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
     if offload:
         weights = weights * 0.1  # only the layer being computed is gathered on the device
 
-    trainable = trainable_parameters(shape, setup.technique, setup.lora_r, params, facts["lora_target_modules"],
+    # an image-text model's vision tower stays frozen: full fine-tuning trains its language model
+    language = count_parameters(shape) if facts.get("image_text") else params
+    trainable = trainable_parameters(shape, setup.technique, setup.lora_r, language, facts["lora_target_modules"],
                                      facts.get("lora_target_parameters", []) if setup.lora_experts else [])
     if setup.technique == "full":
         # grads in the training dtype, AdamW moments in fp32 (and fp32 master weights for 16-bit)

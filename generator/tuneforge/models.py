@@ -52,6 +52,7 @@ def with_architecture(facts: dict) -> dict:
     return {"lora_target_modules": known["lora_target_modules"], **facts, "moe": "moe" in known,
             "lora_target_parameters": known.get("lora_target_parameters", []),
             "attn_implementation": known.get("attn_implementation", "sdpa"), "thinking": bool(known.get("thinking")),
+            "image_text": known.get("image_text", {}),
             "tiny": known.get("tiny", {})}
 
 
@@ -123,11 +124,19 @@ def facts_from_config(config: dict, hf_id: str, source: str) -> dict:
     known = catalog.load("architectures")
     if not isinstance(architecture, str) or architecture not in known:
         raise AnswerError("model", f"{hf_id}: architecture {architecture!r} is not supported; supported: {', '.join(known)}")
+    vision = 0
+    if known[architecture].get("image_text"):  # the language model's shape is its text_config's
+        text, tower = config.get("text_config"), config.get("vision_config")
+        if not isinstance(text, dict):
+            raise AnswerError("model", f"{hf_id}: config.json of an image-text model ({architecture}) lacks its text_config")
+        vision = vision_parameters(tower) if isinstance(tower, dict) else 0
+        # whether the head shares the embeddings is the whole model's setting where config.json gives one
+        config = {**config, **text, **{k: config[k] for k in ("tie_word_embeddings",) if k in config}}
     shape = {k: config[k] for k in SHAPE_KEYS if k in config and config[k] is not None}
     if known[architecture].get("moe"):  # each family spells its experts its own way (architectures.yaml)
         shape.update({ours: config.get(theirs) for ours, theirs in known[architecture]["moe"].items()})
     shape.setdefault("num_key_value_heads", shape.get("num_attention_heads"))
-    shape.setdefault("tie_word_embeddings", False)
+    shape.setdefault("tie_word_embeddings", known[architecture].get("config_defaults", {}).get("tie_word_embeddings", False))
     counts = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size", "vocab_size",
               *(k for k in ("head_dim", "experts", "experts_per_token", "expert_intermediate_size") if k in shape))
     missing = [k for k in counts if k not in shape]
@@ -150,9 +159,19 @@ def facts_from_config(config: dict, hf_id: str, source: str) -> dict:
         "hf_id": hf_id,
         "family": architecture,
         "architecture": architecture,
-        "params_b": round(count_parameters(shape) / 1e9, 3),
+        "params_b": round((count_parameters(shape) + vision) / 1e9, 3),
         **({"active_params_b": round(count_parameters(shape, active=True) / 1e9, 3)} if "experts" in shape else {}),
         "shape": shape,
         "context_length": context,
         "gated": False,  # a local folder needs no hub; for a hub model resolve_model asks the hub
     }
+
+
+def vision_parameters(vision_config: dict) -> int:
+    """About how many weights a vision tower has (its transformer layers: attention and a two-matrix MLP), 0 when
+    its config does not say."""
+    sizes = [vision_config.get(k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers")]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n < 10**6 for n in sizes):
+        return 0
+    hidden, intermediate, layers = sizes
+    return layers * (4 * hidden * hidden + 2 * hidden * intermediate)

@@ -169,7 +169,10 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
     _take_training(r, given, facts, precision, devices)
     compute = r.take("compute", "local")
     r.take("report_to", *(("mlflow", "default: compute=azureml logs to its MLflow") if compute == "azureml" else ("tensorboard",)))
-    r.take("targets", ["pytorch", "onnx-cpu"])
+    if catalog.load("architectures")[facts["architecture"]]["onnx"]:
+        r.take("targets", ["pytorch", "onnx-cpu"])
+    else:
+        r.take("targets", ["pytorch"], f"default: the model builder cannot export {facts['architecture']} to ONNX")
     r.take("adapter_export", "merged")
     r.take("gguf_types", list(catalog.load("targets")["gguf"]["gguf"]["default"]))
     # most data has no reasoning in its answers: train and answer as the template's thinking switch set off does

@@ -161,11 +161,13 @@ def _compute_platform(v: dict, facts: dict) -> list[Problem]:
 def _targets(v: dict, facts: dict) -> list[Problem]:
     problems = []
     onnx = [t for t in v["targets"] if catalog.is_onnx(t)]
+    architecture = catalog.load("architectures")[facts["architecture"]]
     if not v["targets"]:
         problems.append(Problem("targets", "choose at least one target.", ["targets=pytorch", "targets=onnx-cpu"]))
-    if onnx and not catalog.load("architectures")[facts["architecture"]]["onnx"]:
-        problems.append(Problem("targets", f"ONNX Runtime GenAI's model builder cannot export {facts['architecture']}.", ["targets=pytorch"]))
-    if "gguf" in v["targets"] and not catalog.load("architectures")[facts["architecture"]].get("gguf"):
+    if onnx and not architecture["onnx"]:
+        gguf = ["targets=pytorch,gguf"] if architecture.get("gguf") else []
+        problems.append(Problem("targets", f"ONNX Runtime GenAI's model builder cannot export {facts['architecture']}.", ["targets=pytorch", *gguf]))
+    if "gguf" in v["targets"] and not architecture.get("gguf"):
         problems.append(Problem("targets", f"llama.cpp's converter cannot convert {facts['architecture']} to GGUF.",
                                 ["targets=pytorch", "targets=onnx-cpu"]))
     if "gguf" in v["targets"] and not v["gguf_types"]:

@@ -15,7 +15,7 @@ from tuneforge.plan import resolve
 
 pytestmark = pytest.mark.slow
 
-ARCHITECTURES = ["qwen3", "qwen3_moe", "gemma3_text", "smollm3", "granite", "gpt_oss"]
+ARCHITECTURES = ["qwen3", "qwen3_moe", "gemma3_text", "smollm3", "granite", "gpt_oss", "gemma3", "mistral3"]
 TECHNIQUES = ["lora", "qlora", "dora", "full"]
 ANSWERS = {"targets": "pytorch", "gpu_memory_gb": 400}  # the plan's verdict is not what is tested here
 # test_kept_reasoning_runs_alike_in_the_adapter_the_merged_and_the_onnx_model trains LoRA on Qwen3
@@ -46,6 +46,29 @@ def test_smoke_passes_for_each_technique_on_each_new_architecture(new_workspace,
     result = run(workspace, "smoke.py")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "[smoke] passed" in result.stdout
+    if catalog.load("architectures")[catalog.load("models")[model]["architecture"]].get("image_text"):
+        the_vision_tower_is_kept(workspace / "outputs" / "smoke", technique)
+
+
+def the_vision_tower_is_kept(smoke, technique: str) -> None:
+    """An image-text model trained on text: no adapter weight on the vision tower or projector, the merged model
+    is the whole image-text checkpoint again, its vision weights the base's to the bit, its language model changed."""
+    import json
+
+    from safetensors.torch import load_file
+
+    base, merged = (load_file(str(smoke / folder / "model.safetensors")) for folder in ("base", "merged"))
+    assert sorted(merged) == sorted(base)
+    assert json.loads((smoke / "merged" / "config.json").read_text())["architectures"][0].endswith("ForConditionalGeneration")
+    def part_of(name: str, *modules: str) -> bool:  # saved as the hub's checkpoints are: vision_tower.…, language_model.…
+        return any(module in name.split(".") for module in modules)
+
+    vision = [name for name in base if part_of(name, "vision_tower", "multi_modal_projector")]
+    assert vision and all(base[name].equal(merged[name]) for name in vision)
+    assert any(not base[name].equal(merged[name]) for name in base if part_of(name, "language_model"))
+    if technique != "full":
+        adapter = load_file(str(smoke / "run" / "adapter_model.safetensors"))
+        assert adapter and not [name for name in adapter if part_of(name, "vision_tower", "multi_modal_projector")]
 
 
 @pytest.mark.parametrize("model", ["qwen3-30b-a3b", "gpt-oss-20b"])

@@ -88,6 +88,7 @@ def test_cuda_qlora_config_builds_a_bitsandbytes_config(cuda_workspace, monkeypa
     workspace = cuda_workspace(technique="qlora", distributed="none", gpu_count=1)
     config = yaml.safe_load((workspace / "configs" / "train.yaml").read_text())
     received = {}
+    monkeypatch.setattr(modeling, "model_class", lambda name: "the class for " + name)
     monkeypatch.setattr(modeling, "from_pretrained", lambda cls, name, **kwargs: received.update(name=name, **kwargs))
     modeling.load_base_model(config)
     quantization = received["quantization_config"]

@@ -163,3 +163,92 @@ def test_a_hub_model_is_gated_as_the_hub_says_or_unknown(monkeypatch, hub_says, 
     facts = resolve_model("someone/tiny-llama")
     assert facts["source"] == "hub" and facts["gated"] is gated
     assert resolve_model("someone/tiny-llama") == facts and len(asked) == 2  # asked once per process, not per plan
+
+
+IMAGE_TEXT = {"gemma-3-4b-it": 0.42, "gemma-3-12b-it": 0.42, "gemma-3-27b-it": 0.42, "mistral-small-3.1-24b-instruct": 0.43}
+
+
+@pytest.mark.parametrize("model, tower", IMAGE_TEXT.items())
+def test_an_image_text_entry_counts_its_language_model_and_its_vision_tower(model, tower):
+    """Gemma 3 4B-27B and Mistral Small 3.1 are image-text checkpoints: the shape is the language model's
+    (config.json's text_config), the parameters add the vision tower (about 0.4B, SigLIP or Pixtral)."""
+    facts = MODELS[model]
+    assert facts["source"].startswith("https://huggingface.co/" + facts["hf_id"] + "/") and "text_config" in facts["source"]
+    assert facts["params_b"] - count_parameters(facts["shape"]) / 1e9 == pytest.approx(tower, abs=0.05)
+    assert resolve_model(model)["image_text"]["frozen_modules"] == ["vision_tower", "multi_modal_projector"]
+
+
+def test_an_image_text_config_json_counts_its_tower_and_its_tied_embeddings():
+    """google/gemma-3-4b-it's config.json names neither tie_word_embeddings (transformers ties Gemma 3's) nor a
+    parameter count: read as a local or hub model, it comes to the model card's 4.3B."""
+    from tuneforge.models import facts_from_config
+
+    config = {"model_type": "gemma3", "mm_tokens_per_image": 256,
+              "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text", "num_hidden_layers": 34,
+                              "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "vocab_size": 262208},
+              "vision_config": {"hidden_size": 1152, "image_size": 896, "intermediate_size": 4304, "model_type": "siglip_vision_model",
+                                "num_attention_heads": 16, "num_hidden_layers": 27, "patch_size": 14}}
+    facts = facts_from_config(config, "google/gemma-3-4b-it", "hub")
+    assert facts["shape"]["tie_word_embeddings"] is True and facts["params_b"] == pytest.approx(4.3, abs=0.02)
+    assert facts["shape"] == MODELS["gemma-3-4b-it"]["shape"]
+
+
+TINY_IMAGE_TEXT = {
+    "gemma3": {"model_type": "gemma3", "mm_tokens_per_image": 4,
+               "text_config": {"model_type": "gemma3_text", "sliding_window": 64},
+               "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+                                 "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 28, "patch_size": 14}},
+    "mistral3": {"model_type": "mistral3", "tie_word_embeddings": False, "text_config": {"model_type": "mistral"},
+                 "vision_config": {"model_type": "pixtral", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                                   "num_attention_heads": 2, "head_dim": 16, "image_size": 28, "patch_size": 14}},
+}
+
+
+@pytest.mark.parametrize("architecture", TINY_IMAGE_TEXT)
+@pytest.mark.parametrize("technique", ["lora", "full"])
+def test_a_local_image_text_model_trains_its_language_model_as_the_plan_counts(tmp_path, monkeypatch, architecture, technique):
+    """A local image-text checkpoint: the plan reads the language model's shape from text_config, and the
+    workspace's own loading code (modeling.add_adapter with the rendered configs/train.yaml) trains exactly the
+    parameters the plan counts, none of them in the vision tower or projector."""
+    import yaml
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from conftest import ROOT, tuneforge
+
+    monkeypatch.syspath_prepend(str(ROOT / "templates" / "workspace"))
+    from finetune import modeling
+
+    config = json.loads(json.dumps(TINY_IMAGE_TEXT[architecture]))
+    config["text_config"].update(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
+    answers = dict(model=str(tmp_path / "model"), technique=technique, lora_r=4, targets="pytorch")
+    plan = plan_for(**answers)
+    assert not plan.problems and plan.facts["shape"]["hidden_size"] == 64 and plan.facts["architecture"] == architecture
+    assert tuneforge("new", tmp_path / "ws", "--defaults", *[f"--set={k}={v}" for k, v in answers.items()]) == 0
+    train = yaml.safe_load((tmp_path / "ws" / "configs" / "train.yaml").read_text())
+    tiny = AutoModelForImageTextToText.from_config(AutoConfig.for_model(**config))
+    tower = sum(p.numel() for n, p in tiny.named_parameters() if "vision_tower" in n or "multi_modal_projector" in n)
+    trained = modeling.add_adapter(tiny, train, gradient_checkpointing=False)
+    names = [n for n, p in trained.named_parameters() if p.requires_grad]
+    assert tower and names and not [n for n in names if "vision_tower" in n or "multi_modal_projector" in n]
+    counted = sum(p.numel() for p in trained.parameters() if p.requires_grad)
+    # LoRA's count is exact; a full fine-tune's counts two norms a layer (Gemma 3 has four, and q and k norms)
+    assert counted == (plan.memory.trainable_params if technique == "lora" else pytest.approx(plan.memory.trainable_params, rel=0.01))
+
+
+@pytest.mark.parametrize("model", IMAGE_TEXT)
+def test_an_image_text_model_is_refused_for_onnx_with_the_reason(model):
+    plan = plan_for(model=model, targets="pytorch,onnx-cpu", hardware="cuda", gpu_memory_gb=400)
+    assert any(p.key == "targets" and MODELS[model]["architecture"] in p.reason for p in plan.problems), plan.problems
+
+
+def test_a_model_without_an_onnx_export_defaults_to_the_targets_it_has():
+    """The default targets are PyTorch and ONNX CPU where the builder exports the architecture, PyTorch alone
+    where it cannot (said as the reason); asking for ONNX anyway names what works, GGUF included."""
+    plan = plan_for(model="gemma-3-4b-it", hardware="cuda", gpu_memory_gb=80)
+    assert plan.values["targets"] == ["pytorch"] and "cannot export gemma3" in plan.origins["targets"] and not plan.problems
+    assert plan_for(model="qwen3-0.6b").values["targets"] == ["pytorch", "onnx-cpu"]
+    refused = plan_for(model="gemma-3-4b-it", hardware="cuda", gpu_memory_gb=80, targets="onnx-cpu")
+    assert next(p for p in refused.problems if p.key == "targets").alternatives == ["targets=pytorch", "targets=pytorch,gguf"]

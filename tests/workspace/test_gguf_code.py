@@ -81,7 +81,8 @@ def test_the_adapter_modelfile_loads_the_base_and_the_lora_file(tokenizer):
     ({"peft_type": "LORA", "use_dora": True}, "DoRA's magnitude vectors"),
     ({"peft_type": "LORA", "modules_to_save": ["lm_head"]}, "modules_to_save"),
     ({"peft_type": "LORA", "rank_pattern": {"q_proj": 4}}, "differs between modules"),
-    ({"peft_type": "LORA", "target_parameters": ["mlp.experts.gate_up_proj"]}, "experts' fused weights")])
+    ({"peft_type": "LORA", "target_parameters": ["mlp.experts.gate_up_proj"]}, "experts' fused weights"),
+    ({"peft_type": "LORA", "exclude_modules": "(.*\\.)?(vision_tower)(\\..*)?"}, "image-text checkpoint")])
 def test_llama_cpp_takes_plain_lora_adapters_only(settings, why):
     found = gguf.lora_refusal(settings)
     assert found == why if why is None else why in found

@@ -172,25 +172,28 @@ def test_answer_only_loss_equals_the_full_logits_loss(tokenizer, tmp_path):
         assert ours.item() == pytest.approx(reference.item(), rel=1e-5)
 
 
-def test_the_merged_model_keeps_the_bases_sentencepiece_model(tmp_path, monkeypatch):
+def test_the_merged_model_keeps_the_bases_sentencepiece_model_and_image_processor(tmp_path, monkeypatch):
     """transformers' save_pretrained writes tokenizer.json only; llama.cpp's converter reads Phi-3's tokenizer.model,
     so merge.py copies it from the base: a local folder, or a hub id (from the cache, offline); none is no error."""
-    from finetune.modeling import keep_sentencepiece_model
+    from finetune.modeling import keep_base_files
 
     base, merged = tmp_path / "base", tmp_path / "merged"
     base.mkdir()
     merged.mkdir()
     (base / "tokenizer.model").write_bytes(b"sentencepiece")
-    keep_sentencepiece_model(str(base), merged)
+    keep_base_files(str(base), merged)
     assert (merged / "tokenizer.model").read_bytes() == b"sentencepiece"
+    (base / "preprocessor_config.json").write_text('{"image_processor_type": "Gemma3ImageProcessor"}')
+    keep_base_files(str(base), merged)  # an image-text model's image processor settings too
+    assert json.loads((merged / "preprocessor_config.json").read_text())["image_processor_type"] == "Gemma3ImageProcessor"
     (merged / "tokenizer.model").write_bytes(b"already here")
-    keep_sentencepiece_model(str(base), merged)
+    keep_base_files(str(base), merged)
     assert (merged / "tokenizer.model").read_bytes() == b"already here"  # never replaced
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     elsewhere = tmp_path / "other"
     elsewhere.mkdir()
-    keep_sentencepiece_model("microsoft/Phi-3.5-mini-instruct", elsewhere)  # not cached, hub out of reach
-    keep_sentencepiece_model(str(tmp_path / "no-such-folder"), elsewhere)
+    keep_base_files("microsoft/Phi-3.5-mini-instruct", elsewhere)  # not cached, hub out of reach
+    keep_base_files(str(tmp_path / "no-such-folder"), elsewhere)
     assert list(elsewhere.iterdir()) == []

@@ -105,6 +105,9 @@ def lora_refusal(adapter_config: dict) -> str | None:
         return "the adapter trains whole modules (modules_to_save) besides its LoRA matrices"
     if adapter_config.get("target_parameters"):
         return "it adapts the experts' fused weights (target_parameters), which llama.cpp's LoRA format does not hold"
+    if adapter_config.get("exclude_modules"):
+        return ("it adapts the language model of an image-text checkpoint, a case tuneforge has not checked llama.cpp's "
+                "LoRA converter on")
     if adapter_config.get("rank_pattern") or adapter_config.get("alpha_pattern"):
         return "its rank or alpha differs between modules, and llama.cpp's format has one alpha"
     return None

@@ -70,10 +70,9 @@ class PytorchBackend(Backend):
         """model_path: a merged model, an adapter folder, or (with adapters: NAME -> adapter folder) the base
         they share (default: the base recorded with them), loaded once."""
         import torch
-        from transformers import AutoModelForCausalLM
 
         from finetune.hub import base_model_of, from_pretrained, is_local
-        from finetune.modeling import load_tokenizer
+        from finetune.modeling import load_tokenizer, model_class
 
         adapters = dict(adapters or {})
         if model_path is not None and base_model_of(model_path) is not None and not adapters:
@@ -85,7 +84,7 @@ class PytorchBackend(Backend):
         if is_local(model_path) and not Path(model_path).is_dir():
             raise FileNotFoundError(f"{model_path} not found: train (python train.py) and merge (python merge.py) first")
         self.tokenizer = load_tokenizer(next(iter(adapters.values()), model_path))
-        self.model = from_pretrained(AutoModelForCausalLM, model_path, dtype=torch.float32)
+        self.model = from_pretrained(model_class(model_path), model_path, dtype=torch.float32)
         self.base_name = model_name(model_path)
         if adapters:
             from peft import PeftModel

@@ -72,7 +72,8 @@ def build_tokenizer(texts: list[str], vocab_size: int, thinking: bool = False):
 
 def build_model(spec: dict, tokenizer):
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     spec = dict(spec)
     architecture = spec.pop("architecture")
@@ -82,12 +83,16 @@ def build_model(spec: dict, tokenizer):
         spec["original_max_position_embeddings"] = spec["max_position_embeddings"]
         spec["rope_scaling"] = None
     spec.setdefault("vocab_size", len(tokenizer))  # may be larger: a padded vocabulary, as real models have
-    config = AutoConfig.for_model(
-        architecture, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **spec,
-    )
+    tokens = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    if "text_config" in spec:
+        # an image-text model: the language model's shape goes into text_config, a tiny vision tower beside it
+        text = spec.pop("text_config")
+        outer = {k: spec.pop(k) for k in ("vision_config", "mm_tokens_per_image", "tie_word_embeddings") if k in spec}
+        spec = {**outer, "text_config": {**spec, **text, **tokens}}
+    config = AutoConfig.for_model(architecture, **tokens, **spec)
     torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    loader = AutoModelForCausalLM if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
+    return loader.from_config(config, dtype=torch.float32)
 
 
 def save_tiny_model(spec: dict, data_path: str, vocab_size: int, out: Path, extra_texts: list[str] = (),

@@ -25,13 +25,17 @@ def model_folder(root: Path) -> Path:
 def init() -> None:
     global model, tokenizer
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     folder = model_folder(Path(os.environ["AZUREML_MODEL_DIR"]))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     cuda = torch.cuda.is_available()
     dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map="auto" if cuda else None)
+    # an image-text checkpoint AutoModelForCausalLM has no class for (Mistral Small 3.x) answers text as well
+    text_only = AutoConfig.from_pretrained(folder).model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    loader = AutoModelForCausalLM if text_only else AutoModelForImageTextToText
+    model = loader.from_pretrained(folder, dtype=dtype, device_map="auto" if cuda else None)
     model.eval()
 
 
