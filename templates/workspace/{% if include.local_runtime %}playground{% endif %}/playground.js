@@ -5,6 +5,7 @@
 const $ = (id) => document.getElementById(id);
 let history = {};  // model name -> [{role, content}], one conversation per column
 let busy = false;
+let topP = 1;  // configs/train.yaml's generation.top_p, sent with the page's temperature (the page has no control for it)
 
 function column(name) {
   let box = document.querySelector(`.column[data-model="${CSS.escape(name)}"]`);
@@ -55,7 +56,7 @@ async function ask(name, prompt) {
     method: "POST",
     headers: {"Content-Type": "application/json"},
     body: JSON.stringify({model: name, messages, stream: true, stream_options: {include_usage: true},
-                          temperature: Number($("temperature").value), max_tokens: Number($("max-tokens").value)}),
+                          temperature: Number($("temperature").value), top_p: topP, max_tokens: Number($("max-tokens").value)}),
   });
   if (!response.ok) {
     messages.pop();
@@ -113,6 +114,7 @@ async function start() {
   for (const name of settings.models) $("model").append(new Option(name, name));
   $("system").value = settings.system;
   $("temperature").value = settings.temperature;
+  topP = settings.top_p;
   $("max-tokens").value = settings.max_tokens;
   $("prompt").value = settings.prompt;
   $("compare").disabled = settings.models.length < 2;

@@ -1,0 +1,79 @@
+"""The workspace's playground page in a real browser (headless Chromium), against a stand-in for serve.py's API
+that records what the page sends: each request carries the page's temperature and max tokens and the config's
+top_p, so a config with a top_p below 1 is sampled as configured. tests/e2e/test_playground_e2e.py runs the page
+against the real serve.py on a trained model."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from conftest import ROOT
+from helpers.browser import chrome, wait_for
+
+PAGE = ROOT / "templates" / "workspace" / "{% if include.local_runtime %}playground{% endif %}"
+SETTINGS = {"models": ["base", "tuned"], "system": "Be brief.", "temperature": 0.7, "top_p": 0.9, "max_tokens": 32,
+            "prompt": "How often should I water a snake plant?"}
+TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+
+
+@contextlib.contextmanager
+def stand_in_api(received: list[dict]):
+    """The page's files and serve.py's two routes, answering each chat request with one streamed word."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def reply(self, data: bytes, content_type: str) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            if self.path == "/favicon.ico":  # as serve.py answers it
+                self.send_response(204)
+                return self.end_headers()
+            if self.path == "/v1/playground":
+                return self.reply(json.dumps(SETTINGS).encode(), "application/json")
+            file = PAGE / ("index.html" if self.path == "/" else self.path.lstrip("/"))
+            if file.suffix not in TYPES or not file.is_file():
+                return self.send_error(404)
+            self.reply(file.read_bytes(), TYPES[file.suffix])
+
+        def do_POST(self):
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append(request)
+            events = [{"choices": [{"delta": {"content": "Weekly."}}]}, {"choices": [], "usage": {"completion_tokens": 1}}]
+            body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+            self.reply(body.encode(), "text/event-stream")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_each_request_carries_the_pages_settings_and_the_configs_top_p():
+    from selenium.webdriver.common.by import By
+
+    received: list[dict] = []
+    with stand_in_api(received) as port, chrome() as driver:
+        driver.get(f"http://127.0.0.1:{port}/")
+        wait_for(driver, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+        driver.find_element(By.ID, "compare").click()
+        driver.find_element(By.ID, "send").click()
+        wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".speed[data-tokens='1']")) == 2)
+    assert [r["model"] for r in received] == ["base", "tuned"]
+    for request in received:
+        assert (request["temperature"], request["top_p"], request["max_tokens"]) == (0.7, 0.9, 32)
+        assert request["messages"] == [{"role": "system", "content": "Be brief."},
+                                       {"role": "user", "content": SETTINGS["prompt"]}]
+        assert request["stream"] is True and request["stream_options"] == {"include_usage": True}
