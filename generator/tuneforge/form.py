@@ -22,10 +22,6 @@ from tuneforge.prompts import HYPER, ORDER, relevant
 
 GROUPS = [("Project", ORDER), ("Hyperparameters", HYPER)]  # the terminal form's order: main questions, then "customise"
 # the memory bar's parts, in the order the CLI's plan lists them
-MEMORY_PARTS = [("weights_gb", "weights"), ("optimizer_gb", "optimizer and gradients"), ("activations_gb", "activations"),
-                ("logits_gb", "logits"), ("overhead_gb", "runtime")]
-
-
 class FormError(ValueError):
     """Input the form cannot act on: errors maps answer keys (or "dest") to the CLI's message for each."""
 
@@ -144,7 +140,7 @@ class Form:
             "model": {"id": plan.facts["id"], "hf_id": plan.facts["hf_id"], "params_b": plan.facts["params_b"],
                       "architecture": plan.facts["architecture"]},
             "precision": plan.precision,
-            "memory": {"parts": [{"name": name, "gb": getattr(memory, attr)} for attr, name in MEMORY_PARTS],
+            "memory": {"parts": [{"name": name, "gb": gb} for name, gb in memory.parts()],
                        "total_gb": memory.total_gb, "available_gb": plan.available_gb,
                        "devices": plan.values["gpu_count"] * plan.values["num_nodes"],
                        "trainable_params": memory.trainable_params},

@@ -44,6 +44,12 @@ class Estimate:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def parts(self) -> list[tuple[str, float]]:
+        """What the total adds up, each part by the name the terminal and the web form show it under."""
+        names = {"weights_gb": "weights", "optimizer_gb": "optimizer and gradients", "activations_gb": "activations",
+                 "logits_gb": "logits", "overhead_gb": "runtime"}
+        return [(name, getattr(self, attr)) for attr, name in names.items()]
+
 
 def trainable_parameters(shape: dict, technique: str, lora_r: int, total_params: float, targets: list[str],
                          expert_targets: list[str] = ()) -> int:

@@ -31,10 +31,10 @@ def format_plan(plan, files: list[str]) -> str:
 def format_memory(plan) -> list[str]:
     m = plan.memory
     devices = plan.values["gpu_count"] * plan.values["num_nodes"]
+    weights, optimizer, *rest = [f"{name} {gb:g} GB" for name, gb in m.parts()]
     lines = [f"Peak training memory per device (estimate, {devices} device{'s' if devices > 1 else ''}):",
-             f"  weights {m.weights_gb:g} GB + optimizer and gradients {m.optimizer_gb:g} GB "
-             f"({m.trainable_params:,} trainable parameters)",
-             f"  + activations {m.activations_gb:g} GB + logits {m.logits_gb:g} GB + runtime {m.overhead_gb:g} GB",
+             f"  {weights} + {optimizer} ({m.trainable_params:,} trainable parameters)",
+             "  + " + " + ".join(rest),
              f"  = about {m.total_gb:g} GB of {plan.available_gb:g} GB: {'fits' if plan.fits else 'DOES NOT FIT'}"]
     objective = catalog.load("objectives")[plan.values["objective"]]
     if objective["sequences"] > 1:
