@@ -3,34 +3,21 @@ each field, nothing written before Create, Create and Update as the CLI does the
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
-import threading
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import sets, tuneforge
+from helpers.servers import form_server
 from tuneforge import catalog, hardware
 from tuneforge.answers import BY_KEY, Given
 from tuneforge.form import Form
 from tuneforge.prompts import HYPER, ORDER
 from tuneforge.render import git
 from tuneforge.ui import make_server
-
-
-@contextlib.contextmanager
-def form_server(form: Form):
-    server = make_server(form)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def request(port: int, method: str, path: str, body=None, headers: dict | None = None) -> tuple[int, dict]:

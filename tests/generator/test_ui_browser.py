@@ -8,7 +8,7 @@ from __future__ import annotations
 import yaml
 
 from helpers.browser import chrome, screenshot, wait_for
-from test_ui import form_server
+from helpers.servers import form_server
 from tuneforge import hardware
 from tuneforge.answers import Given
 from tuneforge.form import Form

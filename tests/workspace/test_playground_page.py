@@ -5,13 +5,12 @@ against the real serve.py on a trained model."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from conftest import ROOT
 from helpers.browser import chrome, wait_for
+from helpers.servers import in_thread
 
 PAGE = ROOT / "templates" / "workspace" / "{% if include.local_runtime %}playground{% endif %}"
 SETTINGS = {"models": ["base", "tuned"], "system": "Be brief.", "temperature": 0.7, "top_p": 0.9, "max_tokens": 32,
@@ -19,7 +18,6 @@ SETTINGS = {"models": ["base", "tuned"], "system": "Be brief.", "temperature": 0
 TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 
 
-@contextlib.contextmanager
 def stand_in_api(received: list[dict]):
     """The page's files and serve.py's two routes, answering each chat request with one streamed word."""
 
@@ -52,13 +50,7 @@ def stand_in_api(received: list[dict]):
             body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
             self.reply(body.encode(), "text/event-stream")
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    return in_thread(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
 
 
 def test_each_request_carries_the_pages_settings_and_the_configs_top_p():
