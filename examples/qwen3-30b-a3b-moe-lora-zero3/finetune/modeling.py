@@ -41,11 +41,15 @@ def model_class(name_or_path: str):
     """The transformers class that loads the model: AutoModelForCausalLM, or AutoModelForImageTextToText for an
     image-text checkpoint AutoModelForCausalLM has no class for (Mistral Small 3.x). Either way the language
     model is what trains and answers; a vision tower loads beside it and keeps its weights."""
-    import transformers
     from transformers import AutoConfig
+
+    return class_for(from_pretrained(AutoConfig, name_or_path).model_type)
+
+
+def class_for(model_type: str):
+    import transformers
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    model_type = from_pretrained(AutoConfig, name_or_path).model_type
     if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return transformers.AutoModelForCausalLM
     return transformers.AutoModelForImageTextToText

@@ -72,8 +72,9 @@ def build_tokenizer(texts: list[str], vocab_size: int, thinking: bool = False):
 
 def build_model(spec: dict, tokenizer):
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers import AutoConfig
+
+    from finetune.modeling import class_for
 
     spec = dict(spec)
     architecture = spec.pop("architecture")
@@ -91,8 +92,7 @@ def build_model(spec: dict, tokenizer):
         spec = {**outer, "text_config": {**spec, **text, **tokens}}
     config = AutoConfig.for_model(architecture, **tokens, **spec)
     torch.manual_seed(0)
-    loader = AutoModelForCausalLM if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else AutoModelForImageTextToText
-    return loader.from_config(config, dtype=torch.float32)
+    return class_for(config.model_type).from_config(config, dtype=torch.float32)
 
 
 def save_tiny_model(spec: dict, data_path: str, vocab_size: int, out: Path, extra_texts: list[str] = (),
