@@ -8,6 +8,7 @@ from typing import Any
 from tuneforge import catalog
 from tuneforge.answers import format_value
 from tuneforge.memory import Estimate, plan_memory, setup_for
+from tuneforge.models import resolve_model
 
 
 @dataclass
@@ -42,10 +43,11 @@ def _candidate_changes(plan) -> list[dict[str, Any]]:
     return changes
 
 
-def _estimate(plan, changes: dict[str, Any]) -> Estimate:
+def _estimate(plan, changes: dict[str, Any], facts: dict | None = None) -> Estimate:
+    """The plan's memory estimate with these changes (and another model's facts, when given)."""
     values = {**plan.values, **changes}
     devices = values["gpu_count"] * values["num_nodes"]
-    return plan_memory(plan.facts, setup_for(values, plan.precision, devices), catalog.load("hardware")[values["hardware"]])
+    return plan_memory(facts or plan.facts, setup_for(values, plan.precision, devices), catalog.load("hardware")[values["hardware"]])
 
 
 def _paths(plan) -> list[list[dict[str, Any]]]:
@@ -96,13 +98,9 @@ def leanest(plan) -> Suggestion | None:
 def smaller_models(plan, changes: dict[str, Any], count: int = 2) -> list[str]:
     """The largest catalog models that fit with the plan's answers and these changes, the newest first among
     equals (the catalog lists older families first)."""
-    from tuneforge.models import resolve_model
-
-    setup = setup_for({**plan.values, **changes}, plan.precision, plan.values["gpu_count"] * plan.values["num_nodes"])
-    device = catalog.load("hardware")[plan.values["hardware"]]
     fitting = []
     for order, model_id in enumerate(catalog.load("models")):
         facts = resolve_model(model_id)
-        if facts["params_b"] < plan.facts["params_b"] and plan_memory(facts, setup, device).total_gb <= plan.available_gb:
+        if facts["params_b"] < plan.facts["params_b"] and _estimate(plan, changes, facts).total_gb <= plan.available_gb:
             fitting.append((facts["params_b"], order, model_id))
     return [model_id for *_, model_id in sorted(fitting, reverse=True)[:count]]

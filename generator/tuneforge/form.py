@@ -21,7 +21,8 @@ from tuneforge.plan import Plan, resolve
 from tuneforge.prompts import HYPER, ORDER, relevant
 
 GROUPS = [("Project", ORDER), ("Hyperparameters", HYPER)]  # the terminal form's order: main questions, then "customise"
-# the memory bar's parts, in the order the CLI's plan lists them
+
+
 class FormError(ValueError):
     """Input the form cannot act on: errors maps answer keys (or "dest") to the CLI's message for each."""
 
