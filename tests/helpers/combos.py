@@ -1,8 +1,12 @@
-"""The answer combinations the rendering tests cover: every pair of choices (all-pairs) plus the full
-product of technique x hardware x distributed, each filtered by tuneforge's own rules."""
+"""The answer combinations the rendering tests cover: every pair of choices that some valid workspace can hold
+(all-pairs), each row checked by tuneforge's own rules.
+
+A pair no row could be found for is not dropped in silence: all_pairs returns it, and the tests hold that the
+rules refuse it on its own and that no valid row found any other way holds it."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 
@@ -24,6 +28,7 @@ DIMENSIONS = {
     "objective": list(catalog.load("objectives")),
     "num_nodes": [1, 2],
 }
+KEYS = list(DIMENSIONS)
 
 
 def answers_for(row: dict) -> dict:
@@ -43,6 +48,22 @@ def answers_for(row: dict) -> dict:
     return answers
 
 
+def problems(row: dict) -> tuple[str, ...]:
+    """The answers the rules find fault with in a row (none: a valid workspace); an answer refused outright: '*'."""
+    return _problems(tuple(sorted(row.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _problems(items: tuple) -> tuple[str, ...]:
+    given = Given()
+    given.add(answers_for(dict(items)), "test")
+    try:
+        plan = resolve(given, detected={"hardware": "cpu", "gpu_count": 1, "gpu_memory_gb": 64.0})
+    except AnswerError:
+        return ("*",)
+    return tuple(problem.key for problem in plan.problems)
+
+
 def plan_or_none(row: dict):
     given = Given()
     given.add(answers_for(row), "test")
@@ -57,45 +78,81 @@ def row_id(row: dict) -> str:
     return "-".join(str(row[k]) for k in DIMENSIONS if k in row)
 
 
-def all_pairs(seed: int = 0) -> list[dict]:
-    """A small set of valid rows covering every pair of values that some valid row can hold."""
+def pairs_of(row: dict) -> set:
+    return {((a, row[a]), (b, row[b])) for a, b in itertools.combinations(KEYS, 2)}
+
+
+def every_pair() -> set:
+    return {((a, va), (b, vb)) for a, b in itertools.combinations(KEYS, 2) for va in DIMENSIONS[a] for vb in DIMENSIONS[b]}
+
+
+@functools.cache
+def all_pairs(seed: int = 0) -> tuple[list[dict], frozenset]:
+    """(rows, unplaced): valid rows that together hold every pair of values some valid row can hold, and the pairs
+    none could hold. A pair is placed where it makes a valid plan alone (the plan deriving the other answers, as it
+    does for a user: a preference objective brings preference data) or with one more answer; the row then takes
+    the other answers one by one, each the value that covers the most pairs not yet covered and keeps it valid."""
     rng = random.Random(seed)
-    keys = list(DIMENSIONS)
-    uncovered = {((a, va), (b, vb)) for a, b in itertools.combinations(keys, 2)
-                 for va in DIMENSIONS[a] for vb in DIMENSIONS[b]}
+    uncovered = every_pair()
     rows: list[dict] = []
-    while uncovered:
-        (a, va), (b, vb) = sorted(uncovered, key=str)[0]
-        best = None
-        for _ in range(30):
-            row = {a: va, b: vb}
-            for key in rng.sample(keys, len(keys)):
-                if key in row:
-                    continue
-                options = DIMENSIONS[key][:]
-                rng.shuffle(options)
-                row[key] = max(options, key=lambda v: sum(((k, row[k]), (key, v)) in uncovered or
-                                                          ((key, v), (k, row[k])) in uncovered for k in row))
-            if plan_or_none(row) is not None:
-                gain = _pairs(row, keys) & uncovered
-                if best is None or len(gain) > len(best[1]):
-                    best = (row, gain)
-        if best is None:
-            uncovered.discard(((a, va), (b, vb)))  # no valid workspace holds this pair
+    unseeded = set()
+    while uncovered - unseeded:
+        pair = min(uncovered - unseeded, key=str)
+        row = _seed(dict(pair))
+        if row is None:
+            unseeded.add(pair)  # a row grown for another pair may still hold it
             continue
-        rows.append(best[0])
-        uncovered -= best[1]
-    return rows
+        row = _grow(row, uncovered, rng)
+        rows.append(row)
+        uncovered -= pairs_of(row)
+    return rows, frozenset(uncovered)
 
 
-def _pairs(row: dict, keys: list[str]) -> set:
-    return {((a, row[a]), (b, row[b])) for a, b in itertools.combinations(keys, 2)}
+def _seed(pair: dict) -> dict | None:
+    """The pair's answers, or with one more answer, where they make a valid plan: that plan's answers."""
+    candidates = [pair] + [{**pair, key: value} for key in KEYS if key not in pair for value in DIMENSIONS[key]]
+    for answers in candidates:
+        if (row := full_row(answers)) is not None:
+            return row
+    return None
 
 
-def technique_hardware_distributed() -> list[dict]:
-    rows = []
-    for technique, hardware, distributed in itertools.product(DIMENSIONS["technique"], DIMENSIONS["hardware"], DISTRIBUTED):
-        row = {"technique": technique, "hardware": hardware, "distributed": distributed, "model": "qwen2.5-0.5b-instruct"}
-        if plan_or_none(row) is not None:
-            rows.append(row)
-    return rows
+def _grow(row: dict, uncovered: set, rng: random.Random) -> dict:
+    """Take each answer the plan derived, in random order, as the value that covers the most new pairs and keeps
+    the row valid (the derived value where none does better)."""
+    for key in rng.sample(KEYS, len(KEYS)):
+        def gain(value, key=key):
+            return len(pairs_of({**row, key: value}) & uncovered)
+
+        for value in sorted(DIMENSIONS[key], key=gain, reverse=True):
+            if gain(value) <= gain(row[key]):
+                break
+            if not problems({**row, key: value}):
+                row = {**row, key: value}
+                break
+    return row
+
+
+def full_row(answers: dict) -> dict | None:
+    """Every dimension's value in the plan these answers make, if valid (unless they say otherwise, the smallest model
+    and one target, pytorch)."""
+    answers = {"model": "qwen2.5-0.5b-instruct", "targets": "pytorch", **answers}
+    plan = plan_or_none(answers)
+    if plan is None:
+        return None
+    row = {**{key: plan.values[key] for key in KEYS}, "targets": answers["targets"]}
+    if any(row[key] not in DIMENSIONS[key] for key in KEYS) or problems(row):
+        return None
+    return row
+
+
+def random_valid_rows(count: int, seed: int = 1) -> list[dict]:
+    """Valid rows drawn at random (three answers drawn, the plan deriving the rest): a check on all_pairs that
+    shares none of its search."""
+    rng = random.Random(seed)
+    found = []
+    while len(found) < count:
+        answers = {key: rng.choice(DIMENSIONS[key]) for key in rng.sample(KEYS, 3)}
+        if (row := full_row(answers)) is not None:
+            found.append(row)
+    return found
