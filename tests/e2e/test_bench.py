@@ -4,6 +4,7 @@ at full size). What is asserted is that they run and report their comparison, ne
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -23,7 +24,9 @@ def bench(*args: str, timeout: int = 900) -> str:
 
 def test_generation_benchmark():
     out = bench("bench/generation.py", "--rounds", "1")
-    assert "copier copy" in out and "x" in out
+    ours, copier = (float(re.search(rf"{name} .*?median ([0-9.]+) s", out).group(1)) for name in ("tuneforge new", "copier copy"))
+    ratio = float(re.search(r"ratio tuneforge / copier +([0-9.]+)x", out).group(1))
+    assert ours > 0 and copier > 0 and ratio == pytest.approx(ours / copier, abs=0.01)
 
 
 def test_training_benchmark_against_trl():

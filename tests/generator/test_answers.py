@@ -12,8 +12,8 @@ def test_set_parses_types_and_lists():
     ("techniqe=lora", ["unknown answer", "Did you mean 'technique'"]),
     ("technique=lorra", ["'lorra' is not one of", "lora, qlora", "Did you mean 'lora'"]),
     ("targets=onnx-cpu,onnx-tpu", ["'onnx-tpu' is not one of", "onnx-cuda"]),
-    ("gpu_count=0", ["at least 1"]),
-    ("gpu_count=two", ["gpu_count"]),
+    ("gpu_count=0", ["gpu_count: must be at least 1", "got 0"]),
+    ("gpu_count=two", ["gpu_count: expected a whole number, got 'two'"]),
     ("packing=perhaps", ["true or false"]),
     ("technique", ["expected KEY=VALUE"]),
 ])

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from tuneforge import catalog
 
 sys.path.insert(0, str(ROOT / "examples"))
 from render import render_example  # noqa: E402
@@ -37,7 +38,7 @@ def test_the_examples_show_what_the_readme_promises():
     assert any(f.get("moe") or f.get("active_params_b") for f in facts)
     assert any(a.get("objective", "sft") != "sft" for a in answers)
     assert any(a.get("hardware") == "cuda" for a in answers)
-    assert any(t.startswith("onnx-") for a in answers for t in a.get("targets", []))
+    assert any(catalog.is_onnx(t) for a in answers for t in a.get("targets", []))
     assert any(a.get("compute") == "azureml" for a in answers)
 
 

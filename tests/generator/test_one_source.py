@@ -45,14 +45,30 @@ def test_each_optional_path_reads_one_named_switch_of_the_plan():
     assert used == switches, f"switches no file reads: {switches - used}"
 
 
+# deciding by a target's name what kind of target it is: its prefix, a list of names, or whether one name is among
+# the chosen targets (per-target content, a target's own Olive workflow or README section, may read its own name)
+BY_NAME = re.compile(r"""startswith\(\s*["']onnx-|\[\s*["']onnx-\w+["']\s*,\s*["']onnx-|["']onnx-\w+["']\s+(?:not\s+)?in\s+targets\b""")
+
+
+def sources() -> list[Path]:
+    """Every file of ours that holds code: the generator, the whole template, the benchmarks and the tests."""
+    folders = [ROOT / "generator", ROOT / "templates", ROOT / "bench", ROOT / "tests"]
+    return [f for folder in folders for f in folder.rglob("*") if f.is_file() and "__pycache__" not in f.parts
+            and f.suffix in (".py", ".jinja", ".yml", ".yaml", ".sh", ".js") and f != Path(__file__)]
+
+
 def test_no_code_decides_by_a_targets_name_what_the_catalog_says():
-    """Which targets are ONNX, NPU or need their own runtime comes from catalog/targets.yaml alone."""
-    by_name = re.compile(r"startswith\(\s*[\"']onnx-|\[\s*[\"']onnx-\w+[\"']\s*,\s*[\"']onnx-")
-    files = [*(ROOT / "generator").rglob("*.py"), *(ROOT / "templates").rglob("*.jinja"), *(ROOT / "templates").glob("*.yml"),
-             *(ROOT / "tests").glob("*.py")]
-    offenders = [str(f.relative_to(ROOT)) for f in files if by_name.search(f.read_text(encoding="utf-8"))
-                 or by_name.search(str(f))]
+    """Which targets are ONNX, NPU, or need their own runtime or build comes from catalog/targets.yaml alone."""
+    files = sources()
+    assert any(f.suffix == ".py" and "workspace" in f.parts for f in files) and any("bench" in f.parts for f in files)
+    offenders = [str(f.relative_to(ROOT)) for f in files if BY_NAME.search(f.read_text(encoding="utf-8")) or BY_NAME.search(str(f))]
     assert not offenders
+
+
+@pytest.mark.parametrize("code", ['"onnx-cuda" in targets', "t.startswith('onnx-')", '["onnx-cpu", "onnx-cuda"]',
+                                  '{{ "-gpu" if "onnx-cuda" in targets else "" }}', "'onnx-qnn' not in targets"])
+def test_the_name_check_finds_each_way_of_deciding_by_name(code):
+    assert BY_NAME.search(code)
 
 
 @pytest.mark.parametrize("model, instance", [("qwen2.5-0.5b-instruct", 0), ("phi-3-medium-4k-instruct", 1)])
