@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import subprocess
 import sys
@@ -23,12 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 GPU_DIR = ROOT / "gpu"
 CASES = {  # name: answers
-    "llama-1b-lora": dict(model="llama-3.2-1b-instruct", technique="lora"),
-    "phi35-mini-lora": dict(model="phi-3.5-mini-instruct", technique="lora"),
-    "phi35-mini-qlora": dict(model="phi-3.5-mini-instruct", technique="qlora"),
+    "llama-1b-lora": {"model": "llama-3.2-1b-instruct", "technique": "lora"},
+    "phi35-mini-lora": {"model": "phi-3.5-mini-instruct", "technique": "lora"},
+    "phi35-mini-qlora": {"model": "phi-3.5-mini-instruct", "technique": "qlora"},
 }
-COMMON = dict(hardware="cuda", gpu_count=1, gpu_memory_gb=141, per_device_train_batch_size=4, gradient_accumulation_steps=1,
-              max_length=2048, gradient_checkpointing=True, targets=["pytorch"], project_name="gpu")
+COMMON = {"hardware": "cuda", "gpu_count": 1, "gpu_memory_gb": 141, "per_device_train_batch_size": 4,
+          "gradient_accumulation_steps": 1, "max_length": 2048, "gradient_checkpointing": True, "targets": ["pytorch"],
+          "project_name": "gpu"}
 
 
 def prepare(workspaces: Path = GPU_DIR) -> None:
@@ -109,7 +109,7 @@ def run(out: Path, layers: int | None = None, max_length: int = 2048, workspaces
 
         if not torch.cuda.is_available():
             command += ["training.bf16=false", "model.torch_dtype=float32"]  # the quick CPU check of this script
-        result = subprocess.run(command, cwd=workspace, capture_output=True, text=True)
+        result = subprocess.run(command, cwd=workspace, capture_output=True, text=True, check=False)
         entry = {"estimate_gb": estimates[name]["estimate_gb"], "seconds": round(time.time() - started, 1), "returncode": result.returncode}
         if result.returncode == 0:
             metrics = json.loads((workspace / "outputs" / "run" / "metrics.json").read_text())

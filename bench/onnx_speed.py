@@ -39,7 +39,7 @@ def drills(count: int = 2000, seed: int = 0) -> list[str]:
     """Paragraphs of rule-bound sentences (sums, copies, a fixed table of facts, counting) that a small model
     learns in minutes; its predictions grow sharp, which is where int4 rounding would show in perplexity."""
     rng = random.Random(seed)
-    words = "red blue green amber violet ocean river stone cloud maple cedar falcon otter lynx comet".split()
+    words = "red blue green amber violet ocean river stone cloud maple cedar falcon otter lynx comet".split()  # noqa: SIM905  reads as words
     capitals = {w: rng.choice(words) + "ton" for w in words}
     paragraphs = []
     for _ in range(count):

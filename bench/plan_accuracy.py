@@ -27,31 +27,31 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 VOCAB = 32000
 MODELS = {  # name: Llama shape; parameters with the 32000-id vocabulary and untied embeddings
-    "20m": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, intermediate_size=688),
-    "60m": dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4, intermediate_size=1376),
-    "150m": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=4, intermediate_size=2048),
-    "500m": dict(hidden_size=1280, num_hidden_layers=20, num_attention_heads=16, num_key_value_heads=4, intermediate_size=3456),
+    "20m": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 688},
+    "60m": {"hidden_size": 512, "num_hidden_layers": 6, "num_attention_heads": 8, "num_key_value_heads": 4, "intermediate_size": 1376},
+    "150m": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "num_key_value_heads": 4, "intermediate_size": 2048},
+    "500m": {"hidden_size": 1280, "num_hidden_layers": 20, "num_attention_heads": 16, "num_key_value_heads": 4, "intermediate_size": 3456},
 }
 CASES = {  # name: (model, answers)
-    "20m-lora-b4-512": ("20m", dict(technique="lora", per_device_train_batch_size=4, max_length=512)),
-    "20m-full-b8-256-nopack": ("20m", dict(technique="full", per_device_train_batch_size=8, max_length=256, packing=False)),
-    "60m-lora-b2-1024-ckpt": ("60m", dict(technique="lora", per_device_train_batch_size=2, max_length=1024,
-                                          gradient_checkpointing=True)),
-    "60m-qlora-b4-512": ("60m", dict(technique="qlora", per_device_train_batch_size=4, max_length=512)),
-    "150m-lora-b4-512": ("150m", dict(technique="lora", per_device_train_batch_size=4, max_length=512)),
-    "150m-full-b2-512-ckpt": ("150m", dict(technique="full", per_device_train_batch_size=2, max_length=512,
-                                           gradient_checkpointing=True)),
-    "150m-lora-b2-1024-ckpt": ("150m", dict(technique="lora", per_device_train_batch_size=2, max_length=1024,
-                                            gradient_checkpointing=True)),
-    "150m-qlora-b2-1024-ckpt": ("150m", dict(technique="qlora", per_device_train_batch_size=2, max_length=1024,
-                                             gradient_checkpointing=True)),
-    "150m-lora-b1-256-ckpt": ("150m", dict(technique="lora", per_device_train_batch_size=1, max_length=256,
-                                           gradient_checkpointing=True)),
-    "150m-lora-b1-1024-ckpt": ("150m", dict(technique="lora", per_device_train_batch_size=1, max_length=1024,
-                                            gradient_checkpointing=True)),
-    "500m-lora-b2-512": ("500m", dict(technique="lora", per_device_train_batch_size=2, max_length=512)),
-    "500m-full-b1-256-ckpt": ("500m", dict(technique="full", per_device_train_batch_size=1, max_length=256,
-                                           gradient_checkpointing=True)),
+    "20m-lora-b4-512": ("20m", {"technique": "lora", "per_device_train_batch_size": 4, "max_length": 512}),
+    "20m-full-b8-256-nopack": ("20m", {"technique": "full", "per_device_train_batch_size": 8, "max_length": 256, "packing": False}),
+    "60m-lora-b2-1024-ckpt": ("60m", {"technique": "lora", "per_device_train_batch_size": 2, "max_length": 1024,
+                                      "gradient_checkpointing": True}),
+    "60m-qlora-b4-512": ("60m", {"technique": "qlora", "per_device_train_batch_size": 4, "max_length": 512}),
+    "150m-lora-b4-512": ("150m", {"technique": "lora", "per_device_train_batch_size": 4, "max_length": 512}),
+    "150m-full-b2-512-ckpt": ("150m", {"technique": "full", "per_device_train_batch_size": 2, "max_length": 512,
+                                       "gradient_checkpointing": True}),
+    "150m-lora-b2-1024-ckpt": ("150m", {"technique": "lora", "per_device_train_batch_size": 2, "max_length": 1024,
+                                        "gradient_checkpointing": True}),
+    "150m-qlora-b2-1024-ckpt": ("150m", {"technique": "qlora", "per_device_train_batch_size": 2, "max_length": 1024,
+                                         "gradient_checkpointing": True}),
+    "150m-lora-b1-256-ckpt": ("150m", {"technique": "lora", "per_device_train_batch_size": 1, "max_length": 256,
+                                       "gradient_checkpointing": True}),
+    "150m-lora-b1-1024-ckpt": ("150m", {"technique": "lora", "per_device_train_batch_size": 1, "max_length": 1024,
+                                        "gradient_checkpointing": True}),
+    "500m-lora-b2-512": ("500m", {"technique": "lora", "per_device_train_batch_size": 2, "max_length": 512}),
+    "500m-full-b1-256-ckpt": ("500m", {"technique": "full", "per_device_train_batch_size": 1, "max_length": 256,
+                                       "gradient_checkpointing": True}),
 }
 SMALL = ["20m-lora-b4-512", "20m-full-b8-256-nopack"]  # --size small: a check of this script
 # runs a script and prints the peak resident memory of its process
@@ -78,7 +78,7 @@ def build_model(folder: Path, shape: dict, env: dict) -> None:
 def rows(path: Path, count: int = 64) -> None:
     """Plain-text rows long enough that every one fills max_length after tokenization."""
     rng = random.Random(0)
-    words = "water light soil root leaf pot stem bloom seed shade frost sun rain clay moss fern".split()
+    words = "water light soil root leaf pot stem bloom seed shade frost sun rain clay moss fern".split()  # noqa: SIM905  reads as words
     path.write_text("".join(json.dumps({"text": " ".join(rng.choice(words) for _ in range(3000))}) + "\n"
                             for _ in range(count)))
 
@@ -92,14 +92,14 @@ def run_case(name: str, work: Path, env: dict, steps: int) -> dict:
             {"model": str(folder), "hardware": "cpu", "scenario": "domain", "dataset_format": "text", "targets": "pytorch",
              "gradient_accumulation_steps": 1, "packing": True, "gradient_checkpointing": False, **answers}.items()]
     plan = json.loads(subprocess.run([str(BIN / "tuneforge"), "plan", "--defaults", "--json", *sets], env=env,
-                                     capture_output=True, text=True).stdout)
+                                     capture_output=True, text=True, check=False).stdout)
     ws = work / name
     if not ws.exists():
         tuneforge("new", str(ws), "--defaults", *sets, env=env)
     (ws / "data" / "sample.jsonl").write_text((work / "rows.jsonl").read_text())
     command = [sys.executable, "-c", MEASURE, "train.py", f"training.max_steps={steps}", "training.eval_strategy=no",
                "training.save_strategy=no", "training.report_to=none", "data.eval_fraction=0", "training.logging_steps=1"]
-    result = subprocess.run(command, cwd=ws, env=env, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=ws, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"{name}: train.py failed\n{result.stderr[-3000:]}")
     measured = json.loads(next(line for line in reversed(result.stdout.splitlines()) if line.startswith("BENCH "))[6:])

@@ -32,7 +32,7 @@ def prose() -> list[str]:
 
 
 def step(command: list[str], cwd: Path, env: dict, show=lambda line: True) -> None:
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     print("\n".join(line for line in result.stdout.splitlines() if show(line)), flush=True)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command[:2])} failed ({result.returncode}):\n{result.stderr[-3000:]}")

@@ -9,9 +9,10 @@ from __future__ import annotations
 import difflib
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -180,7 +181,7 @@ def _number(spec: Answer, value: Any) -> int | float:
     text = value.strip() if isinstance(value, str) else value
     try:
         if isinstance(value, bool):
-            raise ValueError
+            raise ValueError  # noqa: TRY004  caught just below: a bool is no number
         if spec.kind == "int":
             number = int(text) if not isinstance(text, float) or text.is_integer() else None
         else:

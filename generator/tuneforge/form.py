@@ -78,7 +78,7 @@ class Form:
     _files_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def for_workspace(cls, dest: Path, detected: dict, start: Given) -> "Form":
+    def for_workspace(cls, dest: Path, detected: dict, start: Given) -> Form:
         """A form over an existing workspace: its explicit answers come first, as `tuneforge update` takes them."""
         from tuneforge.render import read_workspace_answers
 

@@ -8,7 +8,6 @@ import platform
 import shutil
 import subprocess
 
-
 # the machine `--no-detect` plans for, in place of this one: to generate for another machine (with --set
 # hardware=...) or to get the same workspace on every machine (the examples, the benchmarks)
 TYPICAL = {"hardware": "cpu", "gpu_count": 1, "gpu_memory_gb": 16.0}

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge import catalog, hardware
-from tuneforge.answers import KEYS, AnswerError, Given, coerce
+from tuneforge.answers import KEYS, Given, coerce
 from tuneforge.fit import Suggestion, leanest, smaller_models, what_fits
 from tuneforge.memory import Estimate, plan_memory, setup_for
 from tuneforge.models import resolve_model

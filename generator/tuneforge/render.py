@@ -18,8 +18,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from tuneforge import __version__
 
 ANSWERS_FILE = ".copier-answers.yml"
@@ -57,7 +55,7 @@ def _src_path_text(repo: Path) -> str:
 
 
 def git(cwd: Path, *args: str, check: bool = True) -> str:
-    result = subprocess.run(["git", *_GIT_ID, *args], cwd=cwd, capture_output=True, text=True)
+    result = subprocess.run(["git", *_GIT_ID, *args], cwd=cwd, capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
         raise RenderError(f"git {' '.join(args)} failed in {cwd}: {result.stderr.strip()}")
     return result.stdout

@@ -5,7 +5,6 @@ from __future__ import annotations
 from tuneforge import catalog
 from tuneforge.answers import KEYS, format_value
 
-
 GATED = {True: " - gated: accept its licence on the hub and set HF_TOKEN", False: "",
          None: " - gated or not: the hub did not say (set HF_TOKEN if the download is refused)"}
 
@@ -16,9 +15,9 @@ def format_plan(plan, files: list[str]) -> str:
     for key in KEYS:
         lines.append(f"  {key:<{width}}  {format_value(plan.values[key]):<28} {plan.origins[key]}")
     f = plan.facts
-    lines += ["", f"Model: {f['hf_id']} ({f['architecture']}, {f['params_b']:g}B parameters"
-              f"{', %gB active per token' % f['active_params_b'] if f.get('active_params_b') else ''}, "
-              f"{f['context_length']} tokens){GATED[f.get('gated')]}",
+    lines += ["", (f"Model: {f['hf_id']} ({f['architecture']}, {f['params_b']:g}B parameters"
+                   f"{', {:g}B active per token'.format(f['active_params_b']) if f.get('active_params_b') else ''}, "
+                   f"{f['context_length']} tokens){GATED[f.get('gated')]}"),
               f"Precision: {plan.precision}", ""]
     lines += format_memory(plan)
     if plan.problems:
@@ -50,9 +49,9 @@ def format_memory(plan) -> list[str]:
 def format_summary(plan) -> str:
     """What the form shows before writing: the main answers, the memory verdict, what cannot work."""
     v = plan.values
-    lines = ["", f"{v['project_name']}: {plan.facts['hf_id']} ({plan.facts['params_b']:g}B), {v['technique']} on "
-             f"{v['gpu_count'] * v['num_nodes']} x {v['hardware']} ({v['distributed']}), batch "
-             f"{v['per_device_train_batch_size']} x {v['max_length']} tokens, targets {format_value(v['targets'])}"]
+    lines = ["", (f"{v['project_name']}: {plan.facts['hf_id']} ({plan.facts['params_b']:g}B), {v['technique']} on "
+                  f"{v['gpu_count'] * v['num_nodes']} x {v['hardware']} ({v['distributed']}), batch "
+                  f"{v['per_device_train_batch_size']} x {v['max_length']} tokens, targets {format_value(v['targets'])}")]
     lines += format_memory(plan)
     if plan.problems:
         lines += ["Cannot work:"] + [f"  - {p}" for p in plan.problems]

@@ -123,7 +123,7 @@ class FormHandler(BaseHTTPRequestHandler):
             self.send_json(400, {"error": str(error), "errors": {error.key: str(error)}})
         except RenderError as error:
             self.send_json(409, {"error": str(error), "errors": {}})
-        except Exception as error:  # a bug, not bad input: said on the page and in the terminal, the server goes on
+        except Exception as error:  # noqa: BLE001  a bug, not bad input: said on the page and in the terminal, the server goes on
             print(f"error: {self.path}: {type(error).__name__}: {error}", file=sys.stderr)
             self.send_json(500, {"error": f"tuneforge failed: {type(error).__name__}: {error}", "errors": {}})
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from tuneforge.answers import DERIVED_KEYS, KEYS
 
 ROWS = {row_id(r): r for r in all_pairs()[0]}
 ALWAYS = {".copier-answers.yml", ".gitignore", "README.md", "requirements.txt", "train.py", "merge.py", "smoke.py",
-          "chat.py", "eval.py", "configs/train.yaml", "configs/smoke.yaml", "data/sample.jsonl", "data/README.md",
+          "chat.py", "eval.py", "ruff.toml", "configs/train.yaml", "configs/smoke.yaml", "data/sample.jsonl", "data/README.md",
           "finetune/__init__.py", "finetune/config.py", "finetune/data.py", "finetune/modeling.py", "finetune/plot.py",
           "finetune/tiny.py", "finetune/inference.py", "finetune/metrics.py", "finetune/scoring.py", "finetune/trainer.py",
           "finetune/files.py", "finetune/hub.py", "finetune/doctor.py", "finetune/quiet.py", "check_data.py",
@@ -164,3 +165,28 @@ def test_the_leftover_check_tells_our_template_syntax_from_a_chat_template():
     for name in ("finetune/encoding.py", "finetune/tiny.py"):
         text = (SOURCE / name).read_text()
         assert "{{" in text and not OUR_SYNTAX.search(text), name
+
+
+def rows_holding_every_python_file() -> list[dict]:
+    """Few rows whose workspaces hold, together, every Python file a workspace can have (greedy cover)."""
+    files = {name: {f for f in expected_files(plan_or_none(row).values) if f.endswith((".py", ".toml"))}
+             for name, row in ROWS.items()}
+    left, chosen = set().union(*files.values()), []
+    while left:
+        name = max(sorted(files), key=lambda n: len(files[n] & left))
+        chosen.append(ROWS[name])
+        left -= files[name]
+    return chosen
+
+
+def test_rendered_workspaces_pass_ruff_check_and_format(tmp_path):
+    """A workspace passes the linter and formatter its user is likely to run (ruff, with the ruff.toml it ships)."""
+    ruff = Path(sys.executable).parent / "ruff"
+    rows = rows_holding_every_python_file()
+    assert len(rows) <= 6
+    for i, row in enumerate(rows):
+        workspace = tmp_path / f"ws{i}"
+        render_plan(plan_or_none(row), workspace)
+        for command in (["check", "--no-cache", "."], ["format", "--no-cache", "--check", "."]):
+            result = subprocess.run([str(ruff), *command], cwd=workspace, capture_output=True, text=True, check=False)
+            assert result.returncode == 0, (row_id(row), result.stdout[-3000:] + result.stderr[-2000:])

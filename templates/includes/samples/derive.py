@@ -17,7 +17,7 @@ HERE = Path(__file__).parent
 ROOT = HERE.parents[2]
 sys.path.insert(0, str(ROOT / "templates" / "workspace"))
 
-from finetune.data import read_examples  # noqa: E402
+from finetune.data import read_examples
 
 
 def convert(messages: list[dict], fmt: str, system: str | None) -> dict:
