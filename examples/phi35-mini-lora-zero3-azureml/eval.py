@@ -18,8 +18,14 @@ from pathlib import Path
 from finetune.config import ConfigError, load_config
 from finetune.data import DataError, check_labels, load_splits
 from finetune.hub import base_model_of
-from finetune.inference import (GgufBackend, OnnxBackend, PytorchBackend, default_pytorch_model, find_gguf_model,
-                                find_onnx_model)
+from finetune.inference import (
+    GgufBackend,
+    OnnxBackend,
+    PytorchBackend,
+    default_pytorch_model,
+    find_gguf_model,
+    find_onnx_model,
+)
 from finetune.plot import plot_scores
 from finetune.quiet import quiet_libraries
 
@@ -47,7 +53,7 @@ def shared_tokenizer(paths: list[str]):
     for path in paths:
         try:
             return load_tokenizer(path)
-        except Exception:  # a broken folder: the model is reported broken when it is scored
+        except Exception:  # noqa: BLE001, S112  a broken folder: the model is reported broken when it is scored
             continue
     return None
 
@@ -107,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             model = load(backend, path, config["data"].get("chat_template_kwargs"))
             report["models"][name], answers[name] = score(model, examples, config, tokenizer, labels)
-        except Exception as error:  # a model that cannot load or run is reported, and the others still scored
+        except Exception as error:  # noqa: BLE001  a model that cannot load or run is reported, and the others still scored
             report["broken"][name] = f"{type(error).__name__}: {error}"
     report["answers"] = [{"source": e.source, "reference": e.reference if e.messages else None,
                           **{name: a[i] for name, a in answers.items() if a}} for i, e in enumerate(examples[:10])]

@@ -22,6 +22,7 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 from finetune.config import ConfigError, load_config
 from finetune.inference import compare_backends, load_backend, model_name, sampling_options
@@ -146,8 +147,8 @@ class ChatHandler(BaseHTTPRequestHandler):
     """OpenAI's chat completions over the models served, by the names clients use (the first answers requests
     that name none): routes maps each name to its backend and the backend's own name for it. make_handler binds
     the routes, the playground's settings and the limits."""
-    routes: dict[str, tuple] = {}
-    playground: dict = {}
+    routes: ClassVar[dict[str, tuple]] = {}
+    playground: ClassVar[dict] = {}
     busy_seconds = 150.0
     lock: threading.Lock
     protocol_version = "HTTP/1.1"

@@ -14,11 +14,11 @@ import re
 import sys
 from pathlib import Path
 
-from finetune.config import ConfigError, load_config
 from finetune.batching import Collator
+from finetune.config import ConfigError, load_config
 from finetune.data import DataError
-from finetune.encoding import build_datasets
 from finetune.doctor import examine
+from finetune.encoding import build_datasets
 from finetune.files import write_text
 from finetune.modeling import add_adapter, count_trainable, load_base_model, load_tokenizer
 from finetune.plot import plot_losses
@@ -67,12 +67,11 @@ def tracking(tracker: str) -> str:
     if module and importlib.util.find_spec(module) is None:
         raise ConfigError(f"training.report_to={tracker} needs the {module} package: pip install -r requirements.txt, "
                           "or training.report_to=none")
-    if tracker == "mlflow":
-        # Azure ML and an MLflow server set MLFLOW_TRACKING_URI; otherwise a local store beside the workspace, in
-        # MLflow's file format, which needs no database (`mlflow ui --backend-store-uri mlruns` shows it)
-        if "MLFLOW_TRACKING_URI" not in os.environ:
-            os.environ["MLFLOW_TRACKING_URI"] = Path("mlruns").resolve().as_uri()
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    # Azure ML and an MLflow server set MLFLOW_TRACKING_URI; otherwise a local store beside the workspace, in
+    # MLflow's file format, which needs no database (`mlflow ui --backend-store-uri mlruns` shows it)
+    if tracker == "mlflow" and "MLFLOW_TRACKING_URI" not in os.environ:
+        os.environ["MLFLOW_TRACKING_URI"] = Path("mlruns").resolve().as_uri()
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     if tracker == "wandb" and not os.environ.get("WANDB_API_KEY"):
         os.environ.setdefault("WANDB_MODE", "offline")  # `wandb sync wandb/offline-run-*` uploads it later
     return tracker
@@ -100,7 +99,8 @@ def train(config: dict, resume: bool = False) -> dict:
         unit = {None: "examples", "kto": "answers"}.get(preference and preference["objective"], "pairs")
         what = f"{preference['objective']} on {len(train_set)} {unit}" if preference else f"{len(train_set)} {unit}"
         print(f"training {trainable:,} of {total:,} parameters, {what} ({len(eval_set)} held out)", flush=True)
-    common = dict(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None, processing_class=tokenizer)
+    common = {"model": model, "args": args, "train_dataset": train_set, "eval_dataset": eval_set or None,
+              "processing_class": tokenizer}
     if preference:
         trainer = PreferenceTrainer(**common, data_collator=PairCollator(tokenizer.pad_token_id), preference=preference)
     else:

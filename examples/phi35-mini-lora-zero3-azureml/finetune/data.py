@@ -109,7 +109,7 @@ def _read_hub(dataset_id: str, split: str):
         raise DataError(f"{dataset_id} looks like a Hugging Face dataset id; `pip install datasets` to read it") from None
     try:
         rows = datasets.load_dataset(dataset_id, split=split)
-    except Exception as error:  # the hub raises many kinds; the message says which
+    except Exception as error:  # noqa: BLE001  the hub raises many kinds; the message says which
         raise DataError(f"could not load Hugging Face dataset {dataset_id} (split {split}): {error}") from None
     return [(f"{dataset_id}[{split}]:row {i + 1}", row) for i, row in enumerate(rows)]
 

@@ -157,8 +157,8 @@ def histogram(lengths: list[int], max_length: int, width: int = 40) -> list[str]
 
 def describe(report: Report) -> list[str]:
     lengths = sorted(report.lengths)
-    lines = [f"{report.examples} training and {report.held_out} held-out examples; tokens per example: "
-             f"min {lengths[0]}, median {lengths[len(lengths) // 2]}, max {lengths[-1]} (max_length {report.max_length})"]
+    lines = [(f"{report.examples} training and {report.held_out} held-out examples; tokens per example: "
+              f"min {lengths[0]}, median {lengths[len(lengths) // 2]}, max {lengths[-1]} (max_length {report.max_length})")]
     lines += histogram(report.lengths, report.max_length)
     lines += [f"warning: {w}" for w in report.warnings] or ["no warnings"]
     lines += ["one example as trained ([[...]] is what the loss is computed on):", report.sample]

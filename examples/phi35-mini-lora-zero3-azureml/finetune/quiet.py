@@ -8,9 +8,9 @@ import warnings
 
 NOISE = [
     # arguments transformers renames for its v6 and calls with the old name itself
-    dict(category=FutureWarning, module=r"(transformers|peft|accelerate|trl)\b"),
+    {"category": FutureWarning, "module": r"(transformers|peft|accelerate|trl)\b"},
     # int4 rounding of an all-zero block divides 0 by 0, and the quantizer stores those blocks as zero anyway
-    dict(category=RuntimeWarning, module=r"onnxruntime\.quantization"),
+    {"category": RuntimeWarning, "module": r"onnxruntime\.quantization"},
 ]
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -38,7 +38,7 @@ def converter(source: str | None = None) -> Path:
     if source is None:
         downloads = Path("outputs/downloads")
         fetched = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                                  package, "-d", str(downloads)], capture_output=True, text=True)
+                                  package, "-d", str(downloads)], capture_output=True, text=True, check=False)
         archives = sorted(downloads.glob("llama_cpp_python-*.tar.gz"))
         if fetched.returncode != 0 or not archives:
             raise FileNotFoundError(
@@ -88,7 +88,7 @@ def convert(model_dir: Path, out: Path, script: Path, log: Path, *options: str) 
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as sink:
         done = subprocess.run([sys.executable, str(script), str(model_dir), "--outfile", str(out), "--outtype", "f16", *options],
-                              stdout=sink, stderr=subprocess.STDOUT)
+                              stdout=sink, stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
         raise RuntimeError(f"llama.cpp's {script.name} failed on {model_dir}: {tail[0] if tail else 'no output'} (log: {log})")

@@ -9,8 +9,8 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 class AdapterError(ValueError):
@@ -50,7 +50,7 @@ class Backend:
     models: list[str]
     active: str
     tokenizer = None
-    template_kwargs: dict = {}
+    template_kwargs: dict = {}  # noqa: RUF012  never changed in place: each backend's __init__ sets its own
 
     def select(self, name: str) -> None:
         if name not in self.models:

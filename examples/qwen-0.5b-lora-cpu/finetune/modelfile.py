@@ -55,7 +55,7 @@ def read_turns(tokenizer, end_ids: list[int], template_kwargs: dict | None = Non
                     {"role": "assistant", "content": MARK["assistant1"]}, {"role": "user", "content": MARK["user2"]}]
     try:
         text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True, **kwargs)
-    except Exception:  # a template that refuses this conversation (no system role, say)
+    except Exception:  # noqa: BLE001  a template that refuses this conversation (no system role, say)
         return None
     if not all(mark in text for mark in MARK.values()):
         return None
@@ -105,7 +105,7 @@ def _turn_end(after_system: str, after_user: str, after_assistant: str, stops: t
 def modelfile(gguf_name: str, turns: Turns | None, system: str | None, generation: dict, context_length: int,
               adapter: str | None = None) -> str:
     """The Modelfile's text (FROM ./gguf_name, and ADAPTER ./adapter when given, in the same folder)."""
-    lines = [f"# Ollama: ollama create NAME -f Modelfile (in this folder), then ollama run NAME", f"FROM ./{gguf_name}"]
+    lines = ["# Ollama: ollama create NAME -f Modelfile (in this folder), then ollama run NAME", f"FROM ./{gguf_name}"]
     if adapter:
         lines.append(f"ADAPTER ./{adapter}")
     if turns is not None:

@@ -84,7 +84,8 @@ def build_model(spec: dict, tokenizer):
         spec["original_max_position_embeddings"] = spec["max_position_embeddings"]
         spec["rope_scaling"] = None
     spec.setdefault("vocab_size", len(tokenizer))  # may be larger: a padded vocabulary, as real models have
-    tokens = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    tokens = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+              "pad_token_id": tokenizer.pad_token_id}
     if "text_config" in spec:
         # an image-text model: the language model's shape goes into text_config, a tiny vision tower beside it
         text = spec.pop("text_config")

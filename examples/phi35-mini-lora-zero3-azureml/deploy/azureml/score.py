@@ -42,7 +42,7 @@ def init() -> None:
 def parse(raw_data: str) -> tuple[list[dict], int, float]:
     request = json.loads(raw_data)
     if not isinstance(request, dict):
-        raise ValueError("the request must be a JSON object")
+        raise ValueError("the request must be a JSON object")  # noqa: TRY004  run() answers a ValueError as a bad request
     messages = request.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ValueError("'messages' must be a non-empty list of {role, content}")
@@ -75,4 +75,4 @@ def run(raw_data: str) -> dict:
     text = tokenizer.decode(new, skip_special_tokens=True)
     return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                          "finish_reason": "length" if len(new) >= max_new_tokens else "stop"}],
-            "usage": {"prompt_tokens": int(inputs["input_ids"].shape[1]), "completion_tokens": int(len(new))}}
+            "usage": {"prompt_tokens": int(inputs["input_ids"].shape[1]), "completion_tokens": len(new)}}

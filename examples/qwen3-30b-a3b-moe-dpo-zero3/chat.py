@@ -1,0 +1,70 @@
+"""Chat with the tuned model in the console, streaming tokens.
+
+    python chat.py                                  # PyTorch, merged model (or base + adapter)
+    python chat.py --backend onnx                   # ONNX Runtime GenAI, the optimized model
+    python chat.py --prompt "Hello" [--max-new-tokens 128]   # one answer, then exit
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from finetune.config import ConfigError, load_config
+from finetune.inference import AdapterError, load_backend, sampling_options
+from finetune.quiet import quiet_libraries
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=["pytorch", "onnx", "gguf"], default="pytorch")
+    parser.add_argument("--model", help="model folder, or .gguf file (default: the merged model, the ONNX model, "
+                                        "or the first GGUF file under outputs/gguf/)")
+    parser.add_argument("--adapter", help="answer with this adapter on its base: a folder train.py wrote (pytorch) "
+                                          "or an .onnx_adapter file (onnx)")
+    parser.add_argument("--prompt", help="answer this one prompt and exit")
+    parser.add_argument("--system", default=None, help="system message")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: generation.max_new_tokens in the config")
+    parser.add_argument("--greedy", action="store_true", help="greedy decoding, whatever generation.temperature says")
+    parser.add_argument("--config", default="configs/train.yaml")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        backend = load_backend(args.backend, args.model, config, {"tuned": args.adapter} if args.adapter else None)
+    except (ConfigError, FileNotFoundError, AdapterError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    generation = config.get("generation", {})
+    max_new_tokens = args.max_new_tokens or generation.get("max_new_tokens", 256)
+    if not args.greedy:
+        backend.sampling = sampling_options(generation)
+    system = args.system or config["data"].get("system_prompt")
+    history = [{"role": "system", "content": system}] if system else []
+    while True:
+        if args.prompt is not None:
+            text = args.prompt
+        else:
+            try:
+                text = input("\nyou> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                print()
+                return 0
+            if text in ("", "/exit", "/quit"):
+                return 0
+        history.append({"role": "user", "content": text})
+        print("model> ", end="", flush=True)
+        answer = ""
+        for piece in backend.stream(history, max_new_tokens):
+            answer += piece
+            print(piece, end="", flush=True)
+        print()
+        if answer and not answer.strip():  # else it looks like no answer at all
+            print(f"(the answer was {backend.usage[1]} tokens of whitespace only)")
+        history.append({"role": "assistant", "content": answer})
+        if args.prompt is not None:
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

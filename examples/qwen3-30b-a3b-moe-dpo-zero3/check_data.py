@@ -1,0 +1,40 @@
+"""Check the training data before training: what the model will see, and what is wrong with it.
+
+    python check_data.py [--config configs/train.yaml] [section.key=value ...]
+
+Takes the same config and overrides as train.py and loads only the tokenizer. Reports the examples, their
+token lengths, what max_length cuts, duplicates, held-out examples that are also trained on, answers that
+never teach the model to stop, and one example with the trained tokens marked. Exit 2 on a fatal problem
+(named by file:line), 0 otherwise; warnings do not stop training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from finetune.config import ConfigError, load_config
+from finetune.data import DataError
+from finetune.doctor import describe, examine
+from finetune.modeling import load_tokenizer
+from finetune.quiet import quiet_libraries
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/train.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        report = examine(config, load_tokenizer(config["model"]["name_or_path"]))
+    except (ConfigError, DataError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(describe(report)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The workspace's training library: config, data, model loading and the tiny smoke-test model."""

@@ -1,0 +1,313 @@
+"""Read training data and turn each example into chat turns (finetune/encoding.py makes them token ids).
+
+Formats: messages, prompt-completion, alpaca and text, plus one per task (classification, ner, translation,
+qa, summarization) whose fields the config's task.instruction turns into a prompt, and two of preferences
+(preference: a chosen and a rejected answer; kto: one answer marked desirable or not). Every error names
+the file and line it comes from.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+ROLES = {"system", "user", "assistant"}
+
+# task formats: the fields the instruction reads, and the field holding the answer
+TASK_FORMATS = {
+    "classification": (("text",), "label"),
+    "translation": (("source",), "target"),
+    "qa": (("question",), "answer"),  # and an optional context passage
+    "summarization": (("document",), "summary"),
+    "ner": (("tokens",), "tags"),
+}
+FORMATS = ["messages", "prompt-completion", "alpaca", "text", *TASK_FORMATS, "preference", "kto"]
+TAG = re.compile(r"^(O|[BI]-[A-Za-z_]+)$")
+
+
+class DataError(ValueError):
+    pass
+
+
+@dataclass
+class Example:
+    source: str  # "file:line", for error messages
+    messages: list[dict] | None = None
+    text: str | None = None
+    tokens: list[str] | None = None  # ner: the words and their BIO tags
+    tags: list[str] | None = None
+    rejected: str | None = None  # preference: the answer not to give (messages end with the chosen one)
+    desirable: bool | None = None  # kto: whether the answer that ends messages is one to give
+
+    @property
+    def prompt(self) -> list[dict]:
+        """The turns before the last answer: what a model is asked."""
+        last = max(i for i, m in enumerate(self.messages) if m["role"] == "assistant")
+        return self.messages[:last]
+
+    @property
+    def reference(self) -> str:
+        """The last answer: what the model should say."""
+        return [m for m in self.messages if m["role"] == "assistant"][-1]["content"]
+
+
+def read_examples(path: str, fmt: str, split: str = "train", task: dict | None = None) -> list[Example]:
+    """Read a local JSON/JSONL file, or a Hugging Face dataset id, into Examples."""
+    file = Path(path)
+    if file.is_file():
+        rows = list(_read_rows(file))
+    elif file.suffix in (".json", ".jsonl") or "/" not in path:
+        raise DataError(f"dataset {path} not found (looked for a local file at {file.resolve()})")
+    else:
+        rows = _read_hub(path, split)
+    examples = [to_example(row, fmt, where, task) for where, row in rows]
+    if not examples:
+        raise DataError(f"{path}: the dataset is empty")
+    return examples
+
+
+def _read_rows(file: Path):
+    raw = file.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        column = error.start - raw.rfind(b"\n", 0, error.start)
+        raise DataError(f"{file}:{line}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column {column}); "
+                        "save the file as UTF-8") from None
+    if file.suffix == ".json" or text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{file}:{error.lineno}: not valid JSON ({error.msg})") from None
+        except RecursionError:
+            raise DataError(f"{file}: nested too deeply to be a list of examples") from None
+        if not isinstance(data, list):
+            raise DataError(f"{file}: expected a JSON list of examples")
+        for i, row in enumerate(data):
+            yield f"{file}:item {i + 1}", row
+        return
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except RecursionError:
+            raise DataError(f"{file}:{number}: nested too deeply to be an example") from None
+        except json.JSONDecodeError as error:
+            raise DataError(f"{file}:{number}: not valid JSON ({error.msg} at column {error.colno})") from None
+        yield f"{file}:{number}", row
+
+
+def _read_hub(dataset_id: str, split: str):
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{dataset_id} looks like a Hugging Face dataset id; `pip install datasets` to read it") from None
+    try:
+        rows = datasets.load_dataset(dataset_id, split=split)
+    except Exception as error:  # noqa: BLE001  the hub raises many kinds; the message says which
+        raise DataError(f"could not load Hugging Face dataset {dataset_id} (split {split}): {error}") from None
+    return [(f"{dataset_id}[{split}]:row {i + 1}", row) for i, row in enumerate(rows)]
+
+
+def to_example(row: object, fmt: str, where: str, task: dict | None = None) -> Example:
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    if fmt == "messages":
+        messages = row.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise DataError(f"{where}: missing 'messages' (a list of turns, each with a role and a content)")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or message.get("role") not in ROLES:
+                raise DataError(f"{where}: message {i + 1} needs a role of {sorted(ROLES)}")
+            if not isinstance(message.get("content"), str):
+                raise DataError(f"{where}: message {i + 1} has no text 'content'")
+        assistants = [m for m in messages if m["role"] == "assistant"]
+        if not assistants:
+            raise DataError(f"{where}: no assistant turn to learn from")
+        if any(not m["content"].strip() for m in assistants):
+            raise DataError(f"{where}: empty assistant turn")
+        return Example(where, messages=[{"role": m["role"], "content": m["content"]} for m in messages])
+    if fmt == "prompt-completion":
+        prompt, completion = _need(row, where, "prompt", "completion")
+        return Example(where, messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}])
+    if fmt == "alpaca":
+        instruction, output = _need(row, where, "instruction", "output")
+        extra = row.get("input") or ""
+        prompt = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+        return Example(where, messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": output}])
+    if fmt == "text":
+        (text,) = _need(row, where, "text")
+        return Example(where, text=text)
+    if fmt == "ner":
+        return _ner_example(row, where, task or {})
+    if fmt in ("preference", "kto"):
+        return _preference_example(row, fmt, where)
+    if fmt in TASK_FORMATS:
+        return _task_example(row, fmt, where, task or {})
+    raise DataError(f"unknown data format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def _task_example(row: dict, fmt: str, where: str, task: dict) -> Example:
+    fields, answer_key = TASK_FORMATS[fmt]
+    if fmt == "translation":
+        empty = [k for k in ("source", "target") if not (isinstance(row.get(k), str) and row[k].strip())]
+        if empty:
+            raise DataError(f"{where}: the translation pair has an empty side: {' and '.join(repr(k) for k in empty)}")
+    values = dict(zip(fields, _need(row, where, *fields)))
+    (answer,) = _need(row, where, answer_key)
+    labels = task.get("labels") or []
+    if fmt == "classification" and labels and answer not in labels:
+        raise DataError(f"{where}: label {answer!r} is not one of task.labels ({', '.join(labels)})")
+    context = row.get("context")
+    if fmt == "qa" and not (isinstance(context, str) and context.strip()):
+        prompt = values["question"]  # no passage: the question alone
+    else:
+        prompt = fill(task.get("instruction") or "{" + fields[0] + "}", {**row, "labels": ", ".join(labels)}, where)
+    return Example(where, messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
+
+
+def _ner_example(row: dict, where: str, task: dict) -> Example:
+    tokens, tags = row.get("tokens"), row.get("tags")
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and t.strip() for t in tokens):
+        raise DataError(f"{where}: 'tokens' must be a non-empty list of words")
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise DataError(f"{where}: 'tags' must be a list of BIO tags (B-PER, I-PER, O, ...)")
+    if len(tags) != len(tokens):
+        raise DataError(f"{where}: the tags do not line up with the tokens: {len(tokens)} tokens but {len(tags)} tags")
+    previous = "O"
+    for i, tag in enumerate(tags):
+        if not TAG.match(tag):
+            raise DataError(f"{where}: tag {i + 1} {tag!r} (on {tokens[i]!r}) is not O, B-TYPE or I-TYPE")
+        if tag.startswith("I-") and previous[2:] != tag[2:]:
+            raise DataError(f"{where}: tag {i + 1} {tag!r} (on {tokens[i]!r}) follows {previous!r}; an entity starts with B-{tag[2:]}")
+        previous = tag
+    sentence = " ".join(tokens)
+    prompt = fill(task.get("instruction") or "{sentence}", {"sentence": sentence}, where)
+    answer = entities_text(entities(tokens, tags))
+    return Example(where, messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
+                   tokens=list(tokens), tags=list(tags))
+
+
+def _preference_example(row: dict, fmt: str, where: str) -> Example:
+    """preference: prompt, chosen, rejected; kto: prompt, completion, label. The prompt is text or a list of turns
+    ending with the user's; each answer is text or a list holding the assistant's turn. Without a prompt, chosen
+    and rejected may be whole conversations that differ only in their last turn (TRL's implicit prompt)."""
+    answers = ("chosen", "rejected") if fmt == "preference" else ("completion",)
+    if "prompt" not in row and all(isinstance(row.get(k), list) and row[k] for k in answers):
+        prefix = _turns(row[answers[0]][:-1], where, answers[0])
+        if any(_turns(row[k][:-1], where, k) != prefix for k in answers[1:]):
+            raise DataError(f"{where}: without a 'prompt', 'chosen' and 'rejected' must be the same conversation up to their last turn")
+        prompt, texts = prefix, [_answer(row[k][-1:], where, k) for k in answers]
+    else:
+        value = row.get("prompt")
+        if isinstance(value, str) and value.strip():
+            prompt = [{"role": "user", "content": value}]
+        elif isinstance(value, list) and value:
+            prompt = _turns(value, where, "prompt")
+        else:
+            raise DataError(f"{where}: missing or empty 'prompt' (text, or a list of turns, each with a role and a content)")
+        texts = [_answer(row.get(k), where, k) for k in answers]
+    if prompt[-1]["role"] != "user":
+        raise DataError(f"{where}: the prompt's last turn is the {prompt[-1]['role']}'s; it must be the user's, which the answers reply to")
+    messages = [*prompt, {"role": "assistant", "content": texts[0]}]
+    if fmt == "kto":
+        label = row.get("label")
+        if not isinstance(label, bool):
+            raise DataError(f"{where}: 'label' must be true (a desirable answer) or false (an undesirable one), got {label!r}")
+        return Example(where, messages=messages, desirable=label)
+    if texts[0].strip() == texts[1].strip():
+        raise DataError(f"{where}: 'chosen' and 'rejected' are the same answer, so there is nothing to prefer")
+    return Example(where, messages=messages, rejected=texts[1])
+
+
+def _turns(value: list, where: str, key: str) -> list[dict]:
+    turns = []
+    for i, message in enumerate(value):
+        if not isinstance(message, dict) or message.get("role") not in ROLES or not isinstance(message.get("content"), str):
+            raise DataError(f"{where}: {key} turn {i + 1} needs a role of {sorted(ROLES)} and a text 'content'")
+        turns.append({"role": message["role"], "content": message["content"]})
+    return turns
+
+
+def _answer(value: object, where: str, key: str) -> str:
+    """An answer given as text, or as a list holding one assistant turn."""
+    if isinstance(value, list) and len(value) == 1:
+        (turn,) = _turns(value, where, key)
+        if turn["role"] != "assistant":
+            raise DataError(f"{where}: {key!r} holds a {turn['role']} turn; it must be the assistant's answer")
+        value = turn["content"]
+    elif isinstance(value, list):
+        raise DataError(f"{where}: {key!r} must hold exactly one assistant turn, got {len(value)} turns")
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{where}: missing or empty {key!r}")
+    return value
+
+
+def fill(instruction: str, fields: dict, where: str) -> str:
+    """The instruction with {field} replaced by the example's values."""
+    try:
+        return instruction.format_map({k: v for k, v in fields.items() if isinstance(v, str)})
+    except KeyError as error:
+        field = "{" + str(error.args[0]) + "}"
+        raise DataError(f"{where}: task.instruction uses {field}, which this example does not have") from None
+    except (IndexError, ValueError) as error:
+        raise DataError(f"task.instruction is not a valid template ({error}); write fields as " + "{name}, and a brace as two") from None
+
+
+def entities(tokens: list[str], tags: list[str]) -> list[tuple[str, str]]:
+    """(type, text) of each entity in BIO-tagged words."""
+    found: list[tuple[str, list[str]]] = []
+    for token, tag in zip(tokens, tags):
+        if tag.startswith("B-") or (tag.startswith("I-") and (not found or found[-1][0] != tag[2:])):
+            found.append((tag[2:], [token]))
+        elif tag.startswith("I-"):
+            found[-1][1].append(token)
+    return [(kind, " ".join(words)) for kind, words in found]
+
+
+def entities_text(found: list[tuple[str, str]]) -> str:
+    """The answer a model learns for NER: 'PER: Marie Curie; LOC: Paris', or 'none'."""
+    return "; ".join(f"{kind}: {text}" for kind, text in found) or "none"
+
+
+def _need(row: dict, where: str, *keys: str) -> list[str]:
+    values = []
+    for key in keys:
+        value = row.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"{where}: missing or empty {key!r}")
+        values.append(value)
+    return values
+
+
+def load_splits(config: dict, seed: int) -> tuple[list[Example], list[Example]]:
+    """The data section's examples, split into training and held-out examples (the same split every time)."""
+    data = config["data"]
+    task = config.get("task") or {}
+    examples = read_examples(data["path"], data["format"], data.get("split", "train"), task)
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    fraction = data.get("eval_fraction", 0.0)
+    n_eval = int(len(examples) * fraction)
+    if n_eval == 0 and fraction > 0 and len(examples) >= 4:
+        n_eval = 1
+    held_out = [examples[i] for i in sorted(order[:n_eval])]
+    train = [examples[i] for i in sorted(order[n_eval:])]
+    if task.get("scenario") == "classification":
+        check_labels(train, held_out, task.get("labels"))
+    return train, held_out
+
+
+def check_labels(train: list[Example], held_out: list[Example], labels: list[str] | None) -> list[str]:
+    """The label set (task.labels, else the training split's); a held-out label outside it is an error."""
+    known = list(labels) if labels else sorted({e.reference for e in train})
+    for example in held_out:
+        if example.reference not in known:
+            raise DataError(f"{example.source}: label {example.reference!r} is not in the label set found in training "
+                            f"({', '.join(known)}); add training examples of it or list it in task.labels")
+    return known

@@ -1,0 +1,84 @@
+"""Turn examples into token ids with the chat template, the loss masked to the answers as the model generates them."""
+
+from __future__ import annotations
+
+import random
+
+from finetune.data import DataError, Example, load_splits
+
+IGNORE_INDEX = -100
+# Used when a tokenizer has no chat template of its own (ChatML, the most widely understood layout).
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def ensure_chat_template(tokenizer) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+
+
+def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
+    """The messages, led by the config's system prompt unless they bring their own."""
+    if system_prompt and (not messages or messages[0]["role"] != "system"):
+        return [{"role": "system", "content": system_prompt}, *messages]
+    return list(messages)
+
+
+def encode(example: Example, tokenizer, max_length: int, system_prompt: str | None = None,
+           template_kwargs: dict | None = None, last_turn_only: bool = False) -> dict | None:
+    """Token ids and labels; labels are IGNORE_INDEX outside assistant turns (outside the last one with
+    last_turn_only, as preference pairs compare only their final answers). None if nothing is left to learn.
+    template_kwargs reach the chat template as they do when answering (e.g. enable_thinking)."""
+    if example.text is not None:
+        ids = tokenizer(example.text, add_special_tokens=True)["input_ids"][: max_length - 1] + [tokenizer.eos_token_id]
+        return {"input_ids": ids, "labels": list(ids)}
+    messages = with_system(example.messages, system_prompt)
+    full, spans = assistant_spans(messages, tokenizer, example.source, template_kwargs or {})
+    spans = spans[-1:] if last_turn_only else spans
+    encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids = encoded["input_ids"][:max_length]
+    labels = [IGNORE_INDEX] * len(ids)
+    for t, (start, end) in enumerate(encoded["offset_mapping"][: len(ids)]):
+        if any(s <= start < e for s, e in spans) and end > start:
+            labels[t] = ids[t]
+    if all(label == IGNORE_INDEX for label in labels):
+        return None
+    return {"input_ids": ids, "labels": labels}
+
+
+def assistant_spans(messages: list[dict], tokenizer, source: str, template_kwargs: dict) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of its assistant turns, each as the model generates it
+    after the generation prompt. Templates that render earlier turns differently from the last (Qwen3 drops
+    earlier turns' reasoning) train on the last turn only, with the rest as context."""
+    def render(upto: int, prompt: bool = False) -> str:
+        return tokenizer.apply_chat_template(messages[:upto], tokenize=False, add_generation_prompt=prompt, **template_kwargs) if upto else ""
+
+    full = render(len(messages))
+    turns = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
+    rendered = [(render(i, prompt=True), render(i + 1)) for i in turns]  # (the prompt before the turn, through it)
+    if all(full.startswith(through) and through.startswith(before) for before, through in rendered):
+        return full, [(len(before), len(through)) for before, through in rendered]
+    if turns and turns[-1] == len(messages) - 1 and full.startswith(rendered[-1][0]):
+        return full, [(len(rendered[-1][0]), len(full))]
+    raise DataError(f"{source}: the chat template does not render the answer after its own generation prompt; "
+                    "cannot mask the loss (end each conversation with the assistant's answer)")
+
+
+def encode_examples(examples: list[Example], tokenizer, data: dict) -> list[dict]:
+    """encode() each example with the data section's max_length and system prompt; drops those left with nothing to learn."""
+    rows = (encode(e, tokenizer, data["max_length"], data.get("system_prompt"), data.get("chat_template_kwargs")) for e in examples)
+    return [row for row in rows if row is not None]
+
+
+def build_datasets(config: dict, tokenizer, seed: int) -> tuple[list[dict], list[dict]]:
+    """Encode the data section's dataset: training rows and held-out evaluation rows."""
+    data = config["data"]
+    train, held_out = load_splits(config, seed)
+    train_rows, eval_rows = encode_examples(train, tokenizer, data), encode_examples(held_out, tokenizer, data)
+    if not train_rows:
+        raise DataError(f"{data['path']}: every example is longer than max_length={data['max_length']} before its "
+                        "answer starts, so nothing is left to learn; raise data.max_length")
+    random.Random(seed).shuffle(train_rows)
+    return train_rows, eval_rows

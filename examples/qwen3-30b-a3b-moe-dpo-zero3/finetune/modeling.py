@@ -1,0 +1,124 @@
+"""Load the tokenizer and the model as the config says: dtype, 4-bit quantization, PEFT adapter."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from finetune.hub import base_model_of, from_pretrained, model_file
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    from finetune.encoding import ensure_chat_template
+
+    tokenizer = from_pretrained(AutoTokenizer, name_or_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    ensure_chat_template(tokenizer)
+    return tokenizer
+
+
+def keep_base_files(source: str, folder) -> None:
+    """The files of the model source (a folder or hub id) that saving the model and tokenizer does not write, into
+    folder where missing: the SentencePiece model of a tokenizer that has one (Phi-3, Llama 2, Mistral 7B; transformers
+    writes tokenizer.json only, and llama.cpp's converter reads tokenizer.model), and an image-text model's image
+    processor settings, so that the saved model still reads images."""
+    import shutil
+    from pathlib import Path
+
+    for name in ("tokenizer.model", "preprocessor_config.json", "processor_config.json"):
+        target = Path(folder) / name
+        if not target.exists() and (found := model_file(source, name)):
+            shutil.copyfile(found, target)
+
+
+def model_class(name_or_path: str):
+    """The transformers class that loads the model: AutoModelForCausalLM, or AutoModelForImageTextToText for an
+    image-text checkpoint AutoModelForCausalLM has no class for (Mistral Small 3.x). Either way the language
+    model is what trains and answers; a vision tower loads beside it and keeps its weights."""
+    from transformers import AutoConfig
+
+    return class_for(from_pretrained(AutoConfig, name_or_path).model_type)
+
+
+def class_for(model_type: str):
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return transformers.AutoModelForCausalLM
+    return transformers.AutoModelForImageTextToText
+
+
+def frozen(config: dict) -> str | None:
+    """The modules training leaves as they are (an image-text model's vision tower and projector), as the regular
+    expression PEFT's exclude_modules matches against module names; None when there are none."""
+    names = config["model"].get("frozen_modules") or []
+    return rf"(.*\.)?({'|'.join(map(re.escape, names))})(\..*)?" if names else None
+
+
+def load_base_model(config: dict, for_training: bool = True):
+    """The base model, quantized to 4 bits when the config has a quantization section."""
+    from transformers import BitsAndBytesConfig
+
+    model_cfg = config["model"]
+    dtype = DTYPES[model_cfg.get("torch_dtype", "float32")]
+    kwargs = {"dtype": dtype, "attn_implementation": model_cfg.get("attn_implementation", "sdpa")}
+    quant = config.get("quantization")
+    if quant and for_training:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=quant.get("load_in_4bit", True),
+            bnb_4bit_quant_type=quant.get("bnb_4bit_quant_type", "nf4"),
+            bnb_4bit_use_double_quant=quant.get("bnb_4bit_use_double_quant", True),
+            bnb_4bit_compute_dtype=DTYPES[quant.get("bnb_4bit_compute_dtype", "bfloat16")],
+            bnb_4bit_quant_storage=dtype,
+        )
+    return from_pretrained(model_class(model_cfg["name_or_path"]), model_cfg["name_or_path"], **kwargs)
+
+
+def load_base_of(adapter_dir, config: dict):
+    """The base model the adapter in adapter_dir was trained on (as peft recorded it, else the config's), to merge
+    into or export: a QLoRA base is loaded in 16 bits, not 4."""
+    model = {**config["model"], "name_or_path": base_model_of(adapter_dir) or config["model"]["name_or_path"]}
+    if config.get("quantization") and model.get("torch_dtype") != "float32":
+        model["torch_dtype"] = "bfloat16"
+    return load_base_model({**config, "model": model}, for_training=False)
+
+
+def add_adapter(model, config: dict, gradient_checkpointing: bool):
+    """Wrap the model for training: k-bit preparation for QLoRA, then the PEFT adapter if configured."""
+    from peft import IA3Config, LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if config.get("quantization"):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.enable_input_require_grads()
+    peft_cfg = config.get("peft")
+    keep = frozen(config)
+    if not peft_cfg:
+        for name, parameter in model.named_parameters():
+            if keep and re.fullmatch(keep, name):
+                parameter.requires_grad_(False)
+        return model
+    if peft_cfg["method"] == "ia3":
+        adapter = IA3Config(task_type="CAUSAL_LM", target_modules=peft_cfg["target_modules"],
+                            feedforward_modules=peft_cfg["feedforward_modules"], exclude_modules=keep)
+    else:
+        adapter = LoraConfig(
+            task_type="CAUSAL_LM", r=peft_cfg["lora_r"], lora_alpha=peft_cfg["lora_alpha"],
+            lora_dropout=peft_cfg["lora_dropout"], target_modules=peft_cfg["target_modules"], exclude_modules=keep,
+            use_dora=peft_cfg.get("use_dora", False), use_rslora=peft_cfg.get("use_rslora", False),
+            target_parameters=peft_cfg.get("target_parameters"),  # a mixture of experts' fused expert weights
+        )
+    return get_peft_model(model, adapter)
+
+
+def count_trainable(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

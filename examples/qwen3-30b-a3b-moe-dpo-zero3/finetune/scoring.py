@@ -1,0 +1,143 @@
+"""Score one model on examples with the scenario's metric: perplexity from the model's own
+probabilities, or a metric on its greedy answers. Works for the PyTorch, ONNX and GGUF backends alike."""
+
+from __future__ import annotations
+
+import math
+
+from finetune import metrics
+from finetune.data import Example
+from finetune.encoding import IGNORE_INDEX, encode_examples, with_system
+
+GENERATED = {"classification", "ner", "translation", "qa", "summarization", "chat", "creative", "preference"}
+
+
+def nll(log_probs, row: dict) -> tuple[float, int]:
+    """Negative log-likelihood of a row's labelled tokens, given log-probabilities at each position."""
+    total, n = 0.0, 0
+    for position, label in enumerate(row["labels"][1:]):
+        if label != IGNORE_INDEX:
+            total -= float(log_probs[position][label])
+            n += 1
+    return total, n
+
+
+def pytorch_nll(backend, rows: list[dict]) -> list[tuple[float, int]]:
+    import torch
+
+    found = []
+    with torch.no_grad():
+        for row in rows:
+            logits = backend.model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1].float()
+            found.append(nll(logits.log_softmax(-1).numpy(), row))
+    return found
+
+
+def log_softmax(logits):
+    """Log-probabilities from a NumPy array of logits (positions x vocabulary), in float64."""
+    import numpy as np
+
+    logits = np.asarray(logits, dtype=np.float64)
+    logits = logits - logits.max(-1, keepdims=True)
+    return logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+
+
+def onnx_nll(backend, rows: list[dict]) -> list[tuple[float, int]]:
+    import numpy as np
+
+    found = []
+    for row in rows:
+        params = backend.og.GeneratorParams(backend.model)
+        params.set_search_options(max_length=len(row["input_ids"]) + 1)
+        generator = backend.og.Generator(backend.model, params)
+        if backend.adapters is not None:
+            generator.set_active_adapter(backend.adapters, backend.active)
+        generator.append_tokens(row["input_ids"])
+        found.append(nll(log_softmax(np.asarray(generator.get_output("logits"))[0, :-1]), row))
+    return found
+
+
+def gguf_nll(backend, rows: list[dict]) -> list[tuple[float, int]]:
+    scorer = backend.scorer(max(len(row["input_ids"]) for row in rows))
+    found = []
+    for row in rows:
+        scorer.reset()
+        scorer.eval(row["input_ids"])
+        found.append(nll(log_softmax(scorer.scores[: len(row["input_ids"]) - 1]), row))
+    return found
+
+
+def row_nlls(backend, rows: list[dict]) -> list[tuple[float, int]]:
+    """(negative log-likelihood of the labelled tokens, their count) of each row."""
+    return {"onnx": onnx_nll, "gguf": gguf_nll}.get(backend.name, pytorch_nll)(backend, rows)
+
+
+def perplexity(backend, rows: list[dict]) -> float:
+    found = row_nlls(backend, rows)
+    total, n = sum(t for t, _ in found), sum(n for _, n in found)
+    if n == 0:
+        raise ValueError("no answer tokens to score: every held-out example was cut off before its answer")
+    if not math.isfinite(total):
+        raise ValueError("the model's log-probabilities are not finite (NaN or inf): the model is broken")
+    return math.exp(min(total / n, 700))
+
+
+def preference(backend, examples: list[Example], data: dict, tokenizer) -> dict:
+    """Pairs: how often the chosen answer gets the higher log-probability per token, and the mean margin (nats per
+    token); per token, so that a longer answer is not rejected for its length alone. Single answers marked
+    desirable or not (kto): the mean log-probability per token of each kind, and their gap."""
+    from finetune.preference import encode_preferences
+
+    pairs = all(e.rejected is not None for e in examples)
+    rows = encode_preferences(examples, tokenizer, data, "dpo" if pairs else "kto")
+    if not rows:
+        raise ValueError("no held-out answer fits within data.max_length")
+    first = row_nlls(backend, [r["first"] for r in rows])
+    if pairs:
+        second = row_nlls(backend, [r["second"] for r in rows])
+        margins = [rejected / max(m, 1) - chosen / max(n, 1) for (chosen, n), (rejected, m) in zip(first, second)]
+        if not all(math.isfinite(m) for m in margins):
+            raise ValueError("the model's log-probabilities are not finite (NaN or inf): the model is broken")
+        return {"preference_accuracy": sum(m > 0 for m in margins) / len(margins), "margin": sum(margins) / len(margins)}
+    per_token = {True: [], False: []}
+    for row, (total, n) in zip(rows, first):
+        per_token[row["desirable"]].append(-total / max(n, 1))
+    mean = {kind: sum(v) / len(v) if v else float("nan") for kind, v in per_token.items()}
+    return {"desirable_logp": mean[True], "undesirable_logp": mean[False], "margin": mean[True] - mean[False]}
+
+
+def answers(backend, examples: list[Example], system: str | None, max_new_tokens: int) -> list[str]:
+    """The model's greedy answer to each example's prompt."""
+    return ["".join(backend.stream(with_system(e.prompt, system), max_new_tokens)).strip() for e in examples]
+
+
+def score(backend, examples: list[Example], config: dict, tokenizer, labels: list[str] | None = None) -> tuple[dict, list[str]]:
+    """(scores, answers) of one model on the examples, for the config's scenario."""
+    scenario = config["task"]["scenario"]
+    data = config["data"]
+    scores: dict = {}
+    predictions: list[str] = []
+    if scenario in ("chat", "domain", "creative", "preference"):
+        tokenizer = getattr(backend, "tokenizer", None) if backend.name == "pytorch" else tokenizer
+        if tokenizer is None:
+            raise ValueError("no tokenizer could be loaded to encode the examples")
+        if scenario == "preference":
+            scores.update(preference(backend, examples, data, tokenizer))
+        else:
+            scores["perplexity"] = perplexity(backend, encode_examples(examples, tokenizer, data))
+    if scenario in GENERATED:
+        predictions = answers(backend, examples, data.get("system_prompt"), config["generation"]["max_new_tokens"])
+        references = [e.reference for e in examples]
+        if scenario == "classification":
+            scores.update(metrics.classification(predictions, references, labels or sorted(set(references))))
+        elif scenario == "ner":
+            scores.update(metrics.ner(predictions, examples))
+        elif scenario == "translation":
+            scores.update(metrics.translation(predictions, references))
+        elif scenario == "summarization":
+            scores.update(metrics.summarization(predictions, references))
+        elif scenario == "qa":
+            scores.update(metrics.qa(predictions, references))
+        else:
+            scores.update(metrics.text_statistics(predictions))
+    return scores, predictions

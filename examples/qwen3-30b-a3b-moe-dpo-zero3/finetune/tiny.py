@@ -1,0 +1,108 @@
+"""A tiny randomly initialised model of the chosen architecture, with a BPE tokenizer trained on the
+workspace's own data, so that the whole pipeline can run offline in seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+REASONING_TOKENS = ["<think>", "</think>"]  # added tokens, not special: answers keep them, as Qwen3's do
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# Qwen3's thinking behaviour without its tool calls: the last assistant turn carries a <think> block (empty
+# when it has no reasoning), earlier ones lose theirs, and enable_thinking=false closes an empty block in the
+# generation prompt
+THINKING_CHAT_TEMPLATE = (
+    "{%- set ns = namespace(last_user=-1) %}{%- for m in messages %}{%- if m.role == 'user' %}{%- set ns.last_user = loop.index0 %}"
+    "{%- endif %}{%- endfor %}"
+    "{%- for m in messages %}{%- if m.role == 'assistant' %}{%- set content = m.content %}{%- set reasoning = '' %}"
+    "{%- if '</think>' in content %}{%- set reasoning = content.split('</think>')[0].split('<think>')[-1].strip('\n') %}"
+    "{%- set content = content.split('</think>')[-1].lstrip('\n') %}{%- endif %}"
+    "{%- if loop.index0 > ns.last_user %}{{ '<|im_start|>assistant\n<think>\n' + reasoning + '\n</think>\n\n' + content }}"
+    "{%- else %}{{ '<|im_start|>assistant\n' + content }}{%- endif %}{{ '<|im_end|>\n' }}"
+    "{%- else %}{{ '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{ '<think>\n\n</think>\n\n' }}{%- endif %}{%- endif %}"
+)
+
+
+def corpus(data_path: str) -> list[str]:
+    """Every string in the data file, whatever its format."""
+    texts: list[str] = []
+
+    def walk(value):
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    text = Path(data_path).read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        walk(json.loads(text))
+    else:
+        for line in text.splitlines():
+            if line.strip():
+                walk(json.loads(line))
+    return texts + ["system", "user", "assistant"]
+
+
+def build_tokenizer(texts: list[str], vocab_size: int, thinking: bool = False):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>",
+                                   pad_token="<pad>", unk_token=None)
+    fast.add_tokens(REASONING_TOKENS)
+    fast.chat_template = THINKING_CHAT_TEMPLATE if thinking else CHAT_TEMPLATE
+    return fast
+
+
+def build_model(spec: dict, tokenizer):
+    import torch
+    from transformers import AutoConfig
+
+    from finetune.modeling import class_for
+
+    spec = dict(spec)
+    architecture = spec.pop("architecture")
+    spec.setdefault("max_position_embeddings", 512)
+    if architecture == "phi3":
+        # equal lengths keep the ONNX builder off the LongRoPE variant
+        spec["original_max_position_embeddings"] = spec["max_position_embeddings"]
+        spec["rope_scaling"] = None
+    spec.setdefault("vocab_size", len(tokenizer))  # may be larger: a padded vocabulary, as real models have
+    tokens = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+              "pad_token_id": tokenizer.pad_token_id}
+    if "text_config" in spec:
+        # an image-text model: the language model's shape goes into text_config, a tiny vision tower beside it
+        text = spec.pop("text_config")
+        outer = {k: spec.pop(k) for k in ("vision_config", "mm_tokens_per_image", "tie_word_embeddings") if k in spec}
+        spec = {**outer, "text_config": {**spec, **text, **tokens}}
+    config = AutoConfig.for_model(architecture, **tokens, **spec)
+    torch.manual_seed(0)
+    return class_for(config.model_type).from_config(config, dtype=torch.float32)
+
+
+def save_tiny_model(spec: dict, data_path: str, vocab_size: int, out: Path, extra_texts: list[str] = (),
+                    thinking: bool = False) -> Path:
+    """A tiny model and a tokenizer trained on the data (and on extra texts such as the prompts it will see);
+    thinking: a chat template with a thinking switch, as the real model's has."""
+    tokenizer = build_tokenizer(corpus(data_path) + [t for t in extra_texts if t], vocab_size, thinking)
+    model = build_model(spec, tokenizer)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,109 @@
+"""Run the whole pipeline offline on a tiny random model of the same architecture, in about a minute on CPU.
+
+    python smoke.py [--keep-going]
+
+Builds the tiny model and a tokenizer trained on data/, trains a few steps with this workspace's
+technique and launcher, merges, optimizes to ONNX where the workspace has an ONNX target, chats, and
+scores base against tuned with eval.py.
+Exits 0 only if every step worked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from finetune.config import load_config
+
+HERE = Path(__file__).parent
+
+
+def launcher_executable(name: str) -> str:
+    """python is this interpreter; torchrun and deepspeed come from PATH or from beside it."""
+    if name == "python":
+        return sys.executable
+    beside = Path(sys.executable).parent / name
+    return shutil.which(name) or (str(beside) if beside.exists() else name)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def steps(smoke: dict) -> list[tuple[str, list[str]]]:
+    out = Path(smoke["output_dir"])
+    base, run, merged = out / "base", out / "run", out / "merged"
+    model_overrides = [f"model.name_or_path={base}", f"training.output_dir={run}"]
+    launcher = [launcher_executable(smoke["launcher"][0]), *smoke["launcher"][1:]]
+    if smoke["launcher"][0] in ("torchrun", "deepspeed"):
+        # a free port, so that two smoke runs on one machine do not collide on the default 29500
+        launcher.insert(1, f"--master_port={free_port()}")
+    plan = [("check data", [sys.executable, "check_data.py", f"model.name_or_path={base}", "data.max_length=256"]),
+            ("train", [*launcher, "train.py", *model_overrides, *smoke["train_overrides"]]),
+            ("merge", [sys.executable, "merge.py", f"model.name_or_path={base}", "model.torch_dtype=float32",
+                       f"merge.adapter_dir={run}", f"merge.output_dir={merged}"])]
+    # only the CPU workflow can run here; the other targets' workflows need their hardware
+    onnx_cpu = (HERE / "olive" / "onnx-cpu.json").exists()
+    if onnx_cpu:
+        plan.append(("optimize", [sys.executable, "optimize.py", "--smoke", "--target", "onnx-cpu"]))
+    chat_model = ["--model", str(merged)]
+    plan.append(("chat", [sys.executable, "chat.py", "--backend", "pytorch", *chat_model, "--prompt", smoke["chat_prompt"],
+                          "--max-new-tokens", "16"]))
+    if onnx_cpu:
+        plan.append(("chat onnx", [sys.executable, "chat.py", "--backend", "onnx", "--model", str(out / "onnx" / "onnx-cpu"),
+                                   "--prompt", smoke["chat_prompt"], "--max-new-tokens", "16"]))
+    onnx_model = ["--onnx", str(out / "onnx" / "onnx-cpu")] if onnx_cpu else ["--no-onnx"]
+    # the smoke test makes no GGUF model (llama.cpp's converter needs the model's real tokenizer, not the tiny one)
+    plan.append(("eval", [sys.executable, "eval.py", "--base", str(base), "--tuned", str(merged), *onnx_model, "--no-gguf",
+                          "--limit", "4", "--out", str(out / "eval")]))
+    return plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/smoke.yaml")
+    parser.add_argument("--keep-going", action="store_true", help="run every step even after one fails")
+    args = parser.parse_args(argv)
+    smoke = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+    train_config = load_config("configs/train.yaml")
+    # said, so that DeepSpeed does not look for a GPU, here (the tiny model is built on the CPU) and in each step
+    os.environ["DS_ACCELERATOR"] = "cpu"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OLIVE_DISABLE_TELEMETRY": "1",
+           "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
+    from finetune.tiny import save_tiny_model
+
+    started = time.time()
+    base = Path(smoke["output_dir"]) / "base"
+    prompts = [train_config["data"].get("system_prompt") or "", (train_config.get("task") or {}).get("instruction") or ""]
+    save_tiny_model(smoke["tiny_model"], train_config["data"]["path"], smoke["tokenizer_vocab_size"], base, extra_texts=prompts,
+                    thinking=smoke.get("thinking_template", False))
+    results = [("tiny model", True, time.time() - started)]
+    print(f"[smoke] tiny {smoke['tiny_model']['architecture']} model at {base}", flush=True)
+    plan = steps(smoke)
+    for name, command in plan:
+        print(f"[smoke] {name}: {' '.join(command)}", flush=True)
+        t0 = time.time()
+        ok = subprocess.run(command, cwd=HERE, env=env, check=False).returncode == 0
+        results.append((name, ok, time.time() - t0))
+        if not ok and not args.keep_going:
+            break
+    print("\n[smoke] step          result  seconds")
+    for name, ok, seconds in results:
+        print(f"[smoke] {name:<13} {'ok' if ok else 'FAILED':<7} {seconds:7.1f}")
+    passed = all(ok for _, ok, _ in results) and len(results) == len(plan) + 1
+    print(f"[smoke] {'passed' if passed else 'FAILED'} in {time.time() - started:.0f} s")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
