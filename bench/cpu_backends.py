@@ -42,10 +42,24 @@ from pathlib import Path
 
 from text_workspace import bench_env, prose, step, text_workspace, train_and_merge
 
-SPEC = {"architecture": "llama", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-        "num_key_value_heads": 4, "intermediate_size": 2048, "max_position_embeddings": 2048, "tie_word_embeddings": True}
-TINY = {**SPEC, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "intermediate_size": 128}  # --size tiny: the same steps on a 2-layer model, so that a test can run it
+SPEC = {
+    "architecture": "llama",
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 4,
+    "intermediate_size": 2048,
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": True,
+}
+TINY = {
+    **SPEC,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+}  # --size tiny: the same steps on a 2-layer model, so that a test can run it
 
 
 def source_archive() -> Path:
@@ -67,34 +81,49 @@ def vocabulary(name: str, into: Path) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vocab", choices=["llama-bpe", "qwen2"], default="llama-bpe", help="whose tokenizer: Llama 3's or Qwen2's")
-    parser.add_argument("--train-steps", type=int, default=40, help="optimizer steps of 4 packed sequences of 256 tokens")
+    parser.add_argument(
+        "--vocab", choices=["llama-bpe", "qwen2"], default="llama-bpe", help="whose tokenizer: Llama 3's or Qwen2's"
+    )
+    parser.add_argument(
+        "--train-steps", type=int, default=40, help="optimizer steps of 4 packed sequences of 256 tokens"
+    )
     parser.add_argument("--workdir", type=Path, help="keep the workspace here; steps already done are skipped")
-    parser.add_argument("--size", choices=["full", "tiny"], default="full", help="tiny: a 2-layer model, to check the script")
+    parser.add_argument(
+        "--size", choices=["full", "tiny"], default="full", help="tiny: a 2-layer model, to check the script"
+    )
     args = parser.parse_args()
     tiny = args.size == "tiny"
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tuneforge-bench-cpu-"))
     env = bench_env(work)
     ws = work / "ws"
     if not ws.exists():
-        text_workspace(ws, env, prose()[: 60 if tiny else None], targets="pytorch,onnx-cpu,gguf", batch_size=4, learning_rate=0.001)
+        text_workspace(
+            ws, env, prose()[: 60 if tiny else None], targets="pytorch,onnx-cpu,gguf", batch_size=4, learning_rate=0.001
+        )
     if not (ws / "bench-model").exists():
         vocab = vocabulary(args.vocab, work / "vocab")
-        build = ("import json, sys; from transformers import AutoTokenizer; from finetune.tiny import build_model\n"
-                 "t = AutoTokenizer.from_pretrained(sys.argv[1], gguf_file=sys.argv[2])\n"
-                 "t.pad_token = t.pad_token or t.eos_token\n"
-                 f"m = build_model(json.loads({json.dumps(json.dumps(TINY if tiny else SPEC))}), t)\n"
-                 "print(f'model: {sum(p.numel() for p in m.parameters()) / 1e6:.1f}M parameters, {len(t)} token ids')\n"
-                 "m.save_pretrained('bench-model'); t.save_pretrained('bench-model')")
+        build = (
+            "import json, sys; from transformers import AutoTokenizer; from finetune.tiny import build_model\n"
+            "t = AutoTokenizer.from_pretrained(sys.argv[1], gguf_file=sys.argv[2])\n"
+            "t.pad_token = t.pad_token or t.eos_token\n"
+            f"m = build_model(json.loads({json.dumps(json.dumps(TINY if tiny else SPEC))}), t)\n"
+            "print(f'model: {sum(p.numel() for p in m.parameters()) / 1e6:.1f}M parameters, {len(t)} token ids')\n"
+            "m.save_pretrained('bench-model'); t.save_pretrained('bench-model')"
+        )
         step([sys.executable, "-c", build, str(vocab.parent), vocab.name], ws, env)
     if not (ws / "outputs" / "merged").exists():
         train_and_merge(ws, env, args.train_steps, warmup=0.1, logging_steps=10)
     if not (ws / "outputs" / "onnx" / "onnx-cpu").exists():
-        step([sys.executable, "optimize.py", "--target", "onnx-cpu"], ws, env, show=lambda line: not line.startswith("["))
+        step(
+            [sys.executable, "optimize.py", "--target", "onnx-cpu"], ws, env, show=lambda line: not line.startswith("[")
+        )
     if not list((ws / "outputs" / "gguf").glob("*.gguf")):
         step([sys.executable, "optimize.py", "--target", "gguf", "--llama-cpp-source", str(source_archive())], ws, env)
-    sizes = ["--new-tokens", "16", "--prompts", "2", "--parity-steps", "8", "--eval-examples", "4"] if tiny else \
-        ["--new-tokens", "128", "--prompts", "4", "--parity-steps", "32", "--eval-examples", "32"]
+    sizes = (
+        ["--new-tokens", "16", "--prompts", "2", "--parity-steps", "8", "--eval-examples", "4"]
+        if tiny
+        else ["--new-tokens", "128", "--prompts", "4", "--parity-steps", "32", "--eval-examples", "32"]
+    )
     step([sys.executable, "benchmark.py", *sizes], ws, env, show=lambda line: not line.startswith("["))
     print(f"workspace: {ws}")
     return 0

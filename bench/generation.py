@@ -50,8 +50,24 @@ def main() -> int:
     ours, plain, helps = [], [], []
     for i in range(args.rounds):
         ours.append(timed([str(BIN / "tuneforge"), "new", str(work / f"ours{i}"), "--defaults", "--no-detect"], env))
-        plain.append(timed([str(BIN / "copier"), "copy", "--defaults", "--quiet", "--overwrite", "--vcs-ref", template.tag,
-                            "--data-file", str(answers), str(template.repo), str(work / f"plain{i}")], env))
+        plain.append(
+            timed(
+                [
+                    str(BIN / "copier"),
+                    "copy",
+                    "--defaults",
+                    "--quiet",
+                    "--overwrite",
+                    "--vcs-ref",
+                    template.tag,
+                    "--data-file",
+                    str(answers),
+                    str(template.repo),
+                    str(work / f"plain{i}"),
+                ],
+                env,
+            )
+        )
         helps.append(timed([str(BIN / "tuneforge"), "--help"], env))
     shutil.rmtree(work, ignore_errors=True)
     o, p, h = statistics.median(ours), statistics.median(plain), statistics.median(helps)

@@ -27,12 +27,25 @@ from pathlib import Path
 
 from text_workspace import bench_env, prose, step, text_workspace, train_and_merge
 
-SPEC = {"architecture": "llama", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-        "num_key_value_heads": 4, "intermediate_size": 2048, "max_position_embeddings": 1024,
-        "tie_word_embeddings": False}  # the vocabulary is the tokenizer's 8000 ids
+SPEC = {
+    "architecture": "llama",
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 4,
+    "intermediate_size": 2048,
+    "max_position_embeddings": 1024,
+    "tie_word_embeddings": False,
+}  # the vocabulary is the tokenizer's 8000 ids
 # --size tiny: the same steps on a 2-layer model and a little data, so that a test can run the benchmark
-TINY = {**SPEC, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "intermediate_size": 128}
+TINY = {
+    **SPEC,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+}
 
 
 def drills(count: int = 2000, seed: int = 0) -> list[str]:
@@ -65,10 +78,16 @@ def drills(count: int = 2000, seed: int = 0) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-steps", type=int, default=300, help="optimizer steps of 8 packed paragraphs")
-    parser.add_argument("--data", choices=["prose", "drills"], default="prose",
-                        help="prose: package descriptions; drills: rule-bound sentences a small model learns fast")
+    parser.add_argument(
+        "--data",
+        choices=["prose", "drills"],
+        default="prose",
+        help="prose: package descriptions; drills: rule-bound sentences a small model learns fast",
+    )
     parser.add_argument("--workdir", type=Path, help="keep the workspace here; steps already done are skipped")
-    parser.add_argument("--size", choices=["full", "tiny"], default="full", help="tiny: a 2-layer model, to check the script")
+    parser.add_argument(
+        "--size", choices=["full", "tiny"], default="full", help="tiny: a 2-layer model, to check the script"
+    )
     args = parser.parse_args()
     tiny = args.size == "tiny"
     spec, vocab = (TINY, 1000) if tiny else (SPEC, 8000)
@@ -79,18 +98,23 @@ def main() -> int:
         paragraphs = (prose() if args.data == "prose" else drills())[: 60 if tiny else None]
         text_workspace(ws, env, paragraphs, targets="pytorch,onnx-cpu", batch_size=8, learning_rate=0.002)
     if not (ws / "bench-model").exists():
-        build = ("import json; from finetune.tiny import build_model, build_tokenizer, corpus; "
-                 f"t = build_tokenizer(corpus('data/sample.jsonl'), {vocab}); "
-                 f"m = build_model(json.loads({json.dumps(json.dumps(spec))}), t); "
-                 "print(f'model: {sum(p.numel() for p in m.parameters()) / 1e6:.1f}M parameters'); "
-                 "m.save_pretrained('bench-model'); t.save_pretrained('bench-model')")
+        build = (
+            "import json; from finetune.tiny import build_model, build_tokenizer, corpus; "
+            f"t = build_tokenizer(corpus('data/sample.jsonl'), {vocab}); "
+            f"m = build_model(json.loads({json.dumps(json.dumps(spec))}), t); "
+            "print(f'model: {sum(p.numel() for p in m.parameters()) / 1e6:.1f}M parameters'); "
+            "m.save_pretrained('bench-model'); t.save_pretrained('bench-model')"
+        )
         step([sys.executable, "-c", build], ws, env)
     if not (ws / "outputs" / "merged").exists():
         train_and_merge(ws, env, args.train_steps, warmup=0.05, logging_steps=25)
     if not (ws / "outputs" / "onnx" / "onnx-cpu").exists():
         step([sys.executable, "optimize.py"], ws, env, show=lambda line: not line.startswith("["))
-    sizes = ["--new-tokens", "16", "--prompts", "2", "--parity-steps", "8", "--eval-examples", "4"] if tiny else \
-        ["--new-tokens", "128", "--prompts", "4", "--parity-steps", "32", "--eval-examples", "100"]
+    sizes = (
+        ["--new-tokens", "16", "--prompts", "2", "--parity-steps", "8", "--eval-examples", "4"]
+        if tiny
+        else ["--new-tokens", "128", "--prompts", "4", "--parity-steps", "32", "--eval-examples", "100"]
+    )
     step([sys.executable, "benchmark.py", *sizes], ws, env, show=lambda line: not line.startswith("["))
     print(f"workspace: {ws}")
     return 0

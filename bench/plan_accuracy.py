@@ -27,38 +27,81 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 VOCAB = 32000
 MODELS = {  # name: Llama shape; parameters with the 32000-id vocabulary and untied embeddings
-    "20m": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 688},
-    "60m": {"hidden_size": 512, "num_hidden_layers": 6, "num_attention_heads": 8, "num_key_value_heads": 4, "intermediate_size": 1376},
-    "150m": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "num_key_value_heads": 4, "intermediate_size": 2048},
-    "500m": {"hidden_size": 1280, "num_hidden_layers": 20, "num_attention_heads": 16, "num_key_value_heads": 4, "intermediate_size": 3456},
+    "20m": {
+        "hidden_size": 256,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 688,
+    },
+    "60m": {
+        "hidden_size": 512,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "intermediate_size": 1376,
+    },
+    "150m": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 4,
+        "intermediate_size": 2048,
+    },
+    "500m": {
+        "hidden_size": 1280,
+        "num_hidden_layers": 20,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 4,
+        "intermediate_size": 3456,
+    },
 }
 CASES = {  # name: (model, answers)
     "20m-lora-b4-512": ("20m", {"technique": "lora", "per_device_train_batch_size": 4, "max_length": 512}),
-    "20m-full-b8-256-nopack": ("20m", {"technique": "full", "per_device_train_batch_size": 8, "max_length": 256, "packing": False}),
-    "60m-lora-b2-1024-ckpt": ("60m", {"technique": "lora", "per_device_train_batch_size": 2, "max_length": 1024,
-                                      "gradient_checkpointing": True}),
+    "20m-full-b8-256-nopack": (
+        "20m",
+        {"technique": "full", "per_device_train_batch_size": 8, "max_length": 256, "packing": False},
+    ),
+    "60m-lora-b2-1024-ckpt": (
+        "60m",
+        {"technique": "lora", "per_device_train_batch_size": 2, "max_length": 1024, "gradient_checkpointing": True},
+    ),
     "60m-qlora-b4-512": ("60m", {"technique": "qlora", "per_device_train_batch_size": 4, "max_length": 512}),
     "150m-lora-b4-512": ("150m", {"technique": "lora", "per_device_train_batch_size": 4, "max_length": 512}),
-    "150m-full-b2-512-ckpt": ("150m", {"technique": "full", "per_device_train_batch_size": 2, "max_length": 512,
-                                       "gradient_checkpointing": True}),
-    "150m-lora-b2-1024-ckpt": ("150m", {"technique": "lora", "per_device_train_batch_size": 2, "max_length": 1024,
-                                        "gradient_checkpointing": True}),
-    "150m-qlora-b2-1024-ckpt": ("150m", {"technique": "qlora", "per_device_train_batch_size": 2, "max_length": 1024,
-                                         "gradient_checkpointing": True}),
-    "150m-lora-b1-256-ckpt": ("150m", {"technique": "lora", "per_device_train_batch_size": 1, "max_length": 256,
-                                       "gradient_checkpointing": True}),
-    "150m-lora-b1-1024-ckpt": ("150m", {"technique": "lora", "per_device_train_batch_size": 1, "max_length": 1024,
-                                        "gradient_checkpointing": True}),
+    "150m-full-b2-512-ckpt": (
+        "150m",
+        {"technique": "full", "per_device_train_batch_size": 2, "max_length": 512, "gradient_checkpointing": True},
+    ),
+    "150m-lora-b2-1024-ckpt": (
+        "150m",
+        {"technique": "lora", "per_device_train_batch_size": 2, "max_length": 1024, "gradient_checkpointing": True},
+    ),
+    "150m-qlora-b2-1024-ckpt": (
+        "150m",
+        {"technique": "qlora", "per_device_train_batch_size": 2, "max_length": 1024, "gradient_checkpointing": True},
+    ),
+    "150m-lora-b1-256-ckpt": (
+        "150m",
+        {"technique": "lora", "per_device_train_batch_size": 1, "max_length": 256, "gradient_checkpointing": True},
+    ),
+    "150m-lora-b1-1024-ckpt": (
+        "150m",
+        {"technique": "lora", "per_device_train_batch_size": 1, "max_length": 1024, "gradient_checkpointing": True},
+    ),
     "500m-lora-b2-512": ("500m", {"technique": "lora", "per_device_train_batch_size": 2, "max_length": 512}),
-    "500m-full-b1-256-ckpt": ("500m", {"technique": "full", "per_device_train_batch_size": 1, "max_length": 256,
-                                       "gradient_checkpointing": True}),
+    "500m-full-b1-256-ckpt": (
+        "500m",
+        {"technique": "full", "per_device_train_batch_size": 1, "max_length": 256, "gradient_checkpointing": True},
+    ),
 }
 SMALL = ["20m-lora-b4-512", "20m-full-b8-256-nopack"]  # --size small: a check of this script
 # runs a script and prints the peak resident memory of its process
-MEASURE = ("import json, resource, runpy, sys; sys.argv = sys.argv[1:]\ncode = 0\n"
-           "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit as e:\n    code = e.code or 0\n"
-           "print('BENCH ' + json.dumps({'peak_rss_gb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}))\n"
-           "sys.exit(code)")
+MEASURE = (
+    "import json, resource, runpy, sys; sys.argv = sys.argv[1:]\ncode = 0\n"
+    "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit as e:\n    code = e.code or 0\n"
+    "print('BENCH ' + json.dumps({'peak_rss_gb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}))\n"
+    "sys.exit(code)"
+)
 
 
 def tuneforge(*args: str, env: dict) -> subprocess.CompletedProcess:
@@ -67,20 +110,34 @@ def tuneforge(*args: str, env: dict) -> subprocess.CompletedProcess:
 
 def build_model(folder: Path, shape: dict, env: dict) -> None:
     """A random Llama of this shape with a tokenizer trained on the rows it will see (weights do not change memory)."""
-    spec = {"architecture": "llama", "vocab_size": VOCAB, "max_position_embeddings": 2048, "tie_word_embeddings": False, **shape}
-    code = ("import json, sys; from pathlib import Path; from finetune.tiny import build_model, build_tokenizer, corpus; "
-            "t = build_tokenizer(corpus(sys.argv[1]), 4000); "
-            "m = build_model(json.loads(sys.argv[2]), t); m.save_pretrained(sys.argv[3]); t.save_pretrained(sys.argv[3])")
-    subprocess.run([sys.executable, "-c", code, str(folder.parents[1] / "rows.jsonl"), json.dumps(spec), str(folder)],
-                   cwd=ROOT / "templates" / "workspace", env=env, check=True, capture_output=True)
+    spec = {
+        "architecture": "llama",
+        "vocab_size": VOCAB,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": False,
+        **shape,
+    }
+    code = (
+        "import json, sys; from pathlib import Path; from finetune.tiny import build_model, build_tokenizer, corpus; "
+        "t = build_tokenizer(corpus(sys.argv[1]), 4000); "
+        "m = build_model(json.loads(sys.argv[2]), t); m.save_pretrained(sys.argv[3]); t.save_pretrained(sys.argv[3])"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(folder.parents[1] / "rows.jsonl"), json.dumps(spec), str(folder)],
+        cwd=ROOT / "templates" / "workspace",
+        env=env,
+        check=True,
+        capture_output=True,
+    )
 
 
 def rows(path: Path, count: int = 64) -> None:
     """Plain-text rows long enough that every one fills max_length after tokenization."""
     rng = random.Random(0)
     words = "water light soil root leaf pot stem bloom seed shade frost sun rain clay moss fern".split()  # noqa: SIM905  reads as words
-    path.write_text("".join(json.dumps({"text": " ".join(rng.choice(words) for _ in range(3000))}) + "\n"
-                            for _ in range(count)))
+    path.write_text(
+        "".join(json.dumps({"text": " ".join(rng.choice(words) for _ in range(3000))}) + "\n" for _ in range(count))
+    )
 
 
 def run_case(name: str, work: Path, env: dict, steps: int) -> dict:
@@ -88,17 +145,45 @@ def run_case(name: str, work: Path, env: dict, steps: int) -> dict:
     folder = work / "models" / model
     if not folder.exists():
         build_model(folder, MODELS[model], env)
-    sets = [f"--set={k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in
-            {"model": str(folder), "hardware": "cpu", "scenario": "domain", "dataset_format": "text", "targets": "pytorch",
-             "gradient_accumulation_steps": 1, "packing": True, "gradient_checkpointing": False, **answers}.items()]
-    plan = json.loads(subprocess.run([str(BIN / "tuneforge"), "plan", "--defaults", "--json", *sets], env=env,
-                                     capture_output=True, text=True, check=False).stdout)
+    sets = [
+        f"--set={k}={str(v).lower() if isinstance(v, bool) else v}"
+        for k, v in {
+            "model": str(folder),
+            "hardware": "cpu",
+            "scenario": "domain",
+            "dataset_format": "text",
+            "targets": "pytorch",
+            "gradient_accumulation_steps": 1,
+            "packing": True,
+            "gradient_checkpointing": False,
+            **answers,
+        }.items()
+    ]
+    plan = json.loads(
+        subprocess.run(
+            [str(BIN / "tuneforge"), "plan", "--defaults", "--json", *sets],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+    )
     ws = work / name
     if not ws.exists():
         tuneforge("new", str(ws), "--defaults", *sets, env=env)
     (ws / "data" / "sample.jsonl").write_text((work / "rows.jsonl").read_text())
-    command = [sys.executable, "-c", MEASURE, "train.py", f"training.max_steps={steps}", "training.eval_strategy=no",
-               "training.save_strategy=no", "training.report_to=none", "data.eval_fraction=0", "training.logging_steps=1"]
+    command = [
+        sys.executable,
+        "-c",
+        MEASURE,
+        "train.py",
+        f"training.max_steps={steps}",
+        "training.eval_strategy=no",
+        "training.save_strategy=no",
+        "training.report_to=none",
+        "data.eval_fraction=0",
+        "training.logging_steps=1",
+    ]
     result = subprocess.run(command, cwd=ws, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"{name}: train.py failed\n{result.stderr[-3000:]}")
@@ -106,9 +191,16 @@ def run_case(name: str, work: Path, env: dict, steps: int) -> dict:
     metrics = json.loads((ws / "outputs" / "run" / "metrics.json").read_text())
     peak = metrics.get("peak_gpu_reserved_gb") or measured["peak_rss_gb"]
     estimate = plan["memory"]["total_gb"]
-    return {"case": name, "params_m": round(plan["model"]["params_b"] * 1000), "estimate_gb": estimate,
-            "measured_gb": round(peak, 2), "error": round((estimate - peak) / peak, 3),
-            "parts": {k: plan["memory"][k] for k in ("weights_gb", "optimizer_gb", "activations_gb", "logits_gb", "overhead_gb")}}
+    return {
+        "case": name,
+        "params_m": round(plan["model"]["params_b"] * 1000),
+        "estimate_gb": estimate,
+        "measured_gb": round(peak, 2),
+        "error": round((estimate - peak) / peak, 3),
+        "parts": {
+            k: plan["memory"][k] for k in ("weights_gb", "optimizer_gb", "activations_gb", "logits_gb", "overhead_gb")
+        },
+    }
 
 
 def main() -> int:
@@ -120,8 +212,13 @@ def main() -> int:
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tuneforge-bench-plan-"))
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TUNEFORGE_CACHE_DIR": str(work / "cache"), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": str(ROOT / "templates" / "workspace")}
+    env = {
+        **os.environ,
+        "TUNEFORGE_CACHE_DIR": str(work / "cache"),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": str(ROOT / "templates" / "workspace"),
+    }
     if not (work / "rows.jsonl").exists():
         rows(work / "rows.jsonl")
     names = [args.only] if args.only else (SMALL if args.size == "small" else list(CASES))
@@ -130,8 +227,11 @@ def main() -> int:
     for name in names:
         result = run_case(name, work, env, args.steps)
         results.append(result)
-        print(f"{name:<26} {result['params_m']:>6}M {result['estimate_gb']:>8.2f}G {result['measured_gb']:>8.2f}G "
-              f"{result['error']:>+7.1%}", flush=True)
+        print(
+            f"{name:<26} {result['params_m']:>6}M {result['estimate_gb']:>8.2f}G {result['measured_gb']:>8.2f}G "
+            f"{result['error']:>+7.1%}",
+            flush=True,
+        )
     errors = [r["error"] for r in results]
     mean_abs = sum(abs(e) for e in errors) / len(errors)
     print(f"mean absolute error {mean_abs:.1%} (goal <= 15%); largest underestimate {min(errors):+.1%} (goal >= -10%)")

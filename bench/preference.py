@@ -35,10 +35,19 @@ def pairs(n: int, seed: int = 0) -> list[dict]:
     for _ in range(n):
         earlier = rng.sample(rows, rng.choice([1, 2, 3, 4]))
         *context, last = earlier
-        prompt = [m for r in context for m in ({"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["chosen"]})]
+        prompt = [
+            m
+            for r in context
+            for m in ({"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["chosen"]})
+        ]
         prompt.append({"role": "user", "content": last["prompt"]})
-        out.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": last["chosen"]}],
-                    "rejected": [{"role": "assistant", "content": last["rejected"]}]})
+        out.append(
+            {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": last["chosen"]}],
+                "rejected": [{"role": "assistant", "content": last["rejected"]}],
+            }
+        )
     return out
 
 
@@ -50,11 +59,39 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="tuneforge-bench-dpo-"))
     os.environ.update(TUNEFORGE_CACHE_DIR=str(work / "cache"))
     ws = work / "ws"
-    subprocess.run([str(BIN / "tuneforge"), "new", str(ws), "--defaults", "--no-detect", "--set", "model=llama-3.2-1b-instruct",
-                    "--set", "objective=dpo", "--set", "technique=lora", "--set", "lora_r=16", "--set", "lora_alpha=32",
-                    "--set", "per_device_train_batch_size=8", "--set", "gradient_accumulation_steps=1",
-                    "--set", "max_length=512", "--set", "num_train_epochs=1", "--set", "learning_rate=2e-5",
-                    "--set", "targets=pytorch"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            str(BIN / "tuneforge"),
+            "new",
+            str(ws),
+            "--defaults",
+            "--no-detect",
+            "--set",
+            "model=llama-3.2-1b-instruct",
+            "--set",
+            "objective=dpo",
+            "--set",
+            "technique=lora",
+            "--set",
+            "lora_r=16",
+            "--set",
+            "lora_alpha=32",
+            "--set",
+            "per_device_train_batch_size=8",
+            "--set",
+            "gradient_accumulation_steps=1",
+            "--set",
+            "max_length=512",
+            "--set",
+            "num_train_epochs=1",
+            "--set",
+            "learning_rate=2e-5",
+            "--set",
+            "targets=pytorch",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     data = ws / "data" / "bench.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in pairs(args.pairs)))
     sys.path.insert(0, str(ws))
@@ -64,13 +101,34 @@ def main() -> int:
     tokenizer, params = save_bench_model(data, ws / "bench-model")
     rows = encode_preferences(read_examples(str(data), "preference"), tokenizer, {"max_length": 512}, "dpo")
     total = sum(len(r["first"]["input_ids"]) + len(r["second"]["input_ids"]) for r in rows)
-    print(f"model {params / 1e6:.1f}M parameters; {len(rows)} pairs, {total} tokens chosen and rejected together "
-          f"({total / len(rows):.0f} per pair)")
+    print(
+        f"model {params / 1e6:.1f}M parameters; {len(rows)} pairs, {total} tokens chosen and rejected together "
+        f"({total / len(rows):.0f} per pair)"
+    )
 
-    ours_cmd = [sys.executable, "-c", MEASURE, "train.py", "model.name_or_path=bench-model", "data.path=data/bench.jsonl",
-                "data.system_prompt=null", "data.eval_fraction=0", "training.save_strategy=no", "training.report_to=none",
-                "training.output_dir=outputs/bench", "training.logging_steps=5", "training.warmup_steps=0"]
-    peer_cmd = [sys.executable, str(ROOT / "bench" / "trl_peer.py"), "dpo", str(ws / "bench-model"), str(data), str(work / "trl")]
+    ours_cmd = [
+        sys.executable,
+        "-c",
+        MEASURE,
+        "train.py",
+        "model.name_or_path=bench-model",
+        "data.path=data/bench.jsonl",
+        "data.system_prompt=null",
+        "data.eval_fraction=0",
+        "training.save_strategy=no",
+        "training.report_to=none",
+        "training.output_dir=outputs/bench",
+        "training.logging_steps=5",
+        "training.warmup_steps=0",
+    ]
+    peer_cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "trl_peer.py"),
+        "dpo",
+        str(ws / "bench-model"),
+        str(data),
+        str(work / "trl"),
+    ]
     compare(ours_cmd, peer_cmd, ws, args.rounds, total, memory_goal=0.8)
     return 0
 

@@ -40,27 +40,74 @@ def step(command: list[str], cwd: Path, env: dict, show=lambda line: True) -> No
 
 def bench_env(work: Path) -> dict:
     """Offline, with the template cache in the bench's folder."""
-    return {**os.environ, "TUNEFORGE_CACHE_DIR": str(work / "cache"), "HF_HUB_OFFLINE": "1",
-            "OLIVE_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return {
+        **os.environ,
+        "TUNEFORGE_CACHE_DIR": str(work / "cache"),
+        "HF_HUB_OFFLINE": "1",
+        "OLIVE_DISABLE_TELEMETRY": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
 
 
-def text_workspace(ws: Path, env: dict, paragraphs: list[str], targets: str, batch_size: int, learning_rate: float) -> None:
+def text_workspace(
+    ws: Path, env: dict, paragraphs: list[str], targets: str, batch_size: int, learning_rate: float
+) -> None:
     """A Llama workspace for domain adaptation on plain text (full fine-tuning, packed rows of 256 tokens, CPU)
     whose data is the paragraphs; the model is put in bench-model/ by the caller."""
-    subprocess.run([str(BIN / "tuneforge"), "new", str(ws), "--defaults", "--no-detect", "--set", "model=llama-3.2-1b-instruct",
-                    "--set", "scenario=domain", "--set", "dataset_format=text", "--set", "technique=full",
-                    "--set", "hardware=cpu", "--set", f"targets={targets}", "--set", "max_length=256",
-                    "--set", "packing=true", "--set", f"per_device_train_batch_size={batch_size}",
-                    "--set", "gradient_accumulation_steps=1", "--set", f"learning_rate={learning_rate}"],
-                   check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            str(BIN / "tuneforge"),
+            "new",
+            str(ws),
+            "--defaults",
+            "--no-detect",
+            "--set",
+            "model=llama-3.2-1b-instruct",
+            "--set",
+            "scenario=domain",
+            "--set",
+            "dataset_format=text",
+            "--set",
+            "technique=full",
+            "--set",
+            "hardware=cpu",
+            "--set",
+            f"targets={targets}",
+            "--set",
+            "max_length=256",
+            "--set",
+            "packing=true",
+            "--set",
+            f"per_device_train_batch_size={batch_size}",
+            "--set",
+            "gradient_accumulation_steps=1",
+            "--set",
+            f"learning_rate={learning_rate}",
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     (ws / "data" / "sample.jsonl").write_text("".join(json.dumps({"text": p}) + "\n" for p in paragraphs))
     print(f"data: {len(paragraphs)} paragraphs, {sum(map(len, paragraphs)) / 1e3:.0f}k characters", flush=True)
 
 
 def train_and_merge(ws: Path, env: dict, steps: int, warmup: float, logging_steps: int) -> None:
     """bench-model/ trained from its random weights by the workspace's train.py, then merge.py."""
-    step([sys.executable, "train.py", "model.name_or_path=bench-model", f"training.max_steps={steps}",
-          "training.eval_strategy=no", "training.save_strategy=no", "training.report_to=none",
-          f"training.warmup_steps={warmup}", f"training.logging_steps={logging_steps}"], ws, env,
-         show=lambda line: "loss" in line or "tokens" in line)
+    step(
+        [
+            sys.executable,
+            "train.py",
+            "model.name_or_path=bench-model",
+            f"training.max_steps={steps}",
+            "training.eval_strategy=no",
+            "training.save_strategy=no",
+            "training.report_to=none",
+            f"training.warmup_steps={warmup}",
+            f"training.logging_steps={logging_steps}",
+        ],
+        ws,
+        env,
+        show=lambda line: "loss" in line or "tokens" in line,
+    )
     step([sys.executable, "merge.py"], ws, env)

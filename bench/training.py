@@ -22,10 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "templates" / "includes" / "samples" / "chat" / "messages.jsonl"
 BIN = Path(sys.executable).parent
 # runs a script and prints its process's peak resident memory
-MEASURE = ("import json, resource, runpy, sys; sys.argv = sys.argv[1:]\ncode = 0\n"
-           "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit as e:\n    code = e.code or 0\n"
-           "print('BENCH ' + json.dumps({'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
-           "sys.exit(code)")
+MEASURE = (
+    "import json, resource, runpy, sys; sys.argv = sys.argv[1:]\ncode = 0\n"
+    "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit as e:\n    code = e.code or 0\n"
+    "print('BENCH ' + json.dumps({'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+    "sys.exit(code)"
+)
 
 
 def chat_examples(n: int, seed: int = 0) -> list[dict]:
@@ -46,8 +48,11 @@ def run(command: list[str], cwd: Path) -> dict:
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command[:3])} failed:\n{result.stderr[-3000:]}")
-    return json.loads(next(line for line in reversed(result.stdout.splitlines()) if line.startswith(("BENCH ", "{")))
-                      .removeprefix("BENCH "))
+    return json.loads(
+        next(line for line in reversed(result.stdout.splitlines()) if line.startswith(("BENCH ", "{"))).removeprefix(
+            "BENCH "
+        )
+    )
 
 
 def main() -> int:
@@ -58,11 +63,37 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="tuneforge-bench-train-"))
     os.environ.update(TUNEFORGE_CACHE_DIR=str(work / "cache"))
     ws = work / "ws"
-    subprocess.run([str(BIN / "tuneforge"), "new", str(ws), "--defaults", "--no-detect", "--set", "model=llama-3.2-1b-instruct",
-                    "--set", "technique=lora", "--set", "lora_r=16", "--set", "lora_alpha=32", "--set", "packing=true",
-                    "--set", "per_device_train_batch_size=8", "--set", "gradient_accumulation_steps=1",
-                    "--set", "max_length=512", "--set", "num_train_epochs=1", "--set", "targets=pytorch"],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            str(BIN / "tuneforge"),
+            "new",
+            str(ws),
+            "--defaults",
+            "--no-detect",
+            "--set",
+            "model=llama-3.2-1b-instruct",
+            "--set",
+            "technique=lora",
+            "--set",
+            "lora_r=16",
+            "--set",
+            "lora_alpha=32",
+            "--set",
+            "packing=true",
+            "--set",
+            "per_device_train_batch_size=8",
+            "--set",
+            "gradient_accumulation_steps=1",
+            "--set",
+            "max_length=512",
+            "--set",
+            "num_train_epochs=1",
+            "--set",
+            "targets=pytorch",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     data = ws / "data" / "bench.jsonl"
     data.write_text("".join(json.dumps(e) + "\n" for e in chat_examples(args.examples)))
     sys.path.insert(0, str(ws))
@@ -72,13 +103,33 @@ def main() -> int:
     tokenizer, params = save_bench_model(data, ws / "bench-model")
     tokens = [len(encode(e, tokenizer, 512)["input_ids"]) for e in read_examples(str(data), "messages")]
     total = sum(tokens)
-    print(f"model {params / 1e6:.1f}M parameters; {len(tokens)} examples, {total} tokens "
-          f"({total / len(tokens):.0f} on average, {min(tokens)} to {max(tokens)})")
+    print(
+        f"model {params / 1e6:.1f}M parameters; {len(tokens)} examples, {total} tokens "
+        f"({total / len(tokens):.0f} on average, {min(tokens)} to {max(tokens)})"
+    )
 
-    ours_cmd = [sys.executable, "-c", MEASURE, "train.py", "model.name_or_path=bench-model", "data.path=data/bench.jsonl",
-                "data.eval_fraction=0", "training.save_strategy=no", "training.report_to=none",
-                "training.output_dir=outputs/bench", "training.logging_steps=5", "training.warmup_steps=0"]
-    peer_cmd = [sys.executable, str(ROOT / "bench" / "trl_peer.py"), "sft", str(ws / "bench-model"), str(data), str(work / "trl")]
+    ours_cmd = [
+        sys.executable,
+        "-c",
+        MEASURE,
+        "train.py",
+        "model.name_or_path=bench-model",
+        "data.path=data/bench.jsonl",
+        "data.eval_fraction=0",
+        "training.save_strategy=no",
+        "training.report_to=none",
+        "training.output_dir=outputs/bench",
+        "training.logging_steps=5",
+        "training.warmup_steps=0",
+    ]
+    peer_cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "trl_peer.py"),
+        "sft",
+        str(ws / "bench-model"),
+        str(data),
+        str(work / "trl"),
+    ]
     compare(ours_cmd, peer_cmd, ws, args.rounds, total, memory_goal=0.7)
     return 0
 
@@ -89,9 +140,20 @@ def save_bench_model(data: Path, out: Path):
     from finetune.tiny import build_model, build_tokenizer, corpus
 
     tokenizer = build_tokenizer(corpus(str(data)), 8000)
-    model = build_model({"architecture": "llama", "hidden_size": 256, "num_hidden_layers": 6, "num_attention_heads": 4,
-                         "num_key_value_heads": 2, "intermediate_size": 688, "max_position_embeddings": 1024,
-                         "vocab_size": 32000, "tie_word_embeddings": False}, tokenizer)
+    model = build_model(
+        {
+            "architecture": "llama",
+            "hidden_size": 256,
+            "num_hidden_layers": 6,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "intermediate_size": 688,
+            "max_position_embeddings": 1024,
+            "vocab_size": 32000,
+            "tie_word_embeddings": False,
+        },
+        tokenizer,
+    )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return tokenizer, sum(p.numel() for p in model.parameters())
@@ -113,8 +175,10 @@ def compare(ours_cmd: list[str], peer_cmd: list[str], ws: Path, rounds: int, tok
         best = min(found, key=lambda r: r["seconds"])
         summary[name] = {"tokens_per_s": tokens / best["seconds"], "peak_rss_mb": max(r["peak_rss_mb"] for r in found)}
         trend = f"   loss {best['losses'][0]:.4f} -> {best['losses'][-1]:.4f}" if best.get("losses") else ""
-        print(f"{name:<10} {summary[name]['tokens_per_s']:8.0f} non-padding tokens/s   peak RSS "
-              f"{summary[name]['peak_rss_mb']:6.0f} MB{trend}")
+        print(
+            f"{name:<10} {summary[name]['tokens_per_s']:8.0f} non-padding tokens/s   peak RSS "
+            f"{summary[name]['peak_rss_mb']:6.0f} MB{trend}"
+        )
     speed = summary["tuneforge"]["tokens_per_s"] / summary["trl"]["tokens_per_s"]
     memory = summary["tuneforge"]["peak_rss_mb"] / summary["trl"]["peak_rss_mb"]
     print(f"speed {speed:.2f}x TRL (goal >= 1.5x), peak memory {memory:.2f}x TRL (goal <= {memory_goal}x)")

@@ -21,13 +21,26 @@ def main(mode: str, model_path: str, data_path: str, output_dir: str) -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype="float32")
     dataset = load_dataset("json", data_files=data_path, split="train")
-    common = {"output_dir": output_dir, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
-              "num_train_epochs": 1, "max_length": 512, "logging_steps": 5, "save_strategy": "no", "report_to": "none",
-              "seed": 42, "bf16": False, "use_cpu": True}
-    config = SFTConfig(**common, learning_rate=2e-4) if mode == "sft" else DPOConfig(**common, learning_rate=2e-5, beta=0.1)
+    common = {
+        "output_dir": output_dir,
+        "per_device_train_batch_size": 8,
+        "gradient_accumulation_steps": 1,
+        "num_train_epochs": 1,
+        "max_length": 512,
+        "logging_steps": 5,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": 42,
+        "bf16": False,
+        "use_cpu": True,
+    }
+    config = (
+        SFTConfig(**common, learning_rate=2e-4) if mode == "sft" else DPOConfig(**common, learning_rate=2e-5, beta=0.1)
+    )
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
-    trainer = (SFTTrainer if mode == "sft" else DPOTrainer)(model=model, args=config, train_dataset=dataset,
-                                                           processing_class=tokenizer, peft_config=lora)
+    trainer = (SFTTrainer if mode == "sft" else DPOTrainer)(
+        model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora
+    )
     result = trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

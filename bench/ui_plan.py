@@ -40,8 +40,15 @@ def walk(count: int) -> list[tuple[str, str]]:
     steps = [("hardware", "cuda"), ("gpu_memory_gb", "8"), ("gpu_memory_gb", "24"), ("gpu_memory_gb", "80")]
     steps += [("model", m) for m in list(catalog.load("models"))[::3]]
     steps += [("technique", t) for t in catalog.load("techniques")]
-    steps += [("targets", "pytorch,gguf"), ("targets", "pytorch,onnx-cpu,onnx-cuda"), ("distributed", "none"),
-              ("per_device_train_batch_size", "8"), ("max_length", "4096"), ("lora_r", "64"), ("scenario", "classification")]
+    steps += [
+        ("targets", "pytorch,gguf"),
+        ("targets", "pytorch,onnx-cpu,onnx-cuda"),
+        ("distributed", "none"),
+        ("per_device_train_batch_size", "8"),
+        ("max_length", "4096"),
+        ("lora_r", "64"),
+        ("scenario", "classification"),
+    ]
     return (steps * (count // len(steps) + 1))[:count]
 
 
@@ -59,8 +66,12 @@ def post(port: int, body: dict) -> float:
 
 def summary(values: list[float]) -> dict:
     ordered = sorted(values)
-    return {"n": len(values), "median_ms": round(statistics.median(ordered), 1),
-            "p95_ms": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1), "max_ms": round(ordered[-1], 1)}
+    return {
+        "n": len(values),
+        "median_ms": round(statistics.median(ordered), 1),
+        "p95_ms": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1),
+        "max_ms": round(ordered[-1], 1),
+    }
 
 
 def measure_http(port: int, changes: list[tuple[str, str]]) -> tuple[list[float], list[float]]:
@@ -95,7 +106,9 @@ if (field.classList.contains("options")) {
 def measure_browser(port: int, changes: list[tuple[str, str]]) -> list[float] | None:
     import shutil
 
-    driver_path = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver") else None)
+    driver_path = shutil.which("chromedriver") or (
+        "/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver") else None
+    )
     if driver_path is None:
         return None
     from selenium import webdriver
@@ -114,7 +127,10 @@ def measure_browser(port: int, changes: list[tuple[str, str]]) -> list[float] | 
         for key, value in changes:
             # a number field waits 150 ms for more typing before it asks (form.js); that pause is the page's choice,
             # so it is taken off: what is measured is the request and the drawing
-            typed = driver.execute_script(f"return document.getElementById({json.dumps(key)}).tagName") == "INPUT" and key != "model"
+            typed = (
+                driver.execute_script(f"return document.getElementById({json.dumps(key)}).tagName") == "INPUT"
+                and key != "model"
+            )
             times.append(driver.execute_async_script(CHANGE, key, value) - (150 if typed else 0))
         return times
     finally:
@@ -128,8 +144,12 @@ def measure_cli(changes: list[tuple[str, str]], cache: str) -> list[float]:
     for key, value in changes:
         sets += ["--set", f"{key}={value}"]
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "tuneforge", "plan", "--json", "--no-detect", *sets], env=env,
-                       capture_output=True, check=False)
+        subprocess.run(
+            [sys.executable, "-m", "tuneforge", "plan", "--json", "--no-detect", *sets],
+            env=env,
+            capture_output=True,
+            check=False,
+        )
         times.append((time.perf_counter() - started) * 1000)
     return times
 
@@ -154,7 +174,7 @@ def main() -> int:
         post(port, {"answers": {}})  # the first plan loads the catalog, as the page's first request does
         api, files = measure_http(port, changes)
         browser = None if args.no_browser else measure_browser(port, changes)
-        cli = measure_cli(changes[:args.cli_changes], cache)
+        cli = measure_cli(changes[: args.cli_changes], cache)
         server.shutdown()
     report = {"budget_ms": BUDGET_MS, "api": summary(api), "files": summary(files), "cli": summary(cli)}
     if browser is not None:
@@ -164,8 +184,10 @@ def main() -> int:
     report["cli_over_form"] = round(report["cli"]["median_ms"] / shown["median_ms"], 1)
     print(json.dumps(report, indent=2))
     which = "browser" if browser is not None else "api"
-    print(f"plan update ({which}): median {shown['median_ms']} ms, p95 {shown['p95_ms']} ms, budget {BUDGET_MS} ms: "
-          f"{'within' if report['within_budget'] else 'OVER'}; a tuneforge plan process takes {report['cli_over_form']}x as long")
+    print(
+        f"plan update ({which}): median {shown['median_ms']} ms, p95 {shown['p95_ms']} ms, budget {BUDGET_MS} ms: "
+        f"{'within' if report['within_budget'] else 'OVER'}; a tuneforge plan process takes {report['cli_over_form']}x as long"
+    )
     return 0
 
 

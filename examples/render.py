@@ -1,6 +1,6 @@
 """Render every examples/<name>.yml into examples/<name>/ (run after changing the template):
 
-    python examples/render.py
+python examples/render.py
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ sys.path.insert(0, str(HERE.parent / "generator"))
 from tuneforge import hardware, render  # noqa: E402
 from tuneforge.answers import Given, read_answers_file  # noqa: E402
 from tuneforge.plan import resolve  # noqa: E402
+
 
 def render_example(answers_file: Path, dest: Path) -> None:
     given = Given()

@@ -140,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--parity-steps", type=int, default=32)
     parser.add_argument("--eval-examples", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=os.cpu_count(),
-                        help="llama.cpp's threads (default: every core, as PyTorch and ONNX Runtime use)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count(),
+        help="llama.cpp's threads (default: every core, as PyTorch and ONNX Runtime use)",
+    )
     parser.add_argument("--smoke", action="store_true", help="benchmark the smoke test's tiny model (outputs/smoke/)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
@@ -162,15 +166,22 @@ def main(argv: list[str] | None = None) -> int:
     rows = eval_rows[: args.eval_examples]
     prompts = [prompt_ids(row) for row in eval_rows[: args.prompts]]
 
-    report: dict = {"new_tokens": args.new_tokens, "prompts": len(prompts), "threads": args.threads,
-                    "tokens_scored": sum(label != IGNORE_INDEX for row in rows for label in row["labels"][1:]),
-                    "models": {}}
+    report: dict = {
+        "new_tokens": args.new_tokens,
+        "prompts": len(prompts),
+        "threads": args.threads,
+        "tokens_scored": sum(label != IGNORE_INDEX for row in rows for label in row["labels"][1:]),
+        "models": {},
+    }
     for name, (backend, steps, size) in found.items():
         next(steps(prompts[0]))  # warm up
         timings = [measure(steps, p, args.new_tokens) for p in prompts]
-        report["models"][name] = {"first_token_ms": 1000 * sum(t[0] for t in timings) / len(timings),
-                                  "decode_tokens_per_s": sum(t[1] for t in timings) / len(timings),
-                                  "size_mb": size / 1e6, "perplexity": perplexity(backend, rows)}
+        report["models"][name] = {
+            "first_token_ms": 1000 * sum(t[0] for t in timings) / len(timings),
+            "decode_tokens_per_s": sum(t[1] for t in timings) / len(timings),
+            "size_mb": size / 1e6,
+            "perplexity": perplexity(backend, rows),
+        }
     reference = report["models"]["pytorch_fp32"]
     for measured in report["models"].values():
         measured["speed_ratio"] = measured["decode_tokens_per_s"] / reference["decode_tokens_per_s"]
@@ -180,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     if "onnx_int4" in found:
         fp32 = OnnxBackend(str(export_fp32(HERE / "olive" / f"{args.target}.json", args.smoke, merged)))
         greedy = [torch_backend.generate_ids(prompt, args.parity_steps) for prompt in prompts]
-        report["fp32_greedy_tokens_match"] = all(fp32.generate_ids(p, args.parity_steps)[: len(g)] == g
-                                                 for p, g in zip(prompts, greedy))
+        report["fp32_greedy_tokens_match"] = all(
+            fp32.generate_ids(p, args.parity_steps)[: len(g)] == g for p, g in zip(prompts, greedy)
+        )
     if "gguf_q8_0" in found:  # each answer as long as PyTorch's (it stops at the end token)
         q8 = found["gguf_q8_0"][0]
         same = total = 0
@@ -196,24 +208,35 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
     if "fp32_greedy_tokens_match" in report:
-        print(f"fp32 ONNX greedy tokens equal PyTorch's for {args.parity_steps} steps: {report['fp32_greedy_tokens_match']}")
+        print(
+            f"fp32 ONNX greedy tokens equal PyTorch's for {args.parity_steps} steps: {report['fp32_greedy_tokens_match']}"
+        )
     if "gguf_q8_0_greedy_tokens_same" in report:
         same = report["gguf_q8_0_greedy_tokens_same"]
-        print(f"GGUF Q8_0 greedy tokens that are PyTorch's: {same['same']} of the first {same['of']} "
-              f"(at least {GGUF_PARITY:.0%} expected of a trained model{'' if same['expected'] else '; fewer here'})")
+        print(
+            f"GGUF Q8_0 greedy tokens that are PyTorch's: {same['same']} of the first {same['of']} "
+            f"(at least {GGUF_PARITY:.0%} expected of a trained model{'' if same['expected'] else '; fewer here'})"
+        )
     if reference["size_mb"] < 50:
-        print(f"note: a {reference['size_mb']:.1f} MB model: at this size the times are mostly overhead, "
-              "so the speed ratios say nothing about a real model; run it on the trained model for that")
+        print(
+            f"note: a {reference['size_mb']:.1f} MB model: at this size the times are mostly overhead, "
+            "so the speed ratios say nothing about a real model; run it on the trained model for that"
+        )
     print(f"written to {out}")
     return 0 if report.get("fp32_greedy_tokens_match", True) else 1
 
 
 def print_table(report: dict) -> None:
     names = list(report["models"])
-    rows = (("first token (ms)", "first_token_ms", "{:.1f}"), ("decode (tokens/s)", "decode_tokens_per_s", "{:.1f}"),
-            ("  against PyTorch", "speed_ratio", "{:.2f}x"), ("size on disk (MB)", "size_mb", "{:.1f}"),
-            ("  against PyTorch", "size_ratio", "{:.0%}"), ("perplexity", "perplexity", "{:.3f}"),
-            ("  against PyTorch", "perplexity_ratio", "{:.3f}x"))
+    rows = (
+        ("first token (ms)", "first_token_ms", "{:.1f}"),
+        ("decode (tokens/s)", "decode_tokens_per_s", "{:.1f}"),
+        ("  against PyTorch", "speed_ratio", "{:.2f}x"),
+        ("size on disk (MB)", "size_mb", "{:.1f}"),
+        ("  against PyTorch", "size_ratio", "{:.0%}"),
+        ("perplexity", "perplexity", "{:.3f}"),
+        ("  against PyTorch", "perplexity_ratio", "{:.3f}x"),
+    )
     print(f"{'':20}" + "".join(f"{name:>14}" for name in names))
     for label, key, form in rows:
         print(f"{label:20}" + "".join(f"{form.format(report['models'][name][key]):>14}" for name in names))

@@ -1,8 +1,8 @@
 """Chat with the tuned model in the console, streaming tokens.
 
-    python chat.py                                  # PyTorch, merged model (or base + adapter)
-    python chat.py --backend onnx                   # ONNX Runtime GenAI, the optimized model
-    python chat.py --prompt "Hello" [--max-new-tokens 128]   # one answer, then exit
+python chat.py                                  # PyTorch, merged model (or base + adapter)
+python chat.py --backend onnx                   # ONNX Runtime GenAI, the optimized model
+python chat.py --prompt "Hello" [--max-new-tokens 128]   # one answer, then exit
 """
 
 from __future__ import annotations
@@ -19,13 +19,20 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=["pytorch", "onnx", "gguf"], default="pytorch")
-    parser.add_argument("--model", help="model folder, or .gguf file (default: the merged model, the ONNX model, "
-                                        "or the first GGUF file under outputs/gguf/)")
-    parser.add_argument("--adapter", help="answer with this adapter on its base: a folder train.py wrote (pytorch) "
-                                          "or an .onnx_adapter file (onnx)")
+    parser.add_argument(
+        "--model",
+        help="model folder, or .gguf file (default: the merged model, the ONNX model, "
+        "or the first GGUF file under outputs/gguf/)",
+    )
+    parser.add_argument(
+        "--adapter",
+        help="answer with this adapter on its base: a folder train.py wrote (pytorch) or an .onnx_adapter file (onnx)",
+    )
     parser.add_argument("--prompt", help="answer this one prompt and exit")
     parser.add_argument("--system", default=None, help="system message")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: generation.max_new_tokens in the config")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=None, help="default: generation.max_new_tokens in the config"
+    )
     parser.add_argument("--greedy", action="store_true", help="greedy decoding, whatever generation.temperature says")
     parser.add_argument("--config", default="configs/train.yaml")
     args = parser.parse_args(argv)

@@ -69,7 +69,9 @@ def print_table(report: dict) -> None:
     print(f"\n{report['scenario']}: {report['examples']} {report['split']} examples; main metric {report['metric']}")
     print(f"{'':<14}" + "".join(f"{name:>12}" for name in names))
     for key in keys:
-        cells = "".join(f"{report['models'][n][key]:>12.4g}" if key in report["models"][n] else f"{'-':>12}" for n in names)
+        cells = "".join(
+            f"{report['models'][n][key]:>12.4g}" if key in report["models"][n] else f"{'-':>12}" for n in names
+        )
         print(f"{key:<14}{cells}")
     for name, error in report["broken"].items():
         print(f"{name}: BROKEN: {error}")
@@ -79,10 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/train.yaml")
-    parser.add_argument("--split", choices=["eval", "train"], default="eval", help="held-out examples, or the training ones")
+    parser.add_argument(
+        "--split", choices=["eval", "train"], default="eval", help="held-out examples, or the training ones"
+    )
     parser.add_argument("--limit", type=int, default=None, help="score at most N examples")
-    parser.add_argument("--base", help="base model (default: the one the adapter was trained on, else model.name_or_path)")
-    parser.add_argument("--tuned", help="tuned model: merged folder, or adapter folder (default: merged, else the adapter)")
+    parser.add_argument(
+        "--base", help="base model (default: the one the adapter was trained on, else model.name_or_path)"
+    )
+    parser.add_argument(
+        "--tuned", help="tuned model: merged folder, or adapter folder (default: merged, else the adapter)"
+    )
     parser.add_argument("--onnx", help="ONNX model folder (default: the first under outputs/onnx/)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX model")
     parser.add_argument("--gguf", help="GGUF file (default: the first under outputs/gguf/)")
@@ -96,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         examples = (held_out if args.split == "eval" else train)[: args.limit or config["eval"].get("limit")]
         if not examples:
             raise DataError(f"the {args.split} split is empty; raise data.eval_fraction or use --split train")
-        labels = check_labels(train, examples, config["task"].get("labels")) if config["task"]["scenario"] == "classification" else None
+        labels = (
+            check_labels(train, examples, config["task"].get("labels"))
+            if config["task"]["scenario"] == "classification"
+            else None
+        )
         models = candidates(args, config)
     except (ConfigError, DataError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -105,8 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     from finetune.scoring import score
 
     tokenizer = shared_tokenizer([path for backend, path in models.values() if backend == "pytorch"][::-1])
-    report = {"scenario": config["task"]["scenario"], "metric": config["eval"]["metric"], "split": args.split,
-              "examples": len(examples), "models": {}, "broken": {}, "answers": []}
+    report = {
+        "scenario": config["task"]["scenario"],
+        "metric": config["eval"]["metric"],
+        "split": args.split,
+        "examples": len(examples),
+        "models": {},
+        "broken": {},
+        "answers": [],
+    }
     answers = {}
     for name, (backend, path) in models.items():
         print(f"scoring {name} ({backend}: {path}) on {len(examples)} examples...", flush=True)
@@ -115,8 +134,14 @@ def main(argv: list[str] | None = None) -> int:
             report["models"][name], answers[name] = score(model, examples, config, tokenizer, labels)
         except Exception as error:  # noqa: BLE001  a model that cannot load or run is reported, and the others still scored
             report["broken"][name] = f"{type(error).__name__}: {error}"
-    report["answers"] = [{"source": e.source, "reference": e.reference if e.messages else None,
-                          **{name: a[i] for name, a in answers.items() if a}} for i, e in enumerate(examples[:10])]
+    report["answers"] = [
+        {
+            "source": e.source,
+            "reference": e.reference if e.messages else None,
+            **{name: a[i] for name, a in answers.items() if a},
+        }
+        for i, e in enumerate(examples[:10])
+    ]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -43,7 +43,7 @@ def load_workflow(path: Path, smoke: bool = False, base_model: str | None = None
                 node = node[key]
             value = node.get(keys[-1])
             if isinstance(value, str) and value.startswith("outputs/"):
-                node[keys[-1]] = "outputs/smoke/" + value[len("outputs/"):]
+                node[keys[-1]] = "outputs/smoke/" + value[len("outputs/") :]
         if "adapter_path" in config["input_model"]:
             config["input_model"]["model_path"] = base_model or "outputs/smoke/base"
     return config
@@ -59,8 +59,11 @@ def check_inputs(config: dict) -> None:
 
 
 def calibration_files(config: dict) -> list[str]:
-    return [d["load_dataset_config"]["data_files"] for d in config.get("data_configs", [])
-            if d.get("load_dataset_config", {}).get("data_name") == "json"]
+    return [
+        d["load_dataset_config"]["data_files"]
+        for d in config.get("data_configs", [])
+        if d.get("load_dataset_config", {}).get("data_name") == "json"
+    ]
 
 
 def write_calibration(path: str, model_path: str, limit: int = 64) -> None:
@@ -110,8 +113,10 @@ def olive_run(config: dict) -> None:
 
 def run(path: Path, smoke: bool = False, precision: str | None = None) -> Path:
     if missing := missing_packages(path.stem):
-        raise FileNotFoundError(f"{path.stem} needs {', '.join(missing)}, which is not installed here: "
-                                f"pip install -r olive/requirements-{path.stem}.txt (on the machine that runs it)")
+        raise FileNotFoundError(
+            f"{path.stem} needs {', '.join(missing)}, which is not installed here: "
+            f"pip install -r olive/requirements-{path.stem}.txt (on the machine that runs it)"
+        )
     config = load_workflow(path, smoke, precision=precision)
     check_inputs(config)
     for calibration in calibration_files(config):
@@ -134,11 +139,15 @@ def add_adapter(path: Path, adapter: str, name: str, smoke: bool = False) -> Pat
 
     config = load_workflow(path, smoke)
     if "adapter_path" not in config["input_model"]:
-        raise FileNotFoundError(f"olive/{path.stem}.json exports a merged model, which has no room for adapters: "
-                                "tuneforge update --set adapter_export=adapters, then python optimize.py")
+        raise FileNotFoundError(
+            f"olive/{path.stem}.json exports a merged model, which has no room for adapters: "
+            "tuneforge update --set adapter_export=adapters, then python optimize.py"
+        )
     output_dir = Path(config["output_dir"])
     if not (output_dir / "model.onnx").exists():
-        raise FileNotFoundError(f"no ONNX base in {output_dir}: run python optimize.py{' --smoke' if smoke else ''} first")
+        raise FileNotFoundError(
+            f"no ONNX base in {output_dir}: run python optimize.py{' --smoke' if smoke else ''} first"
+        )
     if not (Path(adapter) / "adapter_config.json").exists():
         raise FileNotFoundError(f"{adapter} holds no adapter_config.json: give a folder train.py wrote")
     built = output_dir.parent / f".adapter-{name}-{path.stem}"
@@ -152,8 +161,10 @@ def add_adapter(path: Path, adapter: str, name: str, smoke: bool = False) -> Pat
             olive_run(config)
         same = [f.name for f in output_dir.glob("model.onnx*")]
         if not same or filecmp.cmpfiles(output_dir, built, same, shallow=False)[0] != same:
-            raise FileNotFoundError(f"{adapter} builds another base than {output_dir}: it was trained on another "
-                                    "model or with other LoRA settings; export it on its own with python optimize.py")
+            raise FileNotFoundError(
+                f"{adapter} builds another base than {output_dir}: it was trained on another "
+                "model or with other LoRA settings; export it on its own with python optimize.py"
+            )
         target = output_dir / f"{name}.onnx_adapter"
         shutil.copyfile(built / "adapter_weights.onnx_adapter", target)
     finally:
@@ -197,7 +208,10 @@ def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
     system = config["data"].get("system_prompt")
     turns = read_turns(tokenizer, end_ids, config["data"].get("chat_template_kwargs"), with_system=bool(system))
     # Ollama's context: at least what training saw, at most what the model reads
-    context = min(max(config["data"]["max_length"], 4096), json.loads((merged / "config.json").read_text()).get("max_position_embeddings", 4096))
+    context = min(
+        max(config["data"]["max_length"], 4096),
+        json.loads((merged / "config.json").read_text()).get("max_position_embeddings", 4096),
+    )
 
     def write_modelfile(folder: Path, model: Path, adapter: Path | None = None) -> None:
         text = modelfile(model.name, turns, system, config.get("generation", {}), context, adapter and adapter.name)
@@ -209,8 +223,9 @@ def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
         why = gguf.lora_refusal(settings)
         if why is None:
             try:
-                base, lora = export_lora_gguf(config, adapter_dir, merged, tokenizer, out / "adapter", name, kinds[0],
-                                              script, log)
+                base, lora = export_lora_gguf(
+                    config, adapter_dir, merged, tokenizer, out / "adapter", name, kinds[0], script, log
+                )
                 write_modelfile(base.parent, base, lora)
             except ModelUnavailable as error:  # the base model is needed in GGUF too
                 why = str(error)
@@ -219,8 +234,9 @@ def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
     return out
 
 
-def export_lora_gguf(config: dict, adapter_dir: Path, merged: Path, tokenizer, out: Path, name: str, kind: str,
-                     script: Path, log: Path) -> tuple[Path, Path]:
+def export_lora_gguf(
+    config: dict, adapter_dir: Path, merged: Path, tokenizer, out: Path, name: str, kind: str, script: Path, log: Path
+) -> tuple[Path, Path]:
     """The base model the adapter was trained on as GGUF (quantized to kind), and the adapter as a GGUF LoRA file;
     tokenizer: the merged model's, with the chat template training used."""
     import shutil
@@ -271,8 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="optimize the smoke test's tiny model (outputs/smoke/)")
     parser.add_argument("--adapter", type=Path, help="export only this adapter folder, for a base optimized before")
     parser.add_argument("--name", help="with --adapter: the adapter's name (default: its folder's name)")
-    parser.add_argument("--llama-cpp-source", help="gguf: llama-cpp-python's source archive (or its unpacked folder), "
-                                                   "for a machine where pip cannot download it")
+    parser.add_argument(
+        "--llama-cpp-source",
+        help="gguf: llama-cpp-python's source archive (or its unpacked folder), "
+        "for a machine where pip cannot download it",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
     from finetune.config import load_config
@@ -300,8 +319,11 @@ def main(argv: list[str] | None = None) -> int:
         # the targets whose base takes separate adapters (the NPU recipes compile one merged graph)
         workflows = [w for w in workflows if "adapter_path" in json.loads(w.read_text(encoding="utf-8"))["input_model"]]
         if not workflows:
-            print("error: every olive/*.json here exports a merged model, which has no room for adapters: "
-                  "tuneforge update --set adapter_export=adapters, then python optimize.py", file=sys.stderr)
+            print(
+                "error: every olive/*.json here exports a merged model, which has no room for adapters: "
+                "tuneforge update --set adapter_export=adapters, then python optimize.py",
+                file=sys.stderr,
+            )
             return 2
     for workflow in workflows:
         try:

@@ -29,9 +29,15 @@ from finetune.inference import compare_backends, load_backend, model_name, sampl
 from finetune.quiet import quiet_libraries
 
 PAGES = Path(__file__).resolve().parent / "playground"
-STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/playground.js": ("playground.js", "text/javascript; charset=utf-8"),
-          "/playground.css": ("playground.css", "text/css; charset=utf-8")}
-PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'", "X-Content-Type-Options": "nosniff"}
+STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/playground.js": ("playground.js", "text/javascript; charset=utf-8"),
+    "/playground.css": ("playground.css", "text/css; charset=utf-8"),
+}
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
 MAX_BODY = 1 << 20
 MAX_TOKENS_LIMIT = 4096
 SOCKET_TIMEOUT = 30  # seconds a client may take to send its request; a stalled one is dropped
@@ -55,8 +61,10 @@ def parse_adapters(values: list[str]) -> dict[str, str]:
         if name in adapters:
             raise ValueError(f"--adapter {value!r}: the name {name} is given twice")
         if not Path(path).exists():
-            raise ValueError(f"--adapter {value!r}: {path} not found (train.py writes adapter folders; "
-                             "optimize.py --adapter writes .onnx_adapter files)")
+            raise ValueError(
+                f"--adapter {value!r}: {path} not found (train.py writes adapter folders; "
+                "optimize.py --adapter writes .onnx_adapter files)"
+            )
         adapters[name] = path
     return adapters
 
@@ -65,9 +73,15 @@ def _number(request: dict, key: str, low: float, high: float, low_included: bool
     value = request.get(key)
     if value is None:
         return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (low <= value if low_included else low < value) \
-            or value > high:
-        raise BadRequest(400, f"'{key}' must be a number from {low:g} to {high:g}{'' if low_included else f' (above {low:g})'}")
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not (low <= value if low_included else low < value)
+        or value > high
+    ):
+        raise BadRequest(
+            400, f"'{key}' must be a number from {low:g} to {high:g}{'' if low_included else f' (above {low:g})'}"
+        )
     return float(value)
 
 
@@ -84,8 +98,9 @@ def parse_request(body: bytes, model_names: list[str] | None = None) -> dict:
         raise BadRequest(400, "body must be a JSON object")
     model = request.get("model")
     if model is not None and model_names is not None and model not in model_names:
-        raise BadRequest(404, f"The model `{model}` does not exist; this server has {', '.join(model_names)}",
-                         "model_not_found")
+        raise BadRequest(
+            404, f"The model `{model}` does not exist; this server has {', '.join(model_names)}", "model_not_found"
+        )
     messages = request.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest(400, "'messages' must be a non-empty list")
@@ -107,25 +122,37 @@ def parse_request(body: bytes, model_names: list[str] | None = None) -> dict:
     sampling = None
     if temperature is not None or top_p is not None:
         sampling = sampling_options({"temperature": temperature or 0, "top_p": top_p or 1.0})
-    return {"model": model, "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
-            "max_tokens": max_tokens, "stream": stream, "sampling": sampling, "usage": options.get("include_usage", False)}
+    return {
+        "model": model,
+        "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+        "max_tokens": max_tokens,
+        "stream": stream,
+        "sampling": sampling,
+        "usage": options.get("include_usage", False),
+    }
 
 
 def check_context(prompt_tokens: int, max_tokens: int, context_length: int) -> None:
     """Refuse a request that cannot fit the model's context, as the OpenAI API does."""
     if prompt_tokens + max_tokens > context_length:
-        raise BadRequest(400, f"This model's maximum context length is {context_length} tokens. However, you requested "
-                              f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
-                              "completion). Please reduce the length of the messages or completion.",
-                         "context_length_exceeded")
+        raise BadRequest(
+            400,
+            f"This model's maximum context length is {context_length} tokens. However, you requested "
+            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
+            "completion). Please reduce the length of the messages or completion.",
+            "context_length_exceeded",
+        )
 
 
 def read_body(headers, rfile) -> bytes:
     """The request body, or BadRequest: JSON only, a sane Content-Length, sent within the socket timeout."""
     content_type = (headers.get("Content-Type") or "application/json").split(";")[0].strip().lower()
     if content_type != "application/json":
-        raise BadRequest(415, f"Unsupported content type: '{content_type}'. This API method only accepts "
-                              "'application/json' requests.", "unsupported_content_type")
+        raise BadRequest(
+            415,
+            f"Unsupported content type: '{content_type}'. This API method only accepts 'application/json' requests.",
+            "unsupported_content_type",
+        )
     text = headers.get("Content-Length")
     if text is None:
         raise BadRequest(411, "Content-Length is required")
@@ -147,6 +174,7 @@ class ChatHandler(BaseHTTPRequestHandler):
     """OpenAI's chat completions over the models served, by the names clients use (the first answers requests
     that name none): routes maps each name to its backend and the backend's own name for it. make_handler binds
     the routes, the playground's settings and the limits."""
+
     routes: ClassVar[dict[str, tuple]] = {}
     playground: ClassVar[dict] = {}
     busy_seconds = 150.0
@@ -176,8 +204,10 @@ class ChatHandler(BaseHTTPRequestHandler):
         self.send_bytes(status, json.dumps(payload).encode(), "application/json")
 
     def send_error_json(self, status: int, message: str, code: str | None = None) -> None:
-        self.send_json(status, {"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                          "code": code or status}})
+        self.send_json(
+            status,
+            {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code or status}},
+        )
 
     def do_GET(self):
         path = self.path.split("?")[0]
@@ -189,8 +219,13 @@ class ChatHandler(BaseHTTPRequestHandler):
         elif path == "/v1/playground":
             self.send_json(200, {**self.playground, "models": self.model_names})
         elif self.path.rstrip("/") == "/v1/models":
-            self.send_json(200, {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "local"}
-                                                            for name in self.model_names]})
+            self.send_json(
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": name, "object": "model", "owned_by": "local"} for name in self.model_names],
+                },
+            )
         elif self.path.rstrip("/") == "/health":
             self.send_json(200, {"status": "ok", "model": self.model_names[0], "models": self.model_names})
         else:
@@ -225,13 +260,27 @@ class ChatHandler(BaseHTTPRequestHandler):
     def complete(self, backend, request: dict) -> None:
         text = "".join(backend.stream(request["messages"], request["max_tokens"], ids=request["ids"]))
         prompt, completion = backend.usage
-        self.send_json(200, {
-            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": request["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": backend.finish_reason}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
-        })
+        self.send_json(
+            200,
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": request["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": backend.finish_reason,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                },
+            },
+        )
 
     def stream(self, backend, request: dict) -> None:
         self.send_response(200)
@@ -240,8 +289,12 @@ class ChatHandler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
-        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": request["model"]}
+        base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": request["model"],
+        }
 
         def send(chunk: dict) -> None:
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
@@ -257,20 +310,42 @@ class ChatHandler(BaseHTTPRequestHandler):
         event({}, backend.finish_reason)
         if request["usage"]:  # as OpenAI's stream_options.include_usage: a last chunk with no choices
             prompt, completion = backend.usage
-            send({**base, "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                                                   "total_tokens": prompt + completion}})
+            send(
+                {
+                    **base,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": prompt,
+                        "completion_tokens": completion,
+                        "total_tokens": prompt + completion,
+                    },
+                }
+            )
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 
 
-def make_handler(routes: dict[str, tuple], playground: dict | None = None, busy_seconds: float = 150,
-                 request_timeout: float = SOCKET_TIMEOUT):
+def make_handler(
+    routes: dict[str, tuple],
+    playground: dict | None = None,
+    busy_seconds: float = 150,
+    request_timeout: float = SOCKET_TIMEOUT,
+):
     """A ChatHandler bound to the models served, with its own lock: one generation at a time (a model is not
     re-entrant, and the active adapter is the model's). routes: the name clients use -> (backend, its name there).
     playground: the page's defaults (system, max_tokens, temperature, prompt) and the sampling when a request sets none."""
     playground = {"sampling": {}, **(playground or {})}
-    return type("BoundChatHandler", (ChatHandler,), {"routes": routes, "playground": playground, "busy_seconds": busy_seconds,
-                                                     "timeout": request_timeout, "lock": threading.Lock()})
+    return type(
+        "BoundChatHandler",
+        (ChatHandler,),
+        {
+            "routes": routes,
+            "playground": playground,
+            "busy_seconds": busy_seconds,
+            "timeout": request_timeout,
+            "lock": threading.Lock(),
+        },
+    )
 
 
 def playground_settings(config: dict) -> dict:
@@ -280,9 +355,14 @@ def playground_settings(config: dict) -> dict:
     sampling = sampling_options(generation)  # empty: greedy
     smoke = Path("configs/smoke.yaml")
     prompt = load_config(str(smoke)).get("chat_prompt") if smoke.is_file() else None
-    return {"system": config.get("data", {}).get("system_prompt") or "", "max_tokens": int(generation.get("max_new_tokens", 256)),
-            "temperature": sampling.get("temperature", 0.0), "top_p": float(generation.get("top_p") or 1.0), "prompt": prompt or "",
-            "sampling": sampling}
+    return {
+        "system": config.get("data", {}).get("system_prompt") or "",
+        "max_tokens": int(generation.get("max_new_tokens", 256)),
+        "temperature": sampling.get("temperature", 0.0),
+        "top_p": float(generation.get("top_p") or 1.0),
+        "prompt": prompt or "",
+        "sampling": sampling,
+    }
 
 
 def single_routes(backend, args, config: dict) -> dict[str, tuple]:
@@ -290,7 +370,9 @@ def single_routes(backend, args, config: dict) -> dict[str, tuple]:
     model's name."""
     names = list(backend.models)
     if not args.adapter:
-        names[0] = Path(args.model).resolve().name if args.model else model_name(config["model"]["name_or_path"]) + "-tuned"
+        names[0] = (
+            Path(args.model).resolve().name if args.model else model_name(config["model"]["name_or_path"]) + "-tuned"
+        )
     return {name: (backend, own) for name, own in zip(names, backend.models)}
 
 
@@ -299,21 +381,41 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--backend", choices=["onnx", "gguf", "pytorch"],
-                        default="onnx" if Path("olive").is_dir() else "gguf")
-    parser.add_argument("--model", help="model folder or .gguf file (default: the first ONNX model under outputs/onnx/, "
-                                        "or the first GGUF file under outputs/gguf/)")
-    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
-                        help="serve this adapter as model NAME (repeatable; the first is the default): a folder train.py "
-                             "wrote (pytorch) or an .onnx_adapter file (onnx; optimize.py --adapter makes one)")
-    parser.add_argument("--compare", action="store_true",
-                        help="serve the base and the tuned model (PyTorch), and the ONNX and GGUF models where optimize.py "
-                             "made them, as base, tuned, onnx and gguf: the playground's compare mode asks each")
+    parser.add_argument(
+        "--backend", choices=["onnx", "gguf", "pytorch"], default="onnx" if Path("olive").is_dir() else "gguf"
+    )
+    parser.add_argument(
+        "--model",
+        help="model folder or .gguf file (default: the first ONNX model under outputs/onnx/, "
+        "or the first GGUF file under outputs/gguf/)",
+    )
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="serve this adapter as model NAME (repeatable; the first is the default): a folder train.py "
+        "wrote (pytorch) or an .onnx_adapter file (onnx; optimize.py --adapter makes one)",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="serve the base and the tuned model (PyTorch), and the ONNX and GGUF models where optimize.py "
+        "made them, as base, tuned, onnx and gguf: the playground's compare mode asks each",
+    )
     parser.add_argument("--config", default="configs/train.yaml")
-    parser.add_argument("--max-seconds", type=float, default=120,
-                        help="the longest one answer may take; it then ends with finish_reason 'length'")
-    parser.add_argument("--request-timeout", type=float, default=SOCKET_TIMEOUT,
-                        help="seconds a client may take to send its request before it is dropped")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=120,
+        help="the longest one answer may take; it then ends with finish_reason 'length'",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=SOCKET_TIMEOUT,
+        help="seconds a client may take to send its request before it is dropped",
+    )
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
@@ -322,15 +424,19 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("--compare serves this workspace's own models; leave out --model and --adapter")
             routes = compare_backends(config)
         else:
-            routes = single_routes(load_backend(args.backend, args.model, config, parse_adapters(args.adapter)), args, config)
+            routes = single_routes(
+                load_backend(args.backend, args.model, config, parse_adapters(args.adapter)), args, config
+            )
         settings = playground_settings(config)
     except (ConfigError, FileNotFoundError, ValueError) as error:  # AdapterError is a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 2
     for backend, _ in routes.values():
         backend.max_seconds = args.max_seconds
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(routes, settings, busy_seconds=args.max_seconds + 30,
-                                                                      request_timeout=args.request_timeout))
+    server = ThreadingHTTPServer(
+        (args.host, args.port),
+        make_handler(routes, settings, busy_seconds=args.max_seconds + 30, request_timeout=args.request_timeout),
+    )
     backends = ", ".join(dict.fromkeys(backend.name for backend, _ in routes.values()))
     print(f"serving {', '.join(routes)} ({backends}) on http://{args.host}:{server.server_port}/v1", flush=True)
     print(f"playground: http://{args.host}:{server.server_port}/", flush=True)

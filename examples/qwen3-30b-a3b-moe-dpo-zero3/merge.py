@@ -29,8 +29,9 @@ def merge(config: dict) -> Path:
     if not config.get("peft"):
         # full fine-tuning: the trained model is already standalone
         with new_folder(output_dir) as partial:
-            shutil.copytree(adapter_dir, partial, dirs_exist_ok=True,
-                            ignore=shutil.ignore_patterns("checkpoint-*", "runs"))
+            shutil.copytree(
+                adapter_dir, partial, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoint-*", "runs")
+            )
             keep_base_files(base_name, partial)
         return output_dir
     from peft import PeftModel

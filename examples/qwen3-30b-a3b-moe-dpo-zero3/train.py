@@ -1,6 +1,6 @@
 """Fine-tune the model as configs/train.yaml says.
 
-    python train.py [--config configs/train.yaml] [--resume] [section.key=value ...]
+python train.py [--config configs/train.yaml] [--resume] [section.key=value ...]
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from finetune.quiet import quiet_libraries
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/train.yaml")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in training.output_dir")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in training.output_dir"
+    )
     # the deepspeed launcher passes the process's rank this way; the Trainer reads it from the environment
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
@@ -65,8 +67,10 @@ def tracking(tracker: str) -> str:
         raise ConfigError(f"training.report_to must be one of {', '.join(TRACKERS)}, got {tracker!r}")
     module = TRACKERS[tracker]
     if module and importlib.util.find_spec(module) is None:
-        raise ConfigError(f"training.report_to={tracker} needs the {module} package: pip install -r requirements.txt, "
-                          "or training.report_to=none")
+        raise ConfigError(
+            f"training.report_to={tracker} needs the {module} package: pip install -r requirements.txt, "
+            "or training.report_to=none"
+        )
     # Azure ML and an MLflow server set MLFLOW_TRACKING_URI; otherwise a local store beside the workspace, in
     # MLflow's file format, which needs no database (`mlflow ui --backend-store-uri mlruns` shows it)
     if tracker == "mlflow" and "MLFLOW_TRACKING_URI" not in os.environ:
@@ -99,19 +103,32 @@ def train(config: dict, resume: bool = False) -> dict:
         unit = {None: "examples", "kto": "answers"}.get(preference and preference["objective"], "pairs")
         what = f"{preference['objective']} on {len(train_set)} {unit}" if preference else f"{len(train_set)} {unit}"
         print(f"training {trainable:,} of {total:,} parameters, {what} ({len(eval_set)} held out)", flush=True)
-    common = {"model": model, "args": args, "train_dataset": train_set, "eval_dataset": eval_set or None,
-              "processing_class": tokenizer}
+    common = {
+        "model": model,
+        "args": args,
+        "train_dataset": train_set,
+        "eval_dataset": eval_set or None,
+        "processing_class": tokenizer,
+    }
     if preference:
         trainer = PreferenceTrainer(**common, data_collator=PairCollator(tokenizer.pad_token_id), preference=preference)
     else:
-        trainer = AnswerOnlyTrainer(**common, data_collator=Collator(
-            tokenizer.pad_token_id, packing=config["data"].get("packing", False), max_length=config["data"]["max_length"]))
+        trainer = AnswerOnlyTrainer(
+            **common,
+            data_collator=Collator(
+                tokenizer.pad_token_id,
+                packing=config["data"].get("packing", False),
+                max_length=config["data"]["max_length"],
+            ),
+        )
     resume_from = resume and last_complete_checkpoint(args.output_dir, speak=args.process_index == 0)
     already = tokens_seen(resume_from) if resume_from else 0  # read now: training may rotate that checkpoint away
     trainer.train(resume_from_checkpoint=resume_from or None)
     trainer.save_model(args.output_dir)
-    metrics = {"train_loss": next((e["train_loss"] for e in reversed(trainer.state.log_history) if "train_loss" in e), None),
-               "global_step": trainer.state.global_step}
+    metrics = {
+        "train_loss": next((e["train_loss"] for e in reversed(trainer.state.log_history) if "train_loss" in e), None),
+        "global_step": trainer.state.global_step,
+    }
     if eval_set:
         scores = trainer.evaluate()
         metrics["eval_loss"] = scores["eval_loss"]
@@ -148,8 +165,10 @@ def peak_memory() -> dict:
 
     if not torch.cuda.is_available():
         return {}
-    return {"peak_gpu_allocated_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2),
-            "peak_gpu_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 2)}
+    return {
+        "peak_gpu_allocated_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2),
+        "peak_gpu_reserved_gb": round(torch.cuda.max_memory_reserved() / 1e9, 2),
+    }
 
 
 def _tokens_per_second(trainer, already: int = 0) -> float | None:
@@ -188,8 +207,15 @@ def last_complete_checkpoint(output_dir: str, speak: bool = True) -> str | None:
     """The newest checkpoint in output_dir that can be resumed from; incomplete ones are named and skipped."""
     say = (lambda text: print(text, flush=True)) if speak else (lambda text: None)
     folder = Path(output_dir)
-    steps = sorted((int(m.group(1)), p) for p in folder.glob("checkpoint-*")
-                   if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))) if folder.is_dir() else []
+    steps = (
+        sorted(
+            (int(m.group(1)), p)
+            for p in folder.glob("checkpoint-*")
+            if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
+        )
+        if folder.is_dir()
+        else []
+    )
     for _, checkpoint in reversed(steps):
         problem = checkpoint_problem(checkpoint)
         if problem is None:

@@ -49,7 +49,15 @@ def _ids(section: str) -> Callable[[], list[str]]:
     return lambda: list(catalog.load(section))
 
 
-DISTRIBUTED = ["none", "ddp", "deepspeed-zero1", "deepspeed-zero2", "deepspeed-zero3", "deepspeed-zero3-offload", "fsdp"]
+DISTRIBUTED = [
+    "none",
+    "ddp",
+    "deepspeed-zero1",
+    "deepspeed-zero2",
+    "deepspeed-zero3",
+    "deepspeed-zero3-offload",
+    "fsdp",
+]
 # what each priority steers in the plan's defaults (plan.resolve), as the form explains it
 PRIORITIES = {
     "quality": "LoRA rank 32 and the technique that fits with the least compromise",
@@ -77,24 +85,68 @@ SPEC: list[Answer] = [
     Answer("num_nodes", "int", "Number of machines", minimum=1, maximum=1024),
     Answer("compute", "choice", "Where training runs", _ids("compute")),
     Answer("targets", "list", "Where the tuned model is served", _ids("targets")),
-    Answer("adapter_export", "choice", "ONNX export: the merged model, or the base plus separate adapter files", lambda: ADAPTER_EXPORTS),
-    Answer("gguf_types", "list", "GGUF quantization types for llama.cpp and Ollama (target gguf); the first is the "
-           "Modelfile's", lambda: catalog.load("targets")["gguf"]["gguf"]["quantizations"]),
+    Answer(
+        "adapter_export",
+        "choice",
+        "ONNX export: the merged model, or the base plus separate adapter files",
+        lambda: ADAPTER_EXPORTS,
+    ),
+    Answer(
+        "gguf_types",
+        "list",
+        "GGUF quantization types for llama.cpp and Ollama (target gguf); the first is the Modelfile's",
+        lambda: catalog.load("targets")["gguf"]["gguf"]["quantizations"],
+    ),
     Answer("priority", "choice", "What matters most; steers the defaults", lambda: list(PRIORITIES)),
-    Answer("scenario", "choice", "What the model is tuned for; decides the sample data, format default and metric", _ids("scenarios")),
+    Answer(
+        "scenario",
+        "choice",
+        "What the model is tuned for; decides the sample data, format default and metric",
+        _ids("scenarios"),
+    ),
     Answer("dataset", "str", "Training data: a local JSON/JSONL file or a Hugging Face dataset id"),
     Answer("dataset_format", "choice", "Format of each example", lambda: list(catalog.formats())),
-    Answer("objective", "choice", "What training optimises: sft learns the answers in the data; dpo, orpo, kto and simpo learn "
-           "to prefer some answers over others (scenario=preference)", _ids("objectives")),
-    Answer("lora_experts", "bool", "Mixtures of experts (Qwen3-MoE, gpt-oss): also train LoRA on every expert's "
-           "projections (gate_up and down, through PEFT's target_parameters), not only on attention; the router stays frozen"),
-    Answer("thinking", "choice", "Reasoning models whose chat template has a thinking switch (Qwen3, SmolLM3): off trains "
-           "and answers with thinking switched off; keep trains on and answers with <think> reasoning blocks", lambda: THINKING),
+    Answer(
+        "objective",
+        "choice",
+        "What training optimises: sft learns the answers in the data; dpo, orpo, kto and simpo learn "
+        "to prefer some answers over others (scenario=preference)",
+        _ids("objectives"),
+    ),
+    Answer(
+        "lora_experts",
+        "bool",
+        "Mixtures of experts (Qwen3-MoE, gpt-oss): also train LoRA on every expert's "
+        "projections (gate_up and down, through PEFT's target_parameters), not only on attention; the router stays frozen",
+    ),
+    Answer(
+        "thinking",
+        "choice",
+        "Reasoning models whose chat template has a thinking switch (Qwen3, SmolLM3): off trains "
+        "and answers with thinking switched off; keep trains on and answers with <think> reasoning blocks",
+        lambda: THINKING,
+    ),
     Answer("learning_rate", "float", "Peak learning rate", group="hyper", minimum=0, maximum=1, above=True),
     Answer("num_train_epochs", "float", "Epochs over the data", group="hyper", minimum=0, maximum=1000, above=True),
-    Answer("max_steps", "int", "Stop after this many optimizer steps (-1: run all epochs)", group="hyper", minimum=-1, maximum=10_000_000),
-    Answer("per_device_train_batch_size", "int", "Examples per device per step", group="hyper", minimum=1, maximum=4096),
-    Answer("gradient_accumulation_steps", "int", "Steps accumulated before each update", group="hyper", minimum=1, maximum=4096),
+    Answer(
+        "max_steps",
+        "int",
+        "Stop after this many optimizer steps (-1: run all epochs)",
+        group="hyper",
+        minimum=-1,
+        maximum=10_000_000,
+    ),
+    Answer(
+        "per_device_train_batch_size", "int", "Examples per device per step", group="hyper", minimum=1, maximum=4096
+    ),
+    Answer(
+        "gradient_accumulation_steps",
+        "int",
+        "Steps accumulated before each update",
+        group="hyper",
+        minimum=1,
+        maximum=4096,
+    ),
     Answer("max_length", "int", "Maximum tokens per example", group="hyper", minimum=16, maximum=1_048_576),
     Answer("lora_r", "int", "LoRA rank", group="hyper", minimum=1, maximum=4096),
     Answer("lora_alpha", "int", "LoRA alpha", group="hyper", minimum=1, maximum=65536),
@@ -102,14 +154,35 @@ SPEC: list[Answer] = [
     Answer("gradient_checkpointing", "bool", "Recompute activations to save memory", group="hyper"),
     Answer("packing", "bool", "Pack short examples together (no padding waste)", group="hyper"),
     Answer("seed", "int", "Random seed", group="hyper", minimum=0, maximum=2**32 - 1),
-    Answer("report_to", "choice", "Experiment tracking: tensorboard, mlflow (local mlruns/, or Azure ML's own), wandb "
-           "(offline unless WANDB_API_KEY is set) or none", lambda: TRACKERS, group="hyper"),
+    Answer(
+        "report_to",
+        "choice",
+        "Experiment tracking: tensorboard, mlflow (local mlruns/, or Azure ML's own), wandb "
+        "(offline unless WANDB_API_KEY is set) or none",
+        lambda: TRACKERS,
+        group="hyper",
+    ),
 ]
 BY_KEY = {a.key: a for a in SPEC}
 KEYS = list(BY_KEY)
 # Values the plan derives and the template needs; recorded in the answers file, never asked.
-DERIVED_KEYS = ["model_facts", "scenario_facts", "objective_facts", "technique_facts", "precision", "resource_name", "memory_plan",
-                "explicit_answers", "target_facts", "onnx_targets", "npu_targets", "runtime_targets", "platforms", "instances", "include"]
+DERIVED_KEYS = [
+    "model_facts",
+    "scenario_facts",
+    "objective_facts",
+    "technique_facts",
+    "precision",
+    "resource_name",
+    "memory_plan",
+    "explicit_answers",
+    "target_facts",
+    "onnx_targets",
+    "npu_targets",
+    "runtime_targets",
+    "platforms",
+    "instances",
+    "include",
+]
 
 _TRUE = {"true", "yes", "y", "1", "on"}
 _FALSE = {"false", "no", "n", "0", "off"}
@@ -227,7 +300,9 @@ class _NoAliasLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in answers", event.start_mark)
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in answers", event.start_mark
+            )
         return super().compose_node(parent, index)
 
 
@@ -239,11 +314,13 @@ def load_mapping(path: str | Path, key: str) -> dict:
     except OSError as error:
         raise AnswerError(key, f"cannot read {path}: {error.strerror}") from None
     if len(raw) > MAX_ANSWERS_BYTES:
-        raise AnswerError(key, f"{path} is larger than {MAX_ANSWERS_BYTES >> 20} MB; an answers file is a short YAML mapping")
+        raise AnswerError(
+            key, f"{path} is larger than {MAX_ANSWERS_BYTES >> 20} MB; an answers file is a short YAML mapping"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = raw[:error.start].count(b"\n") + 1
+        line = raw[: error.start].count(b"\n") + 1
         raise AnswerError(key, f"{path}:{line}: not UTF-8 text; an answers file is a short YAML mapping") from None
     if "\0" in text:
         raise AnswerError(key, f"{path} is a binary file, not YAML")

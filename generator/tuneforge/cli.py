@@ -19,20 +19,30 @@ BAD_INPUT = 2
 
 
 def _answer_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="an answer (repeatable); lists are comma-separated: --set targets=onnx-cpu,pytorch")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an answer (repeatable); lists are comma-separated: --set targets=onnx-cpu,pytorch",
+    )
     parser.add_argument("--answers", metavar="FILE", help="a YAML file of answers")
     if defaults:
         parser.add_argument("--defaults", action="store_true", help="take defaults for anything not given; ask nothing")
-    parser.add_argument("--no-detect", action="store_true",
-                        help="plan for a typical machine (a CPU with 16 GB) instead of this one; --set hardware=... "
-                             "describes another")
+    parser.add_argument(
+        "--no-detect",
+        action="store_true",
+        help="plan for a typical machine (a CPU with 16 GB) instead of this one; --set hardware=... describes another",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     from tuneforge import __version__
 
-    parser = argparse.ArgumentParser(prog="tuneforge", description="Generate a fine-tuning workspace that runs for real.")
+    parser = argparse.ArgumentParser(
+        prog="tuneforge", description="Generate a fine-tuning workspace that runs for real."
+    )
     parser.add_argument("--version", action="version", version=f"tuneforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -42,8 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--force", action="store_true", help="render into a non-empty DEST")
     new.add_argument("--open", action="store_true", help="open the workspace in VS Code afterwards")
 
-    update = sub.add_parser("update", help="regenerate a workspace after changing answers, keeping your edits",
-                            description="Regenerate DEST with changed answers by a 3-way merge.")
+    update = sub.add_parser(
+        "update",
+        help="regenerate a workspace after changing answers, keeping your edits",
+        description="Regenerate DEST with changed answers by a 3-way merge.",
+    )
     update.add_argument("dest", metavar="DEST", nargs="?", default=".")
     _answer_options(update)
     update.add_argument("--force", action="store_true", help="commit uncommitted changes first instead of refusing")
@@ -52,19 +65,31 @@ def build_parser() -> argparse.ArgumentParser:
     _answer_options(plan)
     plan.add_argument("--json", action="store_true", help="machine-readable output")
 
-    ui = sub.add_parser("ui", help="a web form with the plan live: create a workspace, or update DEST",
-                        description="Serve the form on this machine's loopback and open it in the browser. Given a "
-                                    "workspace, the form loads its answers and updates it.")
+    ui = sub.add_parser(
+        "ui",
+        help="a web form with the plan live: create a workspace, or update DEST",
+        description="Serve the form on this machine's loopback and open it in the browser. Given a "
+        "workspace, the form loads its answers and updates it.",
+    )
     ui.add_argument("dest", metavar="DEST", nargs="?", help="the folder to create, or a workspace to update")
     _answer_options(ui, defaults=False)
     ui.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
-    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only); another "
-                                                        "address lets other machines write workspaces here")
+    ui.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: this machine only); another address lets other machines write workspaces here",
+    )
     ui.add_argument("--no-browser", action="store_true", help="print the address instead of opening a browser")
 
-    cat = sub.add_parser("catalog", help="list models, techniques, objectives, hardware, targets, compute, scenarios or formats")
-    cat.add_argument("section", nargs="?", default="models",
-                     choices=[s for s in catalog.SECTIONS if s != "architectures"] + ["formats"])
+    cat = sub.add_parser(
+        "catalog", help="list models, techniques, objectives, hardware, targets, compute, scenarios or formats"
+    )
+    cat.add_argument(
+        "section",
+        nargs="?",
+        default="models",
+        choices=[s for s in catalog.SECTIONS if s != "architectures"] + ["formats"],
+    )
     cat.add_argument("--json", action="store_true")
     return parser
 
@@ -176,9 +201,11 @@ def cmd_update(args) -> int:
         for path in result.conflicts:
             print(f"  {path}", file=sys.stderr)
     changed = len(result.changed) + len(result.removed)
-    print(f"updated {dest}/: {changed} file{'s' if changed != 1 else ''} changed"
-          f"{', ' + str(len(result.conflicts)) + ' with conflicts' if result.conflicts else ''}. "
-          "Review with `git diff`, then commit.")
+    print(
+        f"updated {dest}/: {changed} file{'s' if changed != 1 else ''} changed"
+        f"{', ' + str(len(result.conflicts)) + ' with conflicts' if result.conflicts else ''}. "
+        "Review with `git diff`, then commit."
+    )
     return 1 if result.conflicts else 0
 
 
@@ -188,11 +215,17 @@ def _warn_fit(plan) -> None:
     print(f"plan: peak training memory per device {plan.verdict}")
     if plan.fits:
         return
-    print(f"warning: training needs about {plan.memory.total_gb:g} GB per device, more than the "
-          f"{plan.available_gb:g} GB given. What would fit:", file=sys.stderr)
+    print(
+        f"warning: training needs about {plan.memory.total_gb:g} GB per device, more than the "
+        f"{plan.available_gb:g} GB given. What would fit:",
+        file=sys.stderr,
+    )
     for suggestion in plan.suggestions:
-        print(f"  --set {' --set '.join(f'{k}={format_value(v)}' for k, v in suggestion.changes.items())}"
-              f"  (about {suggestion.estimate.total_gb:g} GB)", file=sys.stderr)
+        print(
+            f"  --set {' --set '.join(f'{k}={format_value(v)}' for k, v in suggestion.changes.items())}"
+            f"  (about {suggestion.estimate.total_gb:g} GB)",
+            file=sys.stderr,
+        )
 
 
 def cmd_plan(args) -> int:
@@ -226,8 +259,10 @@ def open_in_vscode(dest: Path) -> str:
     """Open the folder in VS Code (its `code` command, never a shell); what happened, in a sentence."""
     code = shutil.which("code")
     if code is None:
-        return (f"VS Code's `code` command is not on PATH; open the folder {dest.resolve()} in VS Code "
-                "(File > Open Folder), or enable `code` via the command palette: 'Shell Command: Install code in PATH'.")
+        return (
+            f"VS Code's `code` command is not on PATH; open the folder {dest.resolve()} in VS Code "
+            "(File > Open Folder), or enable `code` via the command palette: 'Shell Command: Install code in PATH'."
+        )
     subprocess.Popen([code, str(dest)], env=os.environ.copy())
     return f"opened {dest} in VS Code"
 

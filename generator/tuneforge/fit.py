@@ -35,10 +35,16 @@ def _candidate_changes(plan) -> list[dict[str, Any]]:
             changes.append({"technique": "qlora"})
     if v["per_device_train_batch_size"] > 1:
         b = v["per_device_train_batch_size"]
-        changes.append({"per_device_train_batch_size": 1, "gradient_accumulation_steps": v["gradient_accumulation_steps"] * b})
+        changes.append(
+            {"per_device_train_batch_size": 1, "gradient_accumulation_steps": v["gradient_accumulation_steps"] * b}
+        )
     if v["max_length"] > 512:
         changes.append({"max_length": max(512, v["max_length"] // 2)})
-    if "deepspeed-zero3-offload" in hw["distributed"] and v["distributed"] != "deepspeed-zero3-offload" and v["technique"] != "qlora":
+    if (
+        "deepspeed-zero3-offload" in hw["distributed"]
+        and v["distributed"] != "deepspeed-zero3-offload"
+        and v["technique"] != "qlora"
+    ):
         changes.append({"distributed": "deepspeed-zero3-offload"})
     return changes
 
@@ -47,7 +53,9 @@ def _estimate(plan, changes: dict[str, Any], facts: dict | None = None) -> Estim
     """The plan's memory estimate with these changes (and another model's facts, when given)."""
     values = {**plan.values, **changes}
     devices = values["gpu_count"] * values["num_nodes"]
-    return plan_memory(facts or plan.facts, setup_for(values, plan.precision, devices), catalog.load("hardware")[values["hardware"]])
+    return plan_memory(
+        facts or plan.facts, setup_for(values, plan.precision, devices), catalog.load("hardware")[values["hardware"]]
+    )
 
 
 def _paths(plan) -> list[list[dict[str, Any]]]:

@@ -32,8 +32,14 @@ class FormError(ValueError):
 
 
 def _choice_title(key: str, option: str) -> str:
-    section = {"technique": "techniques", "hardware": "hardware", "compute": "compute", "objective": "objectives",
-               "targets": "targets", "scenario": "scenarios"}.get(key)
+    section = {
+        "technique": "techniques",
+        "hardware": "hardware",
+        "compute": "compute",
+        "objective": "objectives",
+        "targets": "targets",
+        "scenario": "scenarios",
+    }.get(key)
     if section:
         return catalog.load(section)[option].get("title", "")
     return PRIORITIES.get(option, "") if key == "priority" else ""
@@ -51,8 +57,10 @@ def questions() -> list[dict]:
             if spec.choices:
                 item["choices"] = [{"value": o, "title": _choice_title(key, o)} for o in spec.choices()]
             if key == "model":
-                item["choices"] = [{"value": m, "title": f"{f['params_b']:g}B{', gated' if f.get('gated') else ''}"}
-                                   for m, f in models.items()]
+                item["choices"] = [
+                    {"value": m, "title": f"{f['params_b']:g}B{', gated' if f.get('gated') else ''}"}
+                    for m, f in models.items()
+                ]
             if spec.minimum is not None:
                 item["range"] = spec.range_text
             items.append(item)
@@ -138,16 +146,25 @@ class Form:
             "relevant": [k for k in BY_KEY if relevant(k, plan)],
             "errors": errors,
             "problems": plan.as_dict()["problems"],
-            "model": {"id": plan.facts["id"], "hf_id": plan.facts["hf_id"], "params_b": plan.facts["params_b"],
-                      "architecture": plan.facts["architecture"]},
+            "model": {
+                "id": plan.facts["id"],
+                "hf_id": plan.facts["hf_id"],
+                "params_b": plan.facts["params_b"],
+                "architecture": plan.facts["architecture"],
+            },
             "precision": plan.precision,
-            "memory": {"parts": [{"name": name, "gb": gb} for name, gb in memory.parts()],
-                       "total_gb": memory.total_gb, "available_gb": plan.available_gb,
-                       "devices": plan.values["gpu_count"] * plan.values["num_nodes"],
-                       "trainable_params": memory.trainable_params},
+            "memory": {
+                "parts": [{"name": name, "gb": gb} for name, gb in memory.parts()],
+                "total_gb": memory.total_gb,
+                "available_gb": plan.available_gb,
+                "devices": plan.values["gpu_count"] * plan.values["num_nodes"],
+                "trainable_params": memory.trainable_params,
+            },
             "fits": plan.fits,
             "verdict": plan.verdict,
-            "suggestions": [{"changes": s.changes, "label": str(s), "total_gb": s.estimate.total_gb} for s in plan.suggestions],
+            "suggestions": [
+                {"changes": s.changes, "label": str(s), "total_gb": s.estimate.total_gb} for s in plan.suggestions
+            ],
             "files": self.files(plan) if with_files and not plan.problems else [],
             "dest": str(folder) if folder else None,
         }
@@ -170,8 +187,10 @@ class Form:
         if errors:
             raise FormError(next(iter(errors.values())), errors)
         if plan.problems:
-            raise FormError("this combination cannot work: " + "; ".join(str(p) for p in plan.problems),
-                            {p.key: p.reason for p in plan.problems})
+            raise FormError(
+                "this combination cannot work: " + "; ".join(str(p) for p in plan.problems),
+                {p.key: p.reason for p in plan.problems},
+            )
         return plan
 
     def create(self, answers: dict[str, Any], dest: str | None) -> dict:
@@ -185,8 +204,12 @@ class Form:
         render_workspace(folder, plan.copier_data())
         self.dest, self.workspace = folder.resolve(), True
         self.start = Given({k: plan.values[k] for k in plan.explicit}, {k: "previous answers" for k in plan.explicit})
-        return {"dest": str(self.dest), "message": f"created {self.dest}/ ({plan.values['model']}, {plan.values['technique']}, "
-                                                   f"{plan.values['hardware']})", "verdict": plan.verdict}
+        return {
+            "dest": str(self.dest),
+            "message": f"created {self.dest}/ ({plan.values['model']}, {plan.values['technique']}, "
+            f"{plan.values['hardware']})",
+            "verdict": plan.verdict,
+        }
 
     def preview_update(self, answers: dict[str, Any]) -> dict:
         """What `tuneforge update` would change, done on a copy of the workspace: the same 3-way merge."""
@@ -213,7 +236,12 @@ class Form:
         from tuneforge.render import update_workspace
 
         result = update_workspace(folder, self.checked_plan(answers, folder).copier_data())
-        return {"changed": result.changed, "removed": result.removed, "conflicts": result.conflicts, "kept": result.kept}
+        return {
+            "changed": result.changed,
+            "removed": result.removed,
+            "conflicts": result.conflicts,
+            "kept": result.kept,
+        }
 
 
 def _ignored_by_git(root: Path):

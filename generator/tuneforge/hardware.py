@@ -22,8 +22,11 @@ def detect() -> dict:
     if shutil.which("rocm-smi"):
         memories = _rocm_memories()
         # an AMD GPU whose memory rocm-smi does not report: count it, and leave its memory unknown
-        return {"hardware": "rocm", "gpu_count": len(memories) or 1,
-                "gpu_memory_gb": round(min(memories) / 1024**3, 1) if memories else None}
+        return {
+            "hardware": "rocm",
+            "gpu_count": len(memories) or 1,
+            "gpu_memory_gb": round(min(memories) / 1024**3, 1) if memories else None,
+        }
     if platform.system() == "Darwin" and platform.machine() == "arm64":
         return {"hardware": "mps", "gpu_count": 1, "gpu_memory_gb": round(system_memory_gb() * 0.7, 1)}
     return {"hardware": "cpu", "gpu_count": 1, "gpu_memory_gb": system_memory_gb()}

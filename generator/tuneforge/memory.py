@@ -46,13 +46,19 @@ class Estimate:
 
     def parts(self) -> list[tuple[str, float]]:
         """What the total adds up, each part by the name the terminal and the web form show it under."""
-        names = {"weights_gb": "weights", "optimizer_gb": "optimizer and gradients", "activations_gb": "activations",
-                 "logits_gb": "logits", "overhead_gb": "runtime"}
+        names = {
+            "weights_gb": "weights",
+            "optimizer_gb": "optimizer and gradients",
+            "activations_gb": "activations",
+            "logits_gb": "logits",
+            "overhead_gb": "runtime",
+        }
         return [(name, getattr(self, attr)) for attr, name in names.items()]
 
 
-def trainable_parameters(shape: dict, technique: str, lora_r: int, total_params: float, targets: list[str],
-                         expert_targets: list[str] = ()) -> int:
+def trainable_parameters(
+    shape: dict, technique: str, lora_r: int, total_params: float, targets: list[str], expert_targets: list[str] = ()
+) -> int:
     """targets: the linear layers an adapter adapts; expert_targets: a mixture of experts' fused expert projections
     LoRA also adapts (PEFT's target_parameters: one A and B of rank r per expert); the router stays frozen."""
     if technique == "full":
@@ -73,9 +79,15 @@ def trainable_parameters(shape: dict, technique: str, lora_r: int, total_params:
 def setup_for(values: dict, precision: str, devices: int) -> Setup:
     """The Setup a plan's answers describe."""
     return Setup(
-        technique=values["technique"], precision=precision, batch=values["per_device_train_batch_size"],
-        max_length=values["max_length"], gradient_checkpointing=values["gradient_checkpointing"],
-        distributed=values.get("distributed", "none"), devices=devices, lora_r=values["lora_r"], hardware=values["hardware"],
+        technique=values["technique"],
+        precision=precision,
+        batch=values["per_device_train_batch_size"],
+        max_length=values["max_length"],
+        gradient_checkpointing=values["gradient_checkpointing"],
+        distributed=values.get("distributed", "none"),
+        devices=devices,
+        lora_r=values["lora_r"],
+        hardware=values["hardware"],
         sequences=catalog.load("objectives")[values.get("objective", "sft")]["sequences"],
         lora_experts=values.get("lora_experts", False),
     )
@@ -107,8 +119,14 @@ def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
 
     # an image-text model's vision tower stays frozen: full fine-tuning trains its language model
     language = count_parameters(shape) if facts.get("image_text") else params
-    trainable = trainable_parameters(shape, setup.technique, setup.lora_r, language, facts["lora_target_modules"],
-                                     facts.get("lora_target_parameters", []) if setup.lora_experts else [])
+    trainable = trainable_parameters(
+        shape,
+        setup.technique,
+        setup.lora_r,
+        language,
+        facts["lora_target_modules"],
+        facts.get("lora_target_parameters", []) if setup.lora_experts else [],
+    )
     if setup.technique == "full":
         # grads in the training dtype, AdamW moments in fp32 (and fp32 master weights for 16-bit)
         grads = trainable * half
@@ -129,7 +147,9 @@ def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
     act_bytes = 2 if setup.precision != "fp32" else 4
     # copies of the hidden state each layer keeps for the backward pass, per token; adapters keep more (their
     # dropout's copy of each adapted layer's input)
-    copies = device.get("activation_copies", 17) + (0 if setup.technique == "full" else device.get("adapter_activation_copies", 0))
+    copies = device.get("activation_copies", 17) + (
+        0 if setup.technique == "full" else device.get("adapter_activation_copies", 0)
+    )
     every_layer = tokens * h * copies * act_bytes * layers
     # attention probabilities, where attention does not run in a fused kernel
     attention = device.get("attention_copies", 0) * tokens * shape["num_attention_heads"] * setup.max_length * 4
@@ -140,11 +160,18 @@ def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
         activations = max(activations, device.get("checkpoint_resident", 0) * (every_layer + attention * layers))
     else:
         activations = every_layer + attention * layers
-    logits = tokens * vocab * 4 * device.get("logits_copies", 1)  # fp32 logits (on GPU their gradient reuses the buffer)
+    logits = (
+        tokens * vocab * 4 * device.get("logits_copies", 1)
+    )  # fp32 logits (on GPU their gradient reuses the buffer)
     total = weights + optimizer + activations + logits + overhead_gb * GB
     return Estimate(
-        weights_gb=_gb(weights), trainable_params=int(trainable), optimizer_gb=_gb(optimizer),
-        activations_gb=_gb(activations), logits_gb=_gb(logits), overhead_gb=overhead_gb, total_gb=_gb(total),
+        weights_gb=_gb(weights),
+        trainable_params=int(trainable),
+        optimizer_gb=_gb(optimizer),
+        activations_gb=_gb(activations),
+        logits_gb=_gb(logits),
+        overhead_gb=overhead_gb,
+        total_gb=_gb(total),
     )
 
 

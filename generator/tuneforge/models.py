@@ -16,8 +16,17 @@ from tuneforge.shapes import count_parameters
 
 # what the hub accepts as a repository id: owner/name of letters, digits, '-', '_' and '.'
 HF_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
-SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-              "intermediate_size", "vocab_size", "tie_word_embeddings", "partial_rotary_factor", "head_dim")
+SHAPE_KEYS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "vocab_size",
+    "tie_word_embeddings",
+    "partial_rotary_factor",
+    "head_dim",
+)
 
 
 def resolve_model(value: str) -> dict:
@@ -36,8 +45,11 @@ def resolve_model(value: str) -> dict:
         return with_architecture(facts_from_config(_read_json(config_file), hf_id=str(path.resolve()), source="local"))
     if value.count("/") == 1 and not value.startswith((".", "/", "~")):
         if not HF_ID.fullmatch(value) or ".." in value:
-            raise AnswerError("model", f"{value!r} is neither a local folder nor a Hugging Face id (owner/name, of "
-                                       "letters, digits, '-', '_' and '.'); check the spelling, or give a local folder holding config.json")
+            raise AnswerError(
+                "model",
+                f"{value!r} is neither a local folder nor a Hugging Face id (owner/name, of "
+                "letters, digits, '-', '_' and '.'); check the spelling, or give a local folder holding config.json",
+            )
         return with_architecture(_hub_facts(value))
     raise AnswerError(
         "model",
@@ -49,11 +61,16 @@ def resolve_model(value: str) -> dict:
 def with_architecture(facts: dict) -> dict:
     """The model's facts with what its architecture implies (LoRA targets, experts, the smoke test's tiny model)."""
     known = catalog.load("architectures")[facts["architecture"]]
-    return {"lora_target_modules": known["lora_target_modules"], **facts, "moe": "moe" in known,
-            "lora_target_parameters": known.get("lora_target_parameters", []),
-            "attn_implementation": known.get("attn_implementation", "sdpa"), "thinking": bool(known.get("thinking")),
-            "image_text": known.get("image_text", {}),
-            "tiny": known.get("tiny", {})}
+    return {
+        "lora_target_modules": known["lora_target_modules"],
+        **facts,
+        "moe": "moe" in known,
+        "lora_target_parameters": known.get("lora_target_parameters", []),
+        "attn_implementation": known.get("attn_implementation", "sdpa"),
+        "thinking": bool(known.get("thinking")),
+        "image_text": known.get("image_text", {}),
+        "tiny": known.get("tiny", {}),
+    }
 
 
 def _read_json(path: Path) -> dict:
@@ -70,8 +87,11 @@ def _read_json(path: Path) -> dict:
     except RecursionError:
         raise AnswerError("model", f"{path} is nested too deeply to be a model's config.json") from None
     if not isinstance(data, dict):
-        raise AnswerError("model", f"{path} holds a JSON {type(data).__name__}; a model's config.json is an object "
-                                   "with model_type, hidden_size, num_hidden_layers, ...")
+        raise AnswerError(
+            "model",
+            f"{path} holds a JSON {type(data).__name__}; a model's config.json is an object "
+            "with model_type, hidden_size, num_hidden_layers, ...",
+        )
     return data
 
 
@@ -94,16 +114,24 @@ def _hub_json(url: str):
 
 def _fetch_hub_config(hf_id: str) -> dict:
     if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise AnswerError("model", f"{hf_id!r} is not in the catalog and HF_HUB_OFFLINE=1, so its config.json "
-                                   "cannot be fetched; use a catalog id or a local folder")
+        raise AnswerError(
+            "model",
+            f"{hf_id!r} is not in the catalog and HF_HUB_OFFLINE=1, so its config.json "
+            "cannot be fetched; use a catalog id or a local folder",
+        )
     try:
         config = _hub_json(f"https://huggingface.co/{hf_id}/resolve/main/config.json")
     except urllib.error.HTTPError as error:
         hint = " (gated: accept its licence on the hub and set HF_TOKEN)" if error.code in (401, 403) else ""
-        raise AnswerError("model", f"cannot read {hf_id}'s config.json from the Hugging Face hub: HTTP {error.code}{hint}") from None
+        raise AnswerError(
+            "model", f"cannot read {hf_id}'s config.json from the Hugging Face hub: HTTP {error.code}{hint}"
+        ) from None
     except (urllib.error.URLError, TimeoutError, OSError, ValueError) as error:
-        raise AnswerError("model", f"{hf_id!r} is not in the catalog and its config.json could not be fetched ({error}); "
-                                   "give a local folder holding config.json instead") from None
+        raise AnswerError(
+            "model",
+            f"{hf_id!r} is not in the catalog and its config.json could not be fetched ({error}); "
+            "give a local folder holding config.json instead",
+        ) from None
     if not isinstance(config, dict):
         raise AnswerError("model", f"{hf_id}'s config.json is not a JSON object")
     return config
@@ -123,12 +151,16 @@ def facts_from_config(config: dict, hf_id: str, source: str) -> dict:
     architecture = config.get("model_type")
     known = catalog.load("architectures")
     if not isinstance(architecture, str) or architecture not in known:
-        raise AnswerError("model", f"{hf_id}: architecture {architecture!r} is not supported; supported: {', '.join(known)}")
+        raise AnswerError(
+            "model", f"{hf_id}: architecture {architecture!r} is not supported; supported: {', '.join(known)}"
+        )
     vision = 0
     if known[architecture].get("image_text"):  # the language model's shape is its text_config's
         text, tower = config.get("text_config"), config.get("vision_config")
         if not isinstance(text, dict):
-            raise AnswerError("model", f"{hf_id}: config.json of an image-text model ({architecture}) lacks its text_config")
+            raise AnswerError(
+                "model", f"{hf_id}: config.json of an image-text model ({architecture}) lacks its text_config"
+            )
         vision = vision_parameters(tower) if isinstance(tower, dict) else 0
         # whether the head shares the embeddings is the whole model's setting where config.json gives one
         config = {**config, **text, **{k: config[k] for k in ("tie_word_embeddings",) if k in config}}
@@ -136,23 +168,43 @@ def facts_from_config(config: dict, hf_id: str, source: str) -> dict:
     if known[architecture].get("moe"):  # each family spells its experts its own way (architectures.yaml)
         shape.update({ours: config.get(theirs) for ours, theirs in known[architecture]["moe"].items()})
     shape.setdefault("num_key_value_heads", shape.get("num_attention_heads"))
-    shape.setdefault("tie_word_embeddings", known[architecture].get("config_defaults", {}).get("tie_word_embeddings", False))
-    counts = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size", "vocab_size",
-              *(k for k in ("head_dim", "experts", "experts_per_token", "expert_intermediate_size") if k in shape))
+    shape.setdefault(
+        "tie_word_embeddings", known[architecture].get("config_defaults", {}).get("tie_word_embeddings", False)
+    )
+    counts = (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+        "vocab_size",
+        *(k for k in ("head_dim", "experts", "experts_per_token", "expert_intermediate_size") if k in shape),
+    )
     missing = [k for k in counts if k not in shape]
     if missing:
         raise AnswerError("model", f"{hf_id}: config.json lacks {', '.join(missing)}")
-    bad = [f"{k}={shape[k]!r}" for k in counts
-           if isinstance(shape[k], bool) or not isinstance(shape[k], int) or not 0 < shape[k] < 10**9]
+    bad = [
+        f"{k}={shape[k]!r}"
+        for k in counts
+        if isinstance(shape[k], bool) or not isinstance(shape[k], int) or not 0 < shape[k] < 10**9
+    ]
     if bad:
         raise AnswerError("model", f"{hf_id}: config.json has {', '.join(bad)}; each must be a positive whole number")
-    if (shape["hidden_size"] % shape["num_attention_heads"] and "head_dim" not in shape) or shape["num_attention_heads"] % shape["num_key_value_heads"]:
-        raise AnswerError("model", f"{hf_id}: config.json's hidden_size {shape['hidden_size']}, num_attention_heads "
-                                   f"{shape['num_attention_heads']} and num_key_value_heads {shape['num_key_value_heads']} "
-                                   "do not divide evenly, so it is not a model these tools can load")
+    if (shape["hidden_size"] % shape["num_attention_heads"] and "head_dim" not in shape) or shape[
+        "num_attention_heads"
+    ] % shape["num_key_value_heads"]:
+        raise AnswerError(
+            "model",
+            f"{hf_id}: config.json's hidden_size {shape['hidden_size']}, num_attention_heads "
+            f"{shape['num_attention_heads']} and num_key_value_heads {shape['num_key_value_heads']} "
+            "do not divide evenly, so it is not a model these tools can load",
+        )
     context = config.get("max_position_embeddings", 4096)
     if isinstance(context, bool) or not isinstance(context, int) or context < 16:
-        raise AnswerError("model", f"{hf_id}: config.json has max_position_embeddings={context!r}; it must be a whole number of at least 16")
+        raise AnswerError(
+            "model",
+            f"{hf_id}: config.json has max_position_embeddings={context!r}; it must be a whole number of at least 16",
+        )
     return {
         "id": Path(hf_id).name.lower() if source == "local" else hf_id.split("/")[-1].lower(),
         "source": source,

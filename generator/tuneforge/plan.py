@@ -49,13 +49,23 @@ class Plan:
 
     def derived(self) -> dict[str, Any]:
         """What the plan derives from the answers for the template (answers.DERIVED_KEYS names them, in this order)."""
-        return {"model_facts": dict(self.facts), "scenario_facts": catalog.load("scenarios")[self.values["scenario"]],
-                "objective_facts": catalog.load("objectives")[self.values["objective"]],
-                "technique_facts": catalog.load("techniques")[self.values["technique"]],
-                "precision": self.precision, "resource_name": self.resource_name, "memory_plan": self.memory_plan,
-                "explicit_answers": self.explicit, "target_facts": self.target_facts, "onnx_targets": self.onnx_targets,
-                "npu_targets": self.npu_targets, "runtime_targets": self.runtime_targets, "platforms": self.platforms,
-                "instances": self.instances, "include": self.include}
+        return {
+            "model_facts": dict(self.facts),
+            "scenario_facts": catalog.load("scenarios")[self.values["scenario"]],
+            "objective_facts": catalog.load("objectives")[self.values["objective"]],
+            "technique_facts": catalog.load("techniques")[self.values["technique"]],
+            "precision": self.precision,
+            "resource_name": self.resource_name,
+            "memory_plan": self.memory_plan,
+            "explicit_answers": self.explicit,
+            "target_facts": self.target_facts,
+            "onnx_targets": self.onnx_targets,
+            "npu_targets": self.npu_targets,
+            "runtime_targets": self.runtime_targets,
+            "platforms": self.platforms,
+            "instances": self.instances,
+            "include": self.include,
+        }
 
     def copier_data(self) -> dict[str, Any]:
         """The data the template renders from; recorded whole in the workspace's answers file."""
@@ -93,7 +103,11 @@ class Plan:
         chosen = {}
         for target, facts in self.target_facts.items():
             if "serving_instances" in facts:
-                chosen[target] = next(i for i in facts["serving_instances"] if self.facts["params_b"] <= i.get("up_to_params_b", float("inf")))
+                chosen[target] = next(
+                    i
+                    for i in facts["serving_instances"]
+                    if self.facts["params_b"] <= i.get("up_to_params_b", float("inf"))
+                )
         training = catalog.load("compute")[self.values["compute"]].get("training_instance")
         if training:
             chosen["training"] = training
@@ -104,20 +118,33 @@ class Plan:
         """One named switch per optional file or folder of the workspace (the template's file names read them)."""
         v, platforms, targets = self.values, self.platforms, self.values["targets"]
         return {
-            "launcher": v["distributed"] != "none", "deepspeed_config": v["distributed"].startswith("deepspeed"),
-            "fsdp_config": v["distributed"] == "fsdp", "onnx": bool(self.onnx_targets), "deploy": bool(platforms),
-            "gguf": "gguf" in targets, "local_runtime": bool(self.onnx_targets) or "gguf" in targets,
-            "azureml": "azureml" in platforms, "azureml_job": v["compute"] == "azureml",
-            "azureml_endpoint": "azureml-endpoint" in targets, "foundry": "foundry" in platforms,
-            "kaito": "kaito" in platforms, "kaito_tuning": v["compute"] == "kaito", "kaito_inference": "kaito" in targets,
+            "launcher": v["distributed"] != "none",
+            "deepspeed_config": v["distributed"].startswith("deepspeed"),
+            "fsdp_config": v["distributed"] == "fsdp",
+            "onnx": bool(self.onnx_targets),
+            "deploy": bool(platforms),
+            "gguf": "gguf" in targets,
+            "local_runtime": bool(self.onnx_targets) or "gguf" in targets,
+            "azureml": "azureml" in platforms,
+            "azureml_job": v["compute"] == "azureml",
+            "azureml_endpoint": "azureml-endpoint" in targets,
+            "foundry": "foundry" in platforms,
+            "kaito": "kaito" in platforms,
+            "kaito_tuning": v["compute"] == "kaito",
+            "kaito_inference": "kaito" in targets,
             "export_chat": "foundry" in platforms or "kaito" in platforms,
         }
 
     @property
     def memory_plan(self) -> dict:
         """The estimate the workspace README and setup.sh --check repeat."""
-        return {**self.memory.as_dict(), "available_gb": self.available_gb, "fits": self.fits, "verdict": self.verdict,
-                "suggestions": [str(s) for s in self.suggestions]}
+        return {
+            **self.memory.as_dict(),
+            "available_gb": self.available_gb,
+            "fits": self.fits,
+            "verdict": self.verdict,
+            "suggestions": [str(s) for s in self.suggestions],
+        }
 
     @property
     def resource_name(self) -> str:
@@ -168,7 +195,10 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
     _take_data(r, given)
     _take_training(r, given, facts, precision, devices)
     compute = r.take("compute", "local")
-    r.take("report_to", *(("mlflow", "default: compute=azureml logs to its MLflow") if compute == "azureml" else ("tensorboard",)))
+    r.take(
+        "report_to",
+        *(("mlflow", "default: compute=azureml logs to its MLflow") if compute == "azureml" else ("tensorboard",)),
+    )
     if catalog.load("architectures")[facts["architecture"]]["onnx"]:
         r.take("targets", ["pytorch", "onnx-cpu"])
     else:
@@ -189,10 +219,19 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
             lean = leanest(plan)
             still = f" and still about {lean.estimate.total_gb:g} GB with the leanest options ({lean})" if lean else ""
             smaller = smaller_models(plan, lean.changes if lean else {})
-            alternatives = [f"a smaller model such as {' or '.join(smaller)}{' with those options' if lean else ''}"] if smaller else []
-            plan.problems.append(Problem(
-                "model", f"{facts['id']} needs about {estimate.total_gb:g} GB per device{still}, but only "
-                f"{plan.available_gb:g} GB is given.", [*alternatives, "more or larger GPUs (gpu_count, gpu_memory_gb)"]))
+            alternatives = (
+                [f"a smaller model such as {' or '.join(smaller)}{' with those options' if lean else ''}"]
+                if smaller
+                else []
+            )
+            plan.problems.append(
+                Problem(
+                    "model",
+                    f"{facts['id']} needs about {estimate.total_gb:g} GB per device{still}, but only "
+                    f"{plan.available_gb:g} GB is given.",
+                    [*alternatives, "more or larger GPUs (gpu_count, gpu_memory_gb)"],
+                )
+            )
     return plan
 
 
@@ -205,7 +244,11 @@ def _take_machine(r: _Resolver, detected: dict) -> tuple[str, int]:
         r.take("gpu_memory_gb", detected["gpu_memory_gb"], "detected")
     else:
         unknown = " (not reported by the driver; set gpu_memory_gb)" if same_hw else ""
-        r.take("gpu_memory_gb", GPU_MEMORY_DEFAULTS.get(hw, hardware.system_memory_gb()), f"default: typical {hw} device{unknown}")
+        r.take(
+            "gpu_memory_gb",
+            GPU_MEMORY_DEFAULTS.get(hw, hardware.system_memory_gb()),
+            f"default: typical {hw} device{unknown}",
+        )
     r.take("num_nodes", 1)
     devices = r.values["gpu_count"] * r.values["num_nodes"]
     priority = r.values["priority"]
@@ -222,7 +265,9 @@ def _take_data(r: _Resolver, given: Given) -> None:
     """The data, the scenario it serves, its format and what training optimises on it."""
     r.take("dataset", "data/sample.jsonl")
     scenario = r.take("scenario", *_scenario_default(given))
-    fmt = r.take("dataset_format", catalog.load("scenarios")[scenario]["formats"][0], f"default: suits scenario={scenario}")
+    fmt = r.take(
+        "dataset_format", catalog.load("scenarios")[scenario]["formats"][0], f"default: suits scenario={scenario}"
+    )
     r.take("objective", *_objective_default(scenario, fmt))
 
 
@@ -230,18 +275,26 @@ def _take_training(r: _Resolver, given: Given, facts: dict, precision: str, devi
     """The technique and hyperparameters: a GPU's defaults are larger, and LoRA gives way to QLoRA where it would not fit."""
     hw, priority = r.values["hardware"], r.values["priority"]
     gpu = hw in ("cuda", "rocm")
-    r.take("gradient_checkpointing", gpu or priority == "memory",
-           "default: priority=memory" if priority == "memory" else "default")
+    r.take(
+        "gradient_checkpointing",
+        gpu or priority == "memory",
+        "default: priority=memory" if priority == "memory" else "default",
+    )
     r.take("per_device_train_batch_size", 4 if gpu else 2)
     r.take("gradient_accumulation_steps", 4 if gpu else 2)
     r.take("max_length", min(2048 if gpu else 512, facts["context_length"]))
-    r.take("lora_r", {"quality": 32, "cost": 8}.get(priority, 16),
-           f"default: priority={priority}" if priority in ("quality", "cost") else "default")
+    r.take(
+        "lora_r",
+        {"quality": 32, "cost": 8}.get(priority, 16),
+        f"default: priority={priority}" if priority in ("quality", "cost") else "default",
+    )
     technique_default, why = "lora", "default"
     if priority == "memory" and catalog.load("hardware")[hw]["quantization"]:
         technique_default, why = "qlora", "default: priority=memory"
     elif gpu and "technique" not in given.values:
-        lora_fit = plan_memory(facts, setup_for({**r.values, "technique": "lora"}, precision, devices), catalog.load("hardware")[hw])
+        lora_fit = plan_memory(
+            facts, setup_for({**r.values, "technique": "lora"}, precision, devices), catalog.load("hardware")[hw]
+        )
         if lora_fit.total_gb > r.values["gpu_memory_gb"]:
             technique_default, why = "qlora", f"default: lora needs about {lora_fit.total_gb:g} GB"
     technique = r.take("technique", technique_default, why)
@@ -253,8 +306,11 @@ def _take_training(r: _Resolver, given: Given, facts: dict, precision: str, devi
         r.take("lora_dropout", 0.05)
     objective = r.values["objective"]
     scale = catalog.load("objectives")[objective]["learning_rate_scale"]
-    r.take("learning_rate", float(f"{LEARNING_RATES[technique] * scale:.3g}"),
-           f"default: suits {technique}" + (f" and objective={objective}" if scale != 1 else ""))
+    r.take(
+        "learning_rate",
+        float(f"{LEARNING_RATES[technique] * scale:.3g}"),
+        f"default: suits {technique}" + (f" and objective={objective}" if scale != 1 else ""),
+    )
     r.take("num_train_epochs", 3)
     r.take("max_steps", -1)
     r.take("packing", True)

@@ -11,8 +11,27 @@ from tuneforge.models import resolve_model
 from tuneforge.plan import Plan, resolve
 from tuneforge.rules import EXPERT_TECHNIQUES
 
-ORDER = ["priority", "scenario", "project_name", "hardware", "gpu_count", "gpu_memory_gb", "num_nodes", "model", "technique", "lora_experts",
-         "distributed", "compute", "targets", "adapter_export", "gguf_types", "dataset", "dataset_format", "objective", "thinking"]
+ORDER = [
+    "priority",
+    "scenario",
+    "project_name",
+    "hardware",
+    "gpu_count",
+    "gpu_memory_gb",
+    "num_nodes",
+    "model",
+    "technique",
+    "lora_experts",
+    "distributed",
+    "compute",
+    "targets",
+    "adapter_export",
+    "gguf_types",
+    "dataset",
+    "dataset_format",
+    "objective",
+    "thinking",
+]
 HYPER = [a.key for a in BY_KEY.values() if a.group == "hyper"]
 OTHER_MODEL = "other: a Hugging Face id or a local folder"
 OTHER_NUMBER = "other: type a number"
@@ -38,7 +57,9 @@ def relevant(key: str, plan: Plan) -> bool:
     if key == "gguf_types":
         return "gguf" in v["targets"]
     if key == "adapter_export":
-        return any(catalog.is_onnx(t) for t in v["targets"]) and catalog.load("techniques")[v["technique"]]["onnx_adapter"]
+        return (
+            any(catalog.is_onnx(t) for t in v["targets"]) and catalog.load("techniques")[v["technique"]]["onnx_adapter"]
+        )
     return True
 
 
@@ -104,7 +125,12 @@ class _Flow:
         self.asked.add({key: value}, "asked")
 
     def select(self, key: str, message: str, options: list[str], default: Any, plan: Plan) -> str:
-        section = {"technique": "techniques", "hardware": "hardware", "compute": "compute", "objective": "objectives"}.get(key)
+        section = {
+            "technique": "techniques",
+            "hardware": "hardware",
+            "compute": "compute",
+            "objective": "objectives",
+        }.get(key)
         choices = []
         for option in options:
             title = option
@@ -122,8 +148,15 @@ class _Flow:
         return self.q.select(message, choices=choices, default=pick, **self.io).unsafe_ask()
 
     def checkbox(self, key: str, message: str, options: list[str], default: list[str]) -> list[str]:
-        choices = [self.q.Choice(title=f"{o}  {catalog.load('targets')[o]['title']}", value=o, checked=o in default,
-                                 disabled=self.verdict(key, [o]) if o not in default else None) for o in options]
+        choices = [
+            self.q.Choice(
+                title=f"{o}  {catalog.load('targets')[o]['title']}",
+                value=o,
+                checked=o in default,
+                disabled=self.verdict(key, [o]) if o not in default else None,
+            )
+            for o in options
+        ]
 
         def valid(picked: list[str]) -> bool | str:
             return True if picked else "choose at least one"
@@ -132,8 +165,13 @@ class _Flow:
 
     def model(self, message: str, default: str) -> str:
         models = catalog.load("models")
-        choices = [self.q.Choice(title=f"{m}  ({f['params_b']:g}B{', gated' if f.get('gated') else ''}){self.fit_note('model', m)}",
-                                 value=m) for m, f in models.items()]
+        choices = [
+            self.q.Choice(
+                title=f"{m}  ({f['params_b']:g}B{', gated' if f.get('gated') else ''}){self.fit_note('model', m)}",
+                value=m,
+            )
+            for m, f in models.items()
+        ]
         choices.append(self.q.Choice(title=OTHER_MODEL, value=OTHER_MODEL))
         pick = default if default in models else OTHER_MODEL
         value = self.q.select(message, choices=choices, default=pick, **self.io).unsafe_ask()
@@ -148,12 +186,18 @@ class _Flow:
                 return str(error)
 
         start = default if default not in models else ""
-        return self.q.text("Hugging Face id or local folder:", default=start, validate=valid, **self.io).unsafe_ask().strip()
+        return (
+            self.q.text("Hugging Face id or local folder:", default=start, validate=valid, **self.io)
+            .unsafe_ask()
+            .strip()
+        )
 
     def sized_number(self, key: str, message: str, default: int) -> int:
         """A number from common values, each with the plan's verdict, or one typed in."""
         low = BY_KEY[key].minimum
-        options = sorted({v for v in (BATCH_SIZES if key == "per_device_train_batch_size" else LENGTHS) if v >= low} | {default})
+        options = sorted(
+            {v for v in (BATCH_SIZES if key == "per_device_train_batch_size" else LENGTHS) if v >= low} | {default}
+        )
         choices = [self.q.Choice(title=f"{v}{self.fit_note(key, v)}", value=v) for v in options]
         choices.append(self.q.Choice(title=OTHER_NUMBER, value=OTHER_NUMBER))
         value = self.q.select(message, choices=choices, default=default, **self.io).unsafe_ask()
@@ -172,8 +216,9 @@ class _Flow:
         return coerce(key, self.q.text(f"{message}:", default=shown, validate=valid, **self.io).unsafe_ask())
 
 
-def ask(given: Given, previous: dict[str, Any] | None = None, io: dict | None = None,
-        detected: dict | None = None) -> Plan:
+def ask(
+    given: Given, previous: dict[str, Any] | None = None, io: dict | None = None, detected: dict | None = None
+) -> Plan:
     """Ask every relevant answer not already given, then show the plan and let the user write it,
     take what would fit, change an answer, or quit (Quit). Returns the resolved plan.
 
@@ -212,6 +257,9 @@ def summary(flow: _Flow, plan: Plan) -> Any:
         label = "write the workspace" if plan.fits else "write it anyway (it will not fit this memory)"
         choices.append(flow.q.Choice(title=label, value="write"))
     choices += [flow.q.Choice(title=f"take what fits: {s}", value=s.changes) for s in plan.suggestions]
-    choices += [flow.q.Choice(title="change an answer", value="change"), flow.q.Choice(title="quit, writing nothing", value="quit")]
+    choices += [
+        flow.q.Choice(title="change an answer", value="change"),
+        flow.q.Choice(title="quit, writing nothing", value="quit"),
+    ]
     default = choices[1].value if not plan.fits and plan.suggestions else choices[0].value
     return flow.q.select("What now?", choices=choices, default=default, **flow.io).unsafe_ask()

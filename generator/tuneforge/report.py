@@ -5,8 +5,11 @@ from __future__ import annotations
 from tuneforge import catalog
 from tuneforge.answers import KEYS, format_value
 
-GATED = {True: " - gated: accept its licence on the hub and set HF_TOKEN", False: "",
-         None: " - gated or not: the hub did not say (set HF_TOKEN if the download is refused)"}
+GATED = {
+    True: " - gated: accept its licence on the hub and set HF_TOKEN",
+    False: "",
+    None: " - gated or not: the hub did not say (set HF_TOKEN if the download is refused)",
+}
 
 
 def format_plan(plan, files: list[str]) -> str:
@@ -15,10 +18,16 @@ def format_plan(plan, files: list[str]) -> str:
     for key in KEYS:
         lines.append(f"  {key:<{width}}  {format_value(plan.values[key]):<28} {plan.origins[key]}")
     f = plan.facts
-    lines += ["", (f"Model: {f['hf_id']} ({f['architecture']}, {f['params_b']:g}B parameters"
-                   f"{', {:g}B active per token'.format(f['active_params_b']) if f.get('active_params_b') else ''}, "
-                   f"{f['context_length']} tokens){GATED[f.get('gated')]}"),
-              f"Precision: {plan.precision}", ""]
+    lines += [
+        "",
+        (
+            f"Model: {f['hf_id']} ({f['architecture']}, {f['params_b']:g}B parameters"
+            f"{', {:g}B active per token'.format(f['active_params_b']) if f.get('active_params_b') else ''}, "
+            f"{f['context_length']} tokens){GATED[f.get('gated')]}"
+        ),
+        f"Precision: {plan.precision}",
+        "",
+    ]
     lines += format_memory(plan)
     if plan.problems:
         lines += ["", "Cannot work:"] + [f"  - {p}" for p in plan.problems]
@@ -31,15 +40,23 @@ def format_memory(plan) -> list[str]:
     m = plan.memory
     devices = plan.values["gpu_count"] * plan.values["num_nodes"]
     weights, optimizer, *rest = [f"{name} {gb:g} GB" for name, gb in m.parts()]
-    lines = [f"Peak training memory per device (estimate, {devices} device{'s' if devices > 1 else ''}):",
-             f"  {weights} + {optimizer} ({m.trainable_params:,} trainable parameters)",
-             "  + " + " + ".join(rest),
-             f"  = about {m.total_gb:g} GB of {plan.available_gb:g} GB: {'fits' if plan.fits else 'DOES NOT FIT'}"]
+    lines = [
+        f"Peak training memory per device (estimate, {devices} device{'s' if devices > 1 else ''}):",
+        f"  {weights} + {optimizer} ({m.trainable_params:,} trainable parameters)",
+        "  + " + " + ".join(rest),
+        f"  = about {m.total_gb:g} GB of {plan.available_gb:g} GB: {'fits' if plan.fits else 'DOES NOT FIT'}",
+    ]
     objective = catalog.load("objectives")[plan.values["objective"]]
     if objective["sequences"] > 1:
-        lines.append(f"  {plan.values['objective']} runs {objective['sequences']} sequences per example (activations and logits"
-                     " counted twice)" + ("; the reference log-probabilities are computed once before the first step, so"
-                                          " no second model is held" if objective["reference"] else "; it needs no reference model"))
+        lines.append(
+            f"  {plan.values['objective']} runs {objective['sequences']} sequences per example (activations and logits"
+            " counted twice)"
+            + (
+                "; the reference log-probabilities are computed once before the first step, so no second model is held"
+                if objective["reference"]
+                else "; it needs no reference model"
+            )
+        )
     if plan.suggestions:
         lines.append("  What would fit:")
         lines += [f"    {s}" for s in plan.suggestions]
@@ -49,9 +66,14 @@ def format_memory(plan) -> list[str]:
 def format_summary(plan) -> str:
     """What the form shows before writing: the main answers, the memory verdict, what cannot work."""
     v = plan.values
-    lines = ["", (f"{v['project_name']}: {plan.facts['hf_id']} ({plan.facts['params_b']:g}B), {v['technique']} on "
-                  f"{v['gpu_count'] * v['num_nodes']} x {v['hardware']} ({v['distributed']}), batch "
-                  f"{v['per_device_train_batch_size']} x {v['max_length']} tokens, targets {format_value(v['targets'])}")]
+    lines = [
+        "",
+        (
+            f"{v['project_name']}: {plan.facts['hf_id']} ({plan.facts['params_b']:g}B), {v['technique']} on "
+            f"{v['gpu_count'] * v['num_nodes']} x {v['hardware']} ({v['distributed']}), batch "
+            f"{v['per_device_train_batch_size']} x {v['max_length']} tokens, targets {format_value(v['targets'])}"
+        ),
+    ]
     lines += format_memory(plan)
     if plan.problems:
         lines += ["Cannot work:"] + [f"  - {p}" for p in plan.problems]
@@ -72,8 +94,16 @@ def format_catalog(section: str, data: dict) -> str:
                 notes.append("KAITO" + (" tuning" if facts["kaito"].get("tuning") else " inference"))
             if facts.get("foundry"):
                 notes.append("Foundry serverless")
-            rows.append((key, facts["hf_id"], f"{facts['params_b']:g}B", facts["architecture"], str(facts["context_length"]),
-                         ", ".join(notes)))
+            rows.append(
+                (
+                    key,
+                    facts["hf_id"],
+                    f"{facts['params_b']:g}B",
+                    facts["architecture"],
+                    str(facts["context_length"]),
+                    ", ".join(notes),
+                )
+            )
     elif section == "scenarios":
         rows = [("id", "what it tunes for", "formats (first is the default)", "metric")]
         rows += [(key, f["title"], ", ".join(f["formats"]), f["metric"]) for key, f in data.items()]
@@ -82,7 +112,11 @@ def format_catalog(section: str, data: dict) -> str:
         rows += [(key, ", ".join(scenarios)) for key, scenarios in data.items()]
     else:
         rows = [("id", "what it is")]
-        rows += [(key, facts.get("title", "") + (f" - {facts['summary']}" if facts.get("summary") else ""))
-                 for key, facts in data.items()]
+        rows += [
+            (key, facts.get("title", "") + (f" - {facts['summary']}" if facts.get("summary") else ""))
+            for key, facts in data.items()
+        ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1] for row in rows).rstrip()
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1] for row in rows
+    ).rstrip()

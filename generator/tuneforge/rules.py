@@ -34,8 +34,13 @@ def check(values: dict, facts: dict) -> list[Problem]:
 def _technique_on_hardware(v: dict, facts: dict) -> list[Problem]:
     hw = catalog.load("hardware")[v["hardware"]]
     if catalog.load("techniques")[v["technique"]]["quantized"] and not hw["quantization"]:
-        return [Problem("technique", f"{v['technique']} needs bitsandbytes 4-bit kernels, which {v['hardware']} does not have.",
-                        ["technique=lora (or dora) on mps", "hardware=cuda for qlora"])]
+        return [
+            Problem(
+                "technique",
+                f"{v['technique']} needs bitsandbytes 4-bit kernels, which {v['hardware']} does not have.",
+                ["technique=lora (or dora) on mps", "hardware=cuda for qlora"],
+            )
+        ]
     return []
 
 
@@ -44,12 +49,26 @@ def _technique_on_experts(v: dict, facts: dict) -> list[Problem]:
     if not facts.get("moe"):
         return []
     if v["technique"] == "qlora":
-        return [Problem("technique", f"{facts['id']} is a mixture of experts: bitsandbytes quantizes linear layers only, so its "
-                                     "experts (most of its weights) would stay 16-bit and QLoRA would save little.",
-                        ["technique=lora (adapters on attention, experts frozen)", "technique=full with distributed=deepspeed-zero3"])]
+        return [
+            Problem(
+                "technique",
+                f"{facts['id']} is a mixture of experts: bitsandbytes quantizes linear layers only, so its "
+                "experts (most of its weights) would stay 16-bit and QLoRA would save little.",
+                [
+                    "technique=lora (adapters on attention, experts frozen)",
+                    "technique=full with distributed=deepspeed-zero3",
+                ],
+            )
+        ]
     if v["technique"] == "ia3":
-        return [Problem("technique", f"{facts['id']} is a mixture of experts: IA3 scales feed-forward linear layers, and its "
-                                     "experts are fused tensors that IA3 cannot adapt.", ["technique=lora"])]
+        return [
+            Problem(
+                "technique",
+                f"{facts['id']} is a mixture of experts: IA3 scales feed-forward linear layers, and its "
+                "experts are fused tensors that IA3 cannot adapt.",
+                ["technique=lora"],
+            )
+        ]
     return []
 
 
@@ -60,21 +79,42 @@ def _lora_on_experts(v: dict, facts: dict) -> list[Problem]:
     if not v["lora_experts"]:
         return []
     if not facts.get("moe"):
-        return [Problem("lora_experts", f"{facts['id']} is not a mixture of experts: it has no experts to adapt.",
-                        ["lora_experts=false", "model=qwen3-30b-a3b or gpt-oss-20b"])]
+        return [
+            Problem(
+                "lora_experts",
+                f"{facts['id']} is not a mixture of experts: it has no experts to adapt.",
+                ["lora_experts=false", "model=qwen3-30b-a3b or gpt-oss-20b"],
+            )
+        ]
     if v["technique"] not in EXPERT_TECHNIQUES:
-        return [Problem("lora_experts", f"PEFT trains the experts' fused parameters with LoRA and rsLoRA only, not "
-                                        f"{v['technique']}.", ["technique=lora", "lora_experts=false"])]
+        return [
+            Problem(
+                "lora_experts",
+                f"PEFT trains the experts' fused parameters with LoRA and rsLoRA only, not {v['technique']}.",
+                ["technique=lora", "lora_experts=false"],
+            )
+        ]
     if v["lora_dropout"]:
-        return [Problem("lora_dropout", f"PEFT's LoRA on the experts' fused parameters has no dropout, so lora_dropout must "
-                                        f"be 0 with lora_experts=true, not {v['lora_dropout']:g}.", ["lora_dropout=0"])]
+        return [
+            Problem(
+                "lora_dropout",
+                f"PEFT's LoRA on the experts' fused parameters has no dropout, so lora_dropout must "
+                f"be 0 with lora_experts=true, not {v['lora_dropout']:g}.",
+                ["lora_dropout=0"],
+            )
+        ]
     return []
 
 
 def _thinking(v: dict, facts: dict) -> list[Problem]:
     if v["thinking"] == "keep" and not facts.get("thinking"):
-        return [Problem("thinking", f"{facts['id']}'s chat template has no thinking switch, so there are no reasoning blocks to keep.",
-                        ["thinking=off", "model=qwen3-0.6b"])]
+        return [
+            Problem(
+                "thinking",
+                f"{facts['id']}'s chat template has no thinking switch, so there are no reasoning blocks to keep.",
+                ["thinking=off", "model=qwen3-0.6b"],
+            )
+        ]
     return []
 
 
@@ -84,24 +124,45 @@ def _objective(v: dict, facts: dict) -> list[Problem]:
     preference = [o for o in objectives if o != "sft"]
     if objective == "sft":
         if scenario == "preference":
-            return [Problem("objective", "the preference scenario's examples are pairs of answers (or answers marked good "
-                                         "or bad), which supervised fine-tuning cannot learn from.",
-                            [f"objective={o}" for o in preference] + ["scenario=chat for supervised fine-tuning"])]
+            return [
+                Problem(
+                    "objective",
+                    "the preference scenario's examples are pairs of answers (or answers marked good "
+                    "or bad), which supervised fine-tuning cannot learn from.",
+                    [f"objective={o}" for o in preference] + ["scenario=chat for supervised fine-tuning"],
+                )
+            ]
         return []
     if scenario != "preference":
-        return [Problem("objective", f"{objective} learns from preferred and rejected answers, which the {scenario} "
-                                     "scenario's data does not hold.", ["scenario=preference", "objective=sft"])]
+        return [
+            Problem(
+                "objective",
+                f"{objective} learns from preferred and rejected answers, which the {scenario} "
+                "scenario's data does not hold.",
+                ["scenario=preference", "objective=sft"],
+            )
+        ]
     problems = []
     if fmt not in objectives[objective]["formats"]:
         readers = [o for o in preference if fmt in objectives[o]["formats"]]
-        problems.append(Problem("dataset_format", f"{objective} needs {' or '.join(objectives[objective]['formats'])} data, "
-                                                  f"and {fmt} examples have no rejected answer to compare with.",
-                                [f"objective={o}" for o in readers] + [f"dataset_format={f}" for f in objectives[objective]["formats"]]))
+        problems.append(
+            Problem(
+                "dataset_format",
+                f"{objective} needs {' or '.join(objectives[objective]['formats'])} data, "
+                f"and {fmt} examples have no rejected answer to compare with.",
+                [f"objective={o}" for o in readers] + [f"dataset_format={f}" for f in objectives[objective]["formats"]],
+            )
+        )
     allowed = catalog.load("compute")[v["compute"]].get("objectives")
     if allowed and objective not in allowed["only"]:
-        problems.append(Problem("compute", f"{allowed['why']}, so it cannot run {objective}.",
-                                ["compute=azureml", "compute=local"] + [f"objective={o}" + (" with scenario=chat" if o == "sft" else "")
-                                                                        for o in allowed["only"]]))
+        problems.append(
+            Problem(
+                "compute",
+                f"{allowed['why']}, so it cannot run {objective}.",
+                ["compute=azureml", "compute=local"]
+                + [f"objective={o}" + (" with scenario=chat" if o == "sft" else "") for o in allowed["only"]],
+            )
+        )
     return problems
 
 
@@ -116,11 +177,25 @@ def _distributed_on_hardware(v: dict, facts: dict) -> list[Problem]:
         return [Problem("distributed", why, [f"distributed={d}" for d in hw["distributed"]])]
     devices = v["gpu_count"] * v["num_nodes"]
     if dist in ("ddp", "fsdp") and devices < 2:
-        return [Problem("distributed", f"{dist} splits work over several devices but only one is given (gpu_count=1, num_nodes=1).",
-                        ["distributed=none", "gpu_count=2 or more", "distributed=deepspeed-zero3-offload to save memory on one GPU"])]
+        return [
+            Problem(
+                "distributed",
+                f"{dist} splits work over several devices but only one is given (gpu_count=1, num_nodes=1).",
+                [
+                    "distributed=none",
+                    "gpu_count=2 or more",
+                    "distributed=deepspeed-zero3-offload to save memory on one GPU",
+                ],
+            )
+        ]
     if dist == "none" and devices > 1:
-        return [Problem("distributed", f"{devices} devices were given but distributed=none would use one.",
-                        ["distributed=ddp", "distributed=deepspeed-zero3", "gpu_count=1"])]
+        return [
+            Problem(
+                "distributed",
+                f"{devices} devices were given but distributed=none would use one.",
+                ["distributed=ddp", "distributed=deepspeed-zero3", "gpu_count=1"],
+            )
+        ]
     if v["hardware"] == "mps" and (v["gpu_count"] > 1 or v["num_nodes"] > 1):
         return [Problem("gpu_count", "a Mac has one MPS device.", ["gpu_count=1", "num_nodes=1"])]
     return []
@@ -133,28 +208,58 @@ def _compute_platform(v: dict, facts: dict) -> list[Problem]:
         problems = []
         if not kaito.get("tuning"):
             tunable = [m for m, f in catalog.load("models").items() if (f.get("kaito") or {}).get("tuning")]
-            problems.append(Problem("compute", f"KAITO has no tuning preset for {model}.",
-                                    [f"model={m}" for m in tunable[:4]] + ["compute=local"]))
+            problems.append(
+                Problem(
+                    "compute",
+                    f"KAITO has no tuning preset for {model}.",
+                    [f"model={m}" for m in tunable[:4]] + ["compute=local"],
+                )
+            )
         if tech not in ("lora", "qlora"):
-            problems.append(Problem("technique", f"KAITO tuning offers only lora and qlora, not {tech}.",
-                                    ["technique=lora", "technique=qlora", "compute=local or azureml for other techniques"]))
+            problems.append(
+                Problem(
+                    "technique",
+                    f"KAITO tuning offers only lora and qlora, not {tech}.",
+                    ["technique=lora", "technique=qlora", "compute=local or azureml for other techniques"],
+                )
+            )
         return problems
     if compute == "foundry-serverless":
         problems = []
         if not facts.get("foundry"):
             offered = [m for m, f in catalog.load("models").items() if f.get("foundry")]
-            problems.append(Problem("compute", f"Azure AI Foundry serverless fine-tuning does not offer {model}.",
-                                    [f"model={m}" for m in offered[:4]] + ["compute=azureml"]))
+            problems.append(
+                Problem(
+                    "compute",
+                    f"Azure AI Foundry serverless fine-tuning does not offer {model}.",
+                    [f"model={m}" for m in offered[:4]] + ["compute=azureml"],
+                )
+            )
         if tech != "lora":
-            problems.append(Problem("technique", f"serverless fine-tuning runs its own LoRA; {tech} cannot be chosen there.",
-                                    ["technique=lora", "compute=azureml for other techniques"]))
+            problems.append(
+                Problem(
+                    "technique",
+                    f"serverless fine-tuning runs its own LoRA; {tech} cannot be chosen there.",
+                    ["technique=lora", "compute=azureml for other techniques"],
+                )
+            )
         if v["dataset_format"] == "text":
-            problems.append(Problem("dataset_format", "serverless fine-tuning takes chat examples (prompts and answers), not plain text.",
-                                    ["compute=azureml or local for continued training on text", "scenario=chat"]))
+            problems.append(
+                Problem(
+                    "dataset_format",
+                    "serverless fine-tuning takes chat examples (prompts and answers), not plain text.",
+                    ["compute=azureml or local for continued training on text", "scenario=chat"],
+                )
+            )
         return problems
     if compute == "azureml" and v["hardware"] not in ("cuda", "cpu"):
-        return [Problem("hardware", f"Azure ML compute clusters offer NVIDIA GPUs (or CPUs), not {v['hardware']}.",
-                        ["hardware=cuda", "compute=local"])]
+        return [
+            Problem(
+                "hardware",
+                f"Azure ML compute clusters offer NVIDIA GPUs (or CPUs), not {v['hardware']}.",
+                ["hardware=cuda", "compute=local"],
+            )
+        ]
     return []
 
 
@@ -166,37 +271,78 @@ def _targets(v: dict, facts: dict) -> list[Problem]:
         problems.append(Problem("targets", "choose at least one target.", ["targets=pytorch", "targets=onnx-cpu"]))
     if onnx and not architecture["onnx"]:
         gguf = ["targets=pytorch,gguf"] if architecture.get("gguf") else []
-        problems.append(Problem("targets", f"ONNX Runtime GenAI's model builder cannot export {facts['architecture']}.", ["targets=pytorch", *gguf]))
+        problems.append(
+            Problem(
+                "targets",
+                f"ONNX Runtime GenAI's model builder cannot export {facts['architecture']}.",
+                ["targets=pytorch", *gguf],
+            )
+        )
     if "gguf" in v["targets"] and not architecture.get("gguf"):
-        problems.append(Problem("targets", f"llama.cpp's converter cannot convert {facts['architecture']} to GGUF.",
-                                ["targets=pytorch", "targets=onnx-cpu"]))
+        problems.append(
+            Problem(
+                "targets",
+                f"llama.cpp's converter cannot convert {facts['architecture']} to GGUF.",
+                ["targets=pytorch", "targets=onnx-cpu"],
+            )
+        )
     if "gguf" in v["targets"] and not v["gguf_types"]:
-        problems.append(Problem("gguf_types", "the gguf target needs at least one quantization type.", ["gguf_types=Q8_0,Q4_K_M"]))
+        problems.append(
+            Problem("gguf_types", "the gguf target needs at least one quantization type.", ["gguf_types=Q8_0,Q4_K_M"])
+        )
     if "kaito" in v["targets"] and not facts.get("kaito"):
         with_preset = [m for m, f in catalog.load("models").items() if f.get("kaito")]
-        problems.append(Problem("targets", f"KAITO has no inference preset for {facts['id']}.",
-                                [f"model={m}" for m in with_preset[:3]] + ["targets=azureml-endpoint"]))
+        problems.append(
+            Problem(
+                "targets",
+                f"KAITO has no inference preset for {facts['id']}.",
+                [f"model={m}" for m in with_preset[:3]] + ["targets=azureml-endpoint"],
+            )
+        )
     if "kaito" in v["targets"] and v["technique"] not in ("lora", "qlora", "rslora"):
-        problems.append(Problem("targets", f"a KAITO inference workspace serves LoRA adapters; {v['technique']} gives none it can load.",
-                                ["technique=lora", "targets=azureml-endpoint"]))
+        problems.append(
+            Problem(
+                "targets",
+                f"a KAITO inference workspace serves LoRA adapters; {v['technique']} gives none it can load.",
+                ["technique=lora", "targets=azureml-endpoint"],
+            )
+        )
     if v["adapter_export"] == "adapters":
         if not catalog.load("techniques")[v["technique"]]["onnx_adapter"]:
-            problems.append(Problem("adapter_export", f"{v['technique']} adapters cannot be exported as ONNX adapter files.",
-                                    ["adapter_export=merged", "technique=lora"]))
+            problems.append(
+                Problem(
+                    "adapter_export",
+                    f"{v['technique']} adapters cannot be exported as ONNX adapter files.",
+                    ["adapter_export=merged", "technique=lora"],
+                )
+            )
         if not onnx:
-            problems.append(Problem("adapter_export", "separate ONNX adapters need an ONNX target.", ["adapter_export=merged", "targets=onnx-cpu"]))
+            problems.append(
+                Problem(
+                    "adapter_export",
+                    "separate ONNX adapters need an ONNX target.",
+                    ["adapter_export=merged", "targets=onnx-cpu"],
+                )
+            )
     return problems
 
 
 def _hyperparameters(v: dict, facts: dict) -> list[Problem]:
     problems = []
     if v["max_length"] > facts["context_length"]:
-        problems.append(Problem("max_length", f"{facts['id']} reads at most {facts['context_length']} tokens.",
-                                [f"max_length={facts['context_length']}"]))
+        problems.append(
+            Problem(
+                "max_length",
+                f"{facts['id']} reads at most {facts['context_length']} tokens.",
+                [f"max_length={facts['context_length']}"],
+            )
+        )
     if v["max_steps"] == 0:
         problems.append(Problem("max_steps", "0 steps trains nothing.", ["max_steps=-1 (all epochs)", "max_steps=100"]))
     if v["max_steps"] < 0 and v["num_train_epochs"] <= 0:
-        problems.append(Problem("num_train_epochs", "with max_steps=-1 at least some epochs are needed.", ["num_train_epochs=3"]))
+        problems.append(
+            Problem("num_train_epochs", "with max_steps=-1 at least some epochs are needed.", ["num_train_epochs=3"])
+        )
     return problems
 
 
@@ -217,10 +363,27 @@ def _format_for_scenario(v: dict, facts: dict) -> list[Problem]:
         why = "continued training learns every token of raw text, which only the text format holds"
     else:
         why = WHY_NOT.get(fmt, "it holds the fields of another task").format(scenario=scenario)
-    return [Problem("dataset_format", f"the {fmt} format cannot express the {scenario} scenario: {why}.",
-                    [f"dataset_format={f}" for f in formats] + [f"scenario={s}" for s, f2 in catalog.load("scenarios").items()
-                                                                 if fmt in f2["formats"] and s != scenario][:3])]
+    return [
+        Problem(
+            "dataset_format",
+            f"the {fmt} format cannot express the {scenario} scenario: {why}.",
+            [f"dataset_format={f}" for f in formats]
+            + [
+                f"scenario={s}" for s, f2 in catalog.load("scenarios").items() if fmt in f2["formats"] and s != scenario
+            ][:3],
+        )
+    ]
 
 
-RULES = [_technique_on_hardware, _technique_on_experts, _lora_on_experts, _thinking, _objective, _distributed_on_hardware, _compute_platform,
-         _targets, _hyperparameters, _format_for_scenario]
+RULES = [
+    _technique_on_hardware,
+    _technique_on_experts,
+    _lora_on_experts,
+    _thinking,
+    _objective,
+    _distributed_on_hardware,
+    _compute_platform,
+    _targets,
+    _hyperparameters,
+    _format_for_scenario,
+]

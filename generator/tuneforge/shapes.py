@@ -13,8 +13,17 @@ def linear_sizes(shape: dict) -> dict[str, tuple[int, int]]:
     h, inter = shape["hidden_size"], shape["intermediate_size"]
     q = shape["num_attention_heads"] * head_dim(shape)
     kv = (shape.get("num_key_value_heads") or shape["num_attention_heads"]) * head_dim(shape)
-    return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h), "qkv_proj": (h, q + 2 * kv),
-            "gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h), "gate_up_proj": (h, 2 * inter)}
+    return {
+        "q_proj": (h, q),
+        "k_proj": (h, kv),
+        "v_proj": (h, kv),
+        "o_proj": (q, h),
+        "qkv_proj": (h, q + 2 * kv),
+        "gate_proj": (h, inter),
+        "up_proj": (h, inter),
+        "down_proj": (inter, h),
+        "gate_up_proj": (h, 2 * inter),
+    }
 
 
 def count_parameters(shape: dict, active: bool = False) -> int:

@@ -27,8 +27,11 @@ from tuneforge.form import Form, FormError, questions
 from tuneforge.render import RenderError
 
 WEB = Path(__file__).parent / "web"
-STATIC = {"/": ("form.html", "text/html; charset=utf-8"), "/form.js": ("form.js", "text/javascript; charset=utf-8"),
-          "/form.css": ("form.css", "text/css; charset=utf-8")}
+STATIC = {
+    "/": ("form.html", "text/html; charset=utf-8"),
+    "/form.js": ("form.js", "text/javascript; charset=utf-8"),
+    "/form.css": ("form.css", "text/css; charset=utf-8"),
+}
 MAX_BODY = 1 << 20
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -42,6 +45,7 @@ class HttpError(Exception):
 
 class FormHandler(BaseHTTPRequestHandler):
     """The form's routes over one Form; make_handler binds it and a lock (one render at a time)."""
+
     form: Form
     lock: threading.Lock
     protocol_version = "HTTP/1.1"
@@ -83,8 +87,14 @@ class FormHandler(BaseHTTPRequestHandler):
                 self.send(204, b"", "image/x-icon")
             elif path == "/api/form":
                 form = self.form
-                self.send_json(200, {"groups": questions(), "mode": "update" if form.workspace else "new",
-                                     "dest": str(form.dest) if form.dest else None})
+                self.send_json(
+                    200,
+                    {
+                        "groups": questions(),
+                        "mode": "update" if form.workspace else "new",
+                        "dest": str(form.dest) if form.dest else None,
+                    },
+                )
             else:
                 raise HttpError(404, f"no page {path}")
         except HttpError as error:
@@ -107,8 +117,13 @@ class FormHandler(BaseHTTPRequestHandler):
         return body
 
     def do_POST(self):
-        routes = {"/api/plan": self.plan, "/api/create": self.create, "/api/update/preview": self.preview,
-                  "/api/update": self.update, "/api/open": self.open}
+        routes = {
+            "/api/plan": self.plan,
+            "/api/create": self.create,
+            "/api/update/preview": self.preview,
+            "/api/update": self.update,
+            "/api/open": self.open,
+        }
         try:
             self.check_host()
             route = routes.get(self.path.split("?")[0])
@@ -128,7 +143,9 @@ class FormHandler(BaseHTTPRequestHandler):
             self.send_json(500, {"error": f"tuneforge failed: {type(error).__name__}: {error}", "errors": {}})
 
     def plan(self, body: dict) -> dict:
-        return self.form.view(body.get("answers", {}), body.get("dest"), with_files=body.get("files", True) is not False)
+        return self.form.view(
+            body.get("answers", {}), body.get("dest"), with_files=body.get("files", True) is not False
+        )
 
     def create(self, body: dict) -> dict:
         with self.lock:

@@ -48,24 +48,81 @@ def steps(smoke: dict) -> list[tuple[str, list[str]]]:
     if smoke["launcher"][0] in ("torchrun", "deepspeed"):
         # a free port, so that two smoke runs on one machine do not collide on the default 29500
         launcher.insert(1, f"--master_port={free_port()}")
-    plan = [("check data", [sys.executable, "check_data.py", f"model.name_or_path={base}", "data.max_length=256"]),
-            ("train", [*launcher, "train.py", *model_overrides, *smoke["train_overrides"]]),
-            ("merge", [sys.executable, "merge.py", f"model.name_or_path={base}", "model.torch_dtype=float32",
-                       f"merge.adapter_dir={run}", f"merge.output_dir={merged}"])]
+    plan = [
+        ("check data", [sys.executable, "check_data.py", f"model.name_or_path={base}", "data.max_length=256"]),
+        ("train", [*launcher, "train.py", *model_overrides, *smoke["train_overrides"]]),
+        (
+            "merge",
+            [
+                sys.executable,
+                "merge.py",
+                f"model.name_or_path={base}",
+                "model.torch_dtype=float32",
+                f"merge.adapter_dir={run}",
+                f"merge.output_dir={merged}",
+            ],
+        ),
+    ]
     # only the CPU workflow can run here; the other targets' workflows need their hardware
     onnx_cpu = (HERE / "olive" / "onnx-cpu.json").exists()
     if onnx_cpu:
         plan.append(("optimize", [sys.executable, "optimize.py", "--smoke", "--target", "onnx-cpu"]))
     chat_model = ["--model", str(merged)]
-    plan.append(("chat", [sys.executable, "chat.py", "--backend", "pytorch", *chat_model, "--prompt", smoke["chat_prompt"],
-                          "--max-new-tokens", "16"]))
+    plan.append(
+        (
+            "chat",
+            [
+                sys.executable,
+                "chat.py",
+                "--backend",
+                "pytorch",
+                *chat_model,
+                "--prompt",
+                smoke["chat_prompt"],
+                "--max-new-tokens",
+                "16",
+            ],
+        )
+    )
     if onnx_cpu:
-        plan.append(("chat onnx", [sys.executable, "chat.py", "--backend", "onnx", "--model", str(out / "onnx" / "onnx-cpu"),
-                                   "--prompt", smoke["chat_prompt"], "--max-new-tokens", "16"]))
+        plan.append(
+            (
+                "chat onnx",
+                [
+                    sys.executable,
+                    "chat.py",
+                    "--backend",
+                    "onnx",
+                    "--model",
+                    str(out / "onnx" / "onnx-cpu"),
+                    "--prompt",
+                    smoke["chat_prompt"],
+                    "--max-new-tokens",
+                    "16",
+                ],
+            )
+        )
     onnx_model = ["--onnx", str(out / "onnx" / "onnx-cpu")] if onnx_cpu else ["--no-onnx"]
     # the smoke test makes no GGUF model (llama.cpp's converter needs the model's real tokenizer, not the tiny one)
-    plan.append(("eval", [sys.executable, "eval.py", "--base", str(base), "--tuned", str(merged), *onnx_model, "--no-gguf",
-                          "--limit", "4", "--out", str(out / "eval")]))
+    plan.append(
+        (
+            "eval",
+            [
+                sys.executable,
+                "eval.py",
+                "--base",
+                str(base),
+                "--tuned",
+                str(merged),
+                *onnx_model,
+                "--no-gguf",
+                "--limit",
+                "4",
+                "--out",
+                str(out / "eval"),
+            ],
+        )
+    )
     return plan
 
 
@@ -78,15 +135,30 @@ def main(argv: list[str] | None = None) -> int:
     train_config = load_config("configs/train.yaml")
     # said, so that DeepSpeed does not look for a GPU, here (the tiny model is built on the CPU) and in each step
     os.environ["DS_ACCELERATOR"] = "cpu"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OLIVE_DISABLE_TELEMETRY": "1",
-           "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OLIVE_DISABLE_TELEMETRY": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     from finetune.tiny import save_tiny_model
 
     started = time.time()
     base = Path(smoke["output_dir"]) / "base"
-    prompts = [train_config["data"].get("system_prompt") or "", (train_config.get("task") or {}).get("instruction") or ""]
-    save_tiny_model(smoke["tiny_model"], train_config["data"]["path"], smoke["tokenizer_vocab_size"], base, extra_texts=prompts,
-                    thinking=smoke.get("thinking_template", False))
+    prompts = [
+        train_config["data"].get("system_prompt") or "",
+        (train_config.get("task") or {}).get("instruction") or "",
+    ]
+    save_tiny_model(
+        smoke["tiny_model"],
+        train_config["data"]["path"],
+        smoke["tokenizer_vocab_size"],
+        base,
+        extra_texts=prompts,
+        thinking=smoke.get("thinking_template", False),
+    )
     results = [("tiny model", True, time.time() - started)]
     print(f"[smoke] tiny {smoke['tiny_model']['architecture']} model at {base}", flush=True)
     plan = steps(smoke)

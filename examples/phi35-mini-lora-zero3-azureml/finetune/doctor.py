@@ -42,22 +42,32 @@ class Report:
 
         out = []
         if self.truncated:
-            out.append(f"{len(self.truncated)} example(s) are longer than data.max_length={self.max_length} tokens and "
-                       f"are cut: {few(self.truncated)}")
+            out.append(
+                f"{len(self.truncated)} example(s) are longer than data.max_length={self.max_length} tokens and "
+                f"are cut: {few(self.truncated)}"
+            )
         if self.dropped:
-            out.append(f"{len(self.dropped)} example(s) have no answer left within max_length and are skipped: {few(self.dropped)}")
+            out.append(
+                f"{len(self.dropped)} example(s) have no answer left within max_length and are skipped: {few(self.dropped)}"
+            )
         if self.no_stop:
-            out.append(f"{len(self.no_stop)} example(s) end without an end-of-turn token the model learns to say, so it may "
-                       f"not learn to stop: {few(self.no_stop)}")
+            out.append(
+                f"{len(self.no_stop)} example(s) end without an end-of-turn token the model learns to say, so it may "
+                f"not learn to stop: {few(self.no_stop)}"
+            )
         if self.duplicates:
             out.append(f"{len(self.duplicates)} duplicate example(s): {few(self.duplicates)}")
         if self.overlap:
-            out.append(f"{len(self.overlap)} held-out example(s) are also trained on, so evaluation flatters the model: "
-                       f"{few(self.overlap)}")
+            out.append(
+                f"{len(self.overlap)} held-out example(s) are also trained on, so evaluation flatters the model: "
+                f"{few(self.overlap)}"
+            )
         if self.unreasoned:
-            out.append("thinking is kept (data.chat_template_kwargs.enable_thinking: true), yet no answer holds a "
-                       "<think>...</think> block: the model learns to answer with an empty one; add the reasoning to your "
-                       "answers, or regenerate with --set thinking=off")
+            out.append(
+                "thinking is kept (data.chat_template_kwargs.enable_thinking: true), yet no answer holds a "
+                "<think>...</think> block: the model learns to answer with an empty one; add the reasoning to your "
+                "answers, or regenerate with --set thinking=off"
+            )
         return out
 
 
@@ -70,7 +80,9 @@ def stop_ids(tokenizer) -> set[int]:
 
 def key(example: Example) -> str:
     """What makes two examples the same."""
-    return json.dumps([example.messages, example.text, example.rejected, example.desirable], sort_keys=True, ensure_ascii=False)
+    return json.dumps(
+        [example.messages, example.text, example.rejected, example.desirable], sort_keys=True, ensure_ascii=False
+    )
 
 
 def examine(config: dict, tokenizer, limit: int | None = None) -> Report:
@@ -86,14 +98,17 @@ def examine(config: dict, tokenizer, limit: int | None = None) -> Report:
             report.duplicates.append((example.source, source))
     report.overlap = [(e.source, first_seen[key(e)]) for e in held_out if key(e) in first_seen]
     report.unreasoned = bool((data.get("chat_template_kwargs") or {}).get("enable_thinking")) and not any(
-        "</think>" in m["content"] for e in train for m in (e.messages or []) if m["role"] == "assistant")
+        "</think>" in m["content"] for e in train for m in (e.messages or []) if m["role"] == "assistant"
+    )
     trained_any_stop = False
     for example in train[:limit]:
         whole = encode(example, tokenizer, NO_LIMIT, data.get("system_prompt"), data.get("chat_template_kwargs"))
         if whole is None:
             continue
         report.lengths.append(len(whole["input_ids"]))
-        kept = encode(example, tokenizer, data["max_length"], data.get("system_prompt"), data.get("chat_template_kwargs"))
+        kept = encode(
+            example, tokenizer, data["max_length"], data.get("system_prompt"), data.get("chat_template_kwargs")
+        )
         if kept is None:
             report.dropped.append(example.source)
             continue
@@ -107,14 +122,18 @@ def examine(config: dict, tokenizer, limit: int | None = None) -> Report:
         if not report.sample:
             report.sample = marked(kept, tokenizer)
     if report.lengths and not trained_any_stop and report.no_stop:
-        raise DataError(f"{report.no_stop[0]}: no example teaches the model to end its answer: the chat template puts no "
-                        f"end-of-turn token ({', '.join(tokenizer.convert_ids_to_tokens(sorted(stops)))}) inside the "
-                        "trained answer, so the tuned model would never stop; fix the tokenizer's chat template")
+        raise DataError(
+            f"{report.no_stop[0]}: no example teaches the model to end its answer: the chat template puts no "
+            f"end-of-turn token ({', '.join(tokenizer.convert_ids_to_tokens(sorted(stops)))}) inside the "
+            "trained answer, so the tuned model would never stop; fix the tokenizer's chat template"
+        )
     if not report.lengths:
         raise DataError(f"{data['path']}: no example has an answer to learn")
     if len(report.dropped) == len(report.lengths):
-        raise DataError(f"{report.dropped[0]}: every example is longer than data.max_length={data['max_length']} before "
-                        "its answer starts, so nothing is left to learn; raise data.max_length")
+        raise DataError(
+            f"{report.dropped[0]}: every example is longer than data.max_length={data['max_length']} before "
+            "its answer starts, so nothing is left to learn; raise data.max_length"
+        )
     return report
 
 
@@ -157,8 +176,12 @@ def histogram(lengths: list[int], max_length: int, width: int = 40) -> list[str]
 
 def describe(report: Report) -> list[str]:
     lengths = sorted(report.lengths)
-    lines = [(f"{report.examples} training and {report.held_out} held-out examples; tokens per example: "
-              f"min {lengths[0]}, median {lengths[len(lengths) // 2]}, max {lengths[-1]} (max_length {report.max_length})")]
+    lines = [
+        (
+            f"{report.examples} training and {report.held_out} held-out examples; tokens per example: "
+            f"min {lengths[0]}, median {lengths[len(lengths) // 2]}, max {lengths[-1]} (max_length {report.max_length})"
+        )
+    ]
     lines += histogram(report.lengths, report.max_length)
     lines += [f"warning: {w}" for w in report.warnings] or ["no warnings"]
     lines += ["one example as trained ([[...]] is what the loss is computed on):", report.sample]

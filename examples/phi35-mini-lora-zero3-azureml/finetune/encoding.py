@@ -26,8 +26,14 @@ def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
     return list(messages)
 
 
-def encode(example: Example, tokenizer, max_length: int, system_prompt: str | None = None,
-           template_kwargs: dict | None = None, last_turn_only: bool = False) -> dict | None:
+def encode(
+    example: Example,
+    tokenizer,
+    max_length: int,
+    system_prompt: str | None = None,
+    template_kwargs: dict | None = None,
+    last_turn_only: bool = False,
+) -> dict | None:
     """Token ids and labels; labels are IGNORE_INDEX outside assistant turns (outside the last one with
     last_turn_only, as preference pairs compare only their final answers). None if nothing is left to learn.
     template_kwargs reach the chat template as they do when answering (e.g. enable_thinking)."""
@@ -48,12 +54,21 @@ def encode(example: Example, tokenizer, max_length: int, system_prompt: str | No
     return {"input_ids": ids, "labels": labels}
 
 
-def assistant_spans(messages: list[dict], tokenizer, source: str, template_kwargs: dict) -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(
+    messages: list[dict], tokenizer, source: str, template_kwargs: dict
+) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of its assistant turns, each as the model generates it
     after the generation prompt. Templates that render earlier turns differently from the last (Qwen3 drops
     earlier turns' reasoning) train on the last turn only, with the rest as context."""
+
     def render(upto: int, prompt: bool = False) -> str:
-        return tokenizer.apply_chat_template(messages[:upto], tokenize=False, add_generation_prompt=prompt, **template_kwargs) if upto else ""
+        return (
+            tokenizer.apply_chat_template(
+                messages[:upto], tokenize=False, add_generation_prompt=prompt, **template_kwargs
+            )
+            if upto
+            else ""
+        )
 
     full = render(len(messages))
     turns = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
@@ -62,13 +77,18 @@ def assistant_spans(messages: list[dict], tokenizer, source: str, template_kwarg
         return full, [(len(before), len(through)) for before, through in rendered]
     if turns and turns[-1] == len(messages) - 1 and full.startswith(rendered[-1][0]):
         return full, [(len(rendered[-1][0]), len(full))]
-    raise DataError(f"{source}: the chat template does not render the answer after its own generation prompt; "
-                    "cannot mask the loss (end each conversation with the assistant's answer)")
+    raise DataError(
+        f"{source}: the chat template does not render the answer after its own generation prompt; "
+        "cannot mask the loss (end each conversation with the assistant's answer)"
+    )
 
 
 def encode_examples(examples: list[Example], tokenizer, data: dict) -> list[dict]:
     """encode() each example with the data section's max_length and system prompt; drops those left with nothing to learn."""
-    rows = (encode(e, tokenizer, data["max_length"], data.get("system_prompt"), data.get("chat_template_kwargs")) for e in examples)
+    rows = (
+        encode(e, tokenizer, data["max_length"], data.get("system_prompt"), data.get("chat_template_kwargs"))
+        for e in examples
+    )
     return [row for row in rows if row is not None]
 
 
@@ -78,7 +98,9 @@ def build_datasets(config: dict, tokenizer, seed: int) -> tuple[list[dict], list
     train, held_out = load_splits(config, seed)
     train_rows, eval_rows = encode_examples(train, tokenizer, data), encode_examples(held_out, tokenizer, data)
     if not train_rows:
-        raise DataError(f"{data['path']}: every example is longer than max_length={data['max_length']} before its "
-                        "answer starts, so nothing is left to learn; raise data.max_length")
+        raise DataError(
+            f"{data['path']}: every example is longer than max_length={data['max_length']} before its "
+            "answer starts, so nothing is left to learn; raise data.max_length"
+        )
     random.Random(seed).shuffle(train_rows)
     return train_rows, eval_rows

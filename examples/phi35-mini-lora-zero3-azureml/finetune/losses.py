@@ -25,14 +25,19 @@ def simpo(chosen_mean, rejected_mean, beta: float, gamma: float):
 
 def orpo(chosen_mean, rejected_mean, chosen_nll, beta: float):
     """ORPO: the chosen answer's cross-entropy minus beta x log-sigmoid of the log odds ratio; no reference."""
-    log_odds = (chosen_mean - rejected_mean) - (torch.log1p(-torch.exp(chosen_mean)) - torch.log1p(-torch.exp(rejected_mean)))
+    log_odds = (chosen_mean - rejected_mean) - (
+        torch.log1p(-torch.exp(chosen_mean)) - torch.log1p(-torch.exp(rejected_mean))
+    )
     return chosen_nll - beta * F.logsigmoid(log_odds), (beta * chosen_mean).detach(), (beta * rejected_mean).detach()
 
 
 def kto(logps, ref_logps, kl, desirable, beta: float, desirable_weight: float, undesirable_weight: float):
     """KTO: each answer's log-ratio against the reference point kl (a detached estimate of the policy's KL)."""
     ratio = logps - ref_logps
-    losses = torch.where(desirable, desirable_weight * (1 - torch.sigmoid(beta * (ratio - kl))),
-                         undesirable_weight * (1 - torch.sigmoid(beta * (kl - ratio))))
+    losses = torch.where(
+        desirable,
+        desirable_weight * (1 - torch.sigmoid(beta * (ratio - kl))),
+        undesirable_weight * (1 - torch.sigmoid(beta * (kl - ratio))),
+    )
     reward = (beta * ratio).detach()
     return losses, torch.where(desirable, reward, torch.nan), torch.where(desirable, torch.nan, reward)

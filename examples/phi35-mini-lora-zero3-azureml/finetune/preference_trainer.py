@@ -66,8 +66,10 @@ class PreferenceTrainer(Trainer):
         unwrapped = self.accelerator.unwrap_model(model)
         adapter_off = getattr(unwrapped, "disable_adapter", None)
         if self.state.global_step > 0 and adapter_off is None:
-            raise ConfigError(f"cannot resume: {saved} (the reference log-probabilities of the model before training) is "
-                              "missing or was computed for other data; train again without --resume")
+            raise ConfigError(
+                f"cannot resume: {saved} (the reference log-probabilities of the model before training) is "
+                "missing or was computed for other data; train again without --resume"
+            )
         self.reference = self.compute_reference(model, rows, adapter_off() if adapter_off else contextlib.nullcontext())
         if self.is_world_process_zero():
             saved.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +82,7 @@ class PreferenceTrainer(Trainer):
         model.eval()
         with torch.no_grad(), adapter_off:
             for start in range(0, len(rows), size):
-                batch = self._prepare_inputs(self.data_collator(rows[start:start + size]))
+                batch = self._prepare_inputs(self.data_collator(rows[start : start + size]))
                 sums, _ = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
                 table[batch["index"].cpu()] = sums.float().view(2, -1).t().cpu()
         model.train(was_training)
@@ -102,7 +104,14 @@ class PreferenceTrainer(Trainer):
             kl = (mismatched - ref[:, 1]).float().mean().reshape(1)  # each process's estimate, averaged over all
             kl = self.accelerator.gather_for_metrics(kl).mean().clamp(min=0)
             per_example, first_reward, second_reward = losses.kto(
-                logps, ref[:, 0], kl, desirable, settings["beta"], settings["desirable_weight"], settings["undesirable_weight"])
+                logps,
+                ref[:, 0],
+                kl,
+                desirable,
+                settings["beta"],
+                settings["desirable_weight"],
+                settings["undesirable_weight"],
+            )
             extra = {"kl": kl.item()}
         else:
             extra = {}
@@ -111,9 +120,13 @@ class PreferenceTrainer(Trainer):
             means = sums / counts.clamp(min=1)
             if self.objective == "dpo":
                 ref = self.reference[index.cpu()].to(sums.device)
-                per_example, first_reward, second_reward = losses.dpo(chosen, rejected, ref[:, 0], ref[:, 1], settings["beta"])
+                per_example, first_reward, second_reward = losses.dpo(
+                    chosen, rejected, ref[:, 0], ref[:, 1], settings["beta"]
+                )
             elif self.objective == "simpo":
-                per_example, first_reward, second_reward = losses.simpo(means[:n], means[n:], settings["beta"], settings["gamma"])
+                per_example, first_reward, second_reward = losses.simpo(
+                    means[:n], means[n:], settings["beta"], settings["gamma"]
+                )
             else:
                 nll = -chosen.sum() / counts[:n].sum().clamp(min=1)
                 per_example, first_reward, second_reward = losses.orpo(means[:n], means[n:], nll, settings["beta"])

@@ -22,8 +22,9 @@ def answer_logps(model, inputs: dict, labels):
     outputs = model(**inputs, logits_to_keep=positions, use_cache=False)
     wanted = targets[:, positions]
     logits = outputs.logits.float()
-    token_logps = -F.cross_entropy(logits.flatten(0, 1), wanted.flatten(), ignore_index=IGNORE_INDEX,
-                                   reduction="none").view_as(wanted)
+    token_logps = -F.cross_entropy(
+        logits.flatten(0, 1), wanted.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view_as(wanted)
     return token_logps, wanted != IGNORE_INDEX, outputs
 
 

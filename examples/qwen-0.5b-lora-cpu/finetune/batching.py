@@ -35,7 +35,11 @@ class Collator:
             ids = [row["input_ids"] + [self.pad_token_id] * (width - len(row["input_ids"])) for row in batch]
             labels = [row["labels"] + [IGNORE_INDEX] * (width - len(row["labels"])) for row in batch]
             mask = [[1] * len(row["input_ids"]) + [0] * (width - len(row["input_ids"])) for row in batch]
-            return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
+            return {
+                "input_ids": torch.tensor(ids),
+                "labels": torch.tensor(labels),
+                "attention_mask": torch.tensor(mask),
+            }
         rows = pack(batch, self.row_width(batch))
         width = max(len(row[0]) for row in rows)
         for ids, labels, positions in rows:
@@ -44,8 +48,11 @@ class Collator:
             ids += [self.pad_token_id] * pad
             labels += [IGNORE_INDEX] * pad
             positions += list(range(pad))
-        return {"input_ids": torch.tensor([r[0] for r in rows]), "labels": torch.tensor([r[1] for r in rows]),
-                "position_ids": torch.tensor([r[2] for r in rows])}
+        return {
+            "input_ids": torch.tensor([r[0] for r in rows]),
+            "labels": torch.tensor([r[1] for r in rows]),
+            "position_ids": torch.tensor([r[2] for r in rows]),
+        }
 
 
 def pack(batch: list[dict], max_length: int) -> list[tuple[list, list, list]]:

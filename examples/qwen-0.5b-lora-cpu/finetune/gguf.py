@@ -37,14 +37,31 @@ def converter(source: str | None = None) -> Path:
     package = pinned_package()
     if source is None:
         downloads = Path("outputs/downloads")
-        fetched = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                                  package, "-d", str(downloads)], capture_output=True, text=True, check=False)
+        fetched = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                package,
+                "-d",
+                str(downloads),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         archives = sorted(downloads.glob("llama_cpp_python-*.tar.gz"))
         if fetched.returncode != 0 or not archives:
             raise FileNotFoundError(
                 f"llama.cpp's converter comes in the source archive of {package}, which pip could not fetch here; "
                 f"on a machine that reaches the package index run `pip download --no-deps --no-binary :all: {package}` "
-                "and pass the archive: python optimize.py --target gguf --llama-cpp-source llama_cpp_python-....tar.gz")
+                "and pass the archive: python optimize.py --target gguf --llama-cpp-source llama_cpp_python-....tar.gz"
+            )
         source = str(archives[-1])
     unpack(Path(source), CONVERTER_DIR)
     return script
@@ -75,8 +92,10 @@ def unpack(source: Path, into: Path) -> None:
                     member.name = rest
                     members.append(member)
             if not any(m.name == "convert_hf_to_gguf.py" for m in members):
-                raise FileNotFoundError(f"{source} holds no vendor/llama.cpp/convert_hf_to_gguf.py: is it "
-                                        "llama-cpp-python's source archive?")
+                raise FileNotFoundError(
+                    f"{source} holds no vendor/llama.cpp/convert_hf_to_gguf.py: is it "
+                    "llama-cpp-python's source archive?"
+                )
             safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python 3.10.12+ and 3.11.4+
             archive.extractall(staging, members=members, **safe)
     shutil.rmtree(into, ignore_errors=True)
@@ -87,11 +106,17 @@ def convert(model_dir: Path, out: Path, script: Path, log: Path, *options: str) 
     """The Hugging Face model (or, by convert_lora_to_gguf.py, adapter) in model_dir as one 16-bit GGUF file."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as sink:
-        done = subprocess.run([sys.executable, str(script), str(model_dir), "--outfile", str(out), "--outtype", "f16", *options],
-                              stdout=sink, stderr=subprocess.STDOUT, check=False)
+        done = subprocess.run(
+            [sys.executable, str(script), str(model_dir), "--outfile", str(out), "--outtype", "f16", *options],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
     if done.returncode != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
-        raise RuntimeError(f"llama.cpp's {script.name} failed on {model_dir}: {tail[0] if tail else 'no output'} (log: {log})")
+        raise RuntimeError(
+            f"llama.cpp's {script.name} failed on {model_dir}: {tail[0] if tail else 'no output'} (log: {log})"
+        )
     return out
 
 
@@ -106,8 +131,10 @@ def lora_refusal(adapter_config: dict) -> str | None:
     if adapter_config.get("target_parameters"):
         return "it adapts the experts' fused weights (target_parameters), which llama.cpp's LoRA format does not hold"
     if adapter_config.get("exclude_modules"):
-        return ("it adapts the language model of an image-text checkpoint, a case tuneforge has not checked llama.cpp's "
-                "LoRA converter on")
+        return (
+            "it adapts the language model of an image-text checkpoint, a case tuneforge has not checked llama.cpp's "
+            "LoRA converter on"
+        )
     if adapter_config.get("rank_pattern") or adapter_config.get("alpha_pattern"):
         return "its rank or alpha differs between modules, and llama.cpp's format has one alpha"
     return None

@@ -12,14 +12,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-MARK = {"system": "\u2063SYSTEM\u2063", "user1": "\u2063USER1\u2063", "assistant1": "\u2063ASSISTANT1\u2063",
-        "user2": "\u2063USER2\u2063"}
+MARK = {
+    "system": "\u2063SYSTEM\u2063",
+    "user1": "\u2063USER1\u2063",
+    "assistant1": "\u2063ASSISTANT1\u2063",
+    "user2": "\u2063USER2\u2063",
+}
 
 
 @dataclass(frozen=True)
 class Turns:
     """A chat template as Ollama needs it: each role's opening text, the text that ends every turn, and the
     generation prompt (the assistant's opening, and whatever the template's switches add to it)."""
+
     system: str
     user: str
     assistant: str
@@ -35,24 +40,38 @@ class Turns:
         def quoted(text: str) -> str:
             return "{{ " + json.dumps(text, ensure_ascii=False) + " }}" if text else ""  # a Go string literal
 
-        return ("{{- range .Messages }}"
-                '{{- if eq .Role "system" }}' + quoted(self.system) +
-                '{{- else if eq .Role "user" }}' + quoted(self.user) +
-                '{{- else if eq .Role "assistant" }}' + quoted(self.assistant) +
-                "{{- end }}{{ .Content }}" + quoted(self.end) + "{{- end }}" + quoted(self.prompt))
+        return (
+            "{{- range .Messages }}"
+            '{{- if eq .Role "system" }}'
+            + quoted(self.system)
+            + '{{- else if eq .Role "user" }}'
+            + quoted(self.user)
+            + '{{- else if eq .Role "assistant" }}'
+            + quoted(self.assistant)
+            + "{{- end }}{{ .Content }}"
+            + quoted(self.end)
+            + "{{- end }}"
+            + quoted(self.prompt)
+        )
 
 
 def _between(text: str, start: str, end: str) -> str:
-    return text[text.index(start) + len(start):text.index(end)]
+    return text[text.index(start) + len(start) : text.index(end)]
 
 
-def read_turns(tokenizer, end_ids: list[int], template_kwargs: dict | None = None, with_system: bool = True) -> Turns | None:
+def read_turns(
+    tokenizer, end_ids: list[int], template_kwargs: dict | None = None, with_system: bool = True
+) -> Turns | None:
     """The chat template's turns, or None when it is not one opening per role and one common ending.
     end_ids: the token ids generation stops at (generation_config.json's eos_token_id). with_system: every
     conversation has a system message (the Modelfile's SYSTEM), so a template's default system is never used."""
     kwargs = template_kwargs or {}
-    conversation = [{"role": "system", "content": MARK["system"]}, {"role": "user", "content": MARK["user1"]},
-                    {"role": "assistant", "content": MARK["assistant1"]}, {"role": "user", "content": MARK["user2"]}]
+    conversation = [
+        {"role": "system", "content": MARK["system"]},
+        {"role": "user", "content": MARK["user1"]},
+        {"role": "assistant", "content": MARK["assistant1"]},
+        {"role": "user", "content": MARK["user2"]},
+    ]
     try:
         text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True, **kwargs)
     except Exception:  # noqa: BLE001  a template that refuses this conversation (no system role, say)
@@ -60,32 +79,40 @@ def read_turns(tokenizer, end_ids: list[int], template_kwargs: dict | None = Non
     if not all(mark in text for mark in MARK.values()):
         return None
     bos = tokenizer.bos_token or ""
-    head = text[:text.index(MARK["system"])]
-    head = head[len(bos):] if bos and head.startswith(bos) else head  # llama.cpp adds BOS itself
+    head = text[: text.index(MARK["system"])]
+    head = head[len(bos) :] if bos and head.startswith(bos) else head  # llama.cpp adds BOS itself
     after_system = _between(text, MARK["system"], MARK["user1"])
     after_user = _between(text, MARK["user1"], MARK["assistant1"])
     after_assistant = _between(text, MARK["assistant1"], MARK["user2"])
-    tail = text[text.index(MARK["user2"]) + len(MARK["user2"]):]
+    tail = text[text.index(MARK["user2"]) + len(MARK["user2"]) :]
     stops = _stop_tokens(tokenizer, after_system + after_user + after_assistant, end_ids)
     end = _turn_end(after_system, after_user, after_assistant, stops)
     if end is None:
         return None
-    if not tail.startswith(end + after_user[len(end):]):
+    if not tail.startswith(end + after_user[len(end) :]):
         return None
-    turns = Turns(system=head, user=after_system[len(end):], assistant=after_user[len(end):], end=end,
-                  prompt=tail[len(end):], stops=stops)
-    if after_assistant[len(end):] != turns.user:
+    turns = Turns(
+        system=head,
+        user=after_system[len(end) :],
+        assistant=after_user[len(end) :],
+        end=end,
+        prompt=tail[len(end) :],
+        stops=stops,
+    )
+    if after_assistant[len(end) :] != turns.user:
         return None
     for messages in (conversation, conversation[:2]) + (() if with_system else (conversation[1:2],)):
         want = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
-        if turns.render(messages) != (want[len(bos):] if bos and want.startswith(bos) else want):
+        if turns.render(messages) != (want[len(bos) :] if bos and want.startswith(bos) else want):
             return None
     return turns
 
 
 def _stop_tokens(tokenizer, text: str, end_ids: list[int]) -> tuple[str, ...]:
     """The tokens between turns that end generation: the end-of-sequence token and those end_ids name."""
-    ends = {tokenizer.eos_token} | {t for t in tokenizer.get_added_vocab() if tokenizer.convert_tokens_to_ids(t) in end_ids}
+    ends = {tokenizer.eos_token} | {
+        t for t in tokenizer.get_added_vocab() if tokenizer.convert_tokens_to_ids(t) in end_ids
+    }
     return tuple(sorted(t for t in ends if t and t in text))
 
 
@@ -102,8 +129,14 @@ def _turn_end(after_system: str, after_user: str, after_assistant: str, stops: t
     return end if after_user.startswith(end) and after_assistant.startswith(end) else None
 
 
-def modelfile(gguf_name: str, turns: Turns | None, system: str | None, generation: dict, context_length: int,
-              adapter: str | None = None) -> str:
+def modelfile(
+    gguf_name: str,
+    turns: Turns | None,
+    system: str | None,
+    generation: dict,
+    context_length: int,
+    adapter: str | None = None,
+) -> str:
     """The Modelfile's text (FROM ./gguf_name, and ADAPTER ./adapter when given, in the same folder)."""
     lines = ["# Ollama: ollama create NAME -f Modelfile (in this folder), then ollama run NAME", f"FROM ./{gguf_name}"]
     if adapter:
@@ -112,7 +145,9 @@ def modelfile(gguf_name: str, turns: Turns | None, system: str | None, generatio
         lines.append(f'TEMPLATE """{turns.go_template()}"""')
         lines += [f"PARAMETER stop {json.dumps(stop)}" for stop in turns.stops]
     else:
-        lines.append("# no TEMPLATE: this chat template rewrites earlier turns; Ollama uses the one stored in the GGUF file")
+        lines.append(
+            "# no TEMPLATE: this chat template rewrites earlier turns; Ollama uses the one stored in the GGUF file"
+        )
     if system:
         lines.append(f'SYSTEM """{system}"""' if '"""' not in system else f"SYSTEM {json.dumps(system)}")
     temperature = float(generation.get("temperature") or 0)

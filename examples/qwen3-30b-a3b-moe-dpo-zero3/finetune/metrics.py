@@ -17,7 +17,9 @@ OTHER = "(other)"  # a predicted label outside the label set
 
 def normalize_label(prediction: str, labels: list[str]) -> str:
     """The label a generated answer names: its first line, case and surrounding punctuation ignored."""
-    first = prediction.strip().splitlines()[0].strip().strip(string.punctuation + " ").lower() if prediction.strip() else ""
+    first = (
+        prediction.strip().splitlines()[0].strip().strip(string.punctuation + " ").lower() if prediction.strip() else ""
+    )
     by_lower = {label.lower(): label for label in labels}
     return by_lower.get(first, OTHER)
 
@@ -26,8 +28,10 @@ def classification(predictions: list[str], references: list[str], labels: list[s
     from sklearn.metrics import accuracy_score, f1_score
 
     predicted = [normalize_label(p, labels) for p in predictions]
-    return {"accuracy": float(accuracy_score(references, predicted)),
-            "macro_f1": float(f1_score(references, predicted, labels=labels, average="macro", zero_division=0))}
+    return {
+        "accuracy": float(accuracy_score(references, predicted)),
+        "macro_f1": float(f1_score(references, predicted, labels=labels, average="macro", zero_division=0)),
+    }
 
 
 def parse_entities(text: str) -> list[tuple[str, str]]:
@@ -46,8 +50,8 @@ def tags_for(tokens: list[str], found: list[tuple[str, str]]) -> list[str]:
     for kind, text in found:
         words = text.split()
         for start in range(len(tokens) - len(words) + 1):
-            if tokens[start:start + len(words)] == words and all(t == "O" for t in tags[start:start + len(words)]):
-                tags[start:start + len(words)] = [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1)
+            if tokens[start : start + len(words)] == words and all(t == "O" for t in tags[start : start + len(words)]):
+                tags[start : start + len(words)] = [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1)
                 break
     return tags
 
@@ -57,23 +61,29 @@ def ner(predictions: list[str], examples: list[Example]) -> dict:
 
     gold = [e.tags for e in examples]
     predicted = [tags_for(e.tokens, parse_entities(p)) for p, e in zip(predictions, examples)]
-    return {"entity_f1": float(f1_score(gold, predicted, zero_division=0)),
-            "precision": float(precision_score(gold, predicted, zero_division=0)),
-            "recall": float(recall_score(gold, predicted, zero_division=0))}
+    return {
+        "entity_f1": float(f1_score(gold, predicted, zero_division=0)),
+        "precision": float(precision_score(gold, predicted, zero_division=0)),
+        "recall": float(recall_score(gold, predicted, zero_division=0)),
+    }
 
 
 def translation(predictions: list[str], references: list[str]) -> dict:
     import sacrebleu
 
-    return {"bleu": float(sacrebleu.corpus_bleu(predictions, [references]).score),
-            "chrf": float(sacrebleu.corpus_chrf(predictions, [references]).score)}
+    return {
+        "bleu": float(sacrebleu.corpus_bleu(predictions, [references]).score),
+        "chrf": float(sacrebleu.corpus_chrf(predictions, [references]).score),
+    }
 
 
 def summarization(predictions: list[str], references: list[str]) -> dict:
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    scores = [scorer.score(reference, prediction)["rougeL"].fmeasure for prediction, reference in zip(predictions, references)]
+    scores = [
+        scorer.score(reference, prediction)["rougeL"].fmeasure for prediction, reference in zip(predictions, references)
+    ]
     return {"rougeL": sum(scores) / len(scores)}
 
 
@@ -99,16 +109,17 @@ def qa(predictions: list[str], references: list[str]) -> dict:
 def text_statistics(texts: list[str]) -> dict:
     """Length in words, the share of distinct word pairs, and the share of word triples said before in the same text."""
     words = [t.split() for t in texts]
-    pairs = [tuple(w[i:i + 2]) for w in words for i in range(len(w) - 1)]
+    pairs = [tuple(w[i : i + 2]) for w in words for i in range(len(w) - 1)]
     repeated, triples = 0, 0
     for w in words:
         seen = set()
         for i in range(len(w) - 2):
-            triple = tuple(w[i:i + 3])
+            triple = tuple(w[i : i + 3])
             repeated += triple in seen
             seen.add(triple)
             triples += 1
-    return {"mean_words": sum(len(w) for w in words) / max(len(words), 1),
-            "distinct_2": len(set(pairs)) / len(pairs) if pairs else 0.0,
-            "repetition": repeated / triples if triples else 0.0}
-
+    return {
+        "mean_words": sum(len(w) for w in words) / max(len(words), 1),
+        "distinct_2": len(set(pairs)) / len(pairs) if pairs else 0.0,
+        "repetition": repeated / triples if triples else 0.0,
+    }

@@ -25,29 +25,51 @@ def as_kto(examples: list[Example]) -> list[Example]:
     """KTO reads single answers: each pair becomes its chosen answer (desirable) and its rejected one (not)."""
     if all(e.rejected is None for e in examples):
         return examples
-    return [Example(e.source, messages=answer_of(e, text), desirable=good)
-            for e in examples for text, good in ((e.reference, True), (e.rejected, False))]
+    return [
+        Example(e.source, messages=answer_of(e, text), desirable=good)
+        for e in examples
+        for text, good in ((e.reference, True), (e.rejected, False))
+    ]
 
 
-def encode_preferences(examples: list[Example], tokenizer, data: dict, objective: str, first_index: int = 0) -> list[dict]:
+def encode_preferences(
+    examples: list[Example], tokenizer, data: dict, objective: str, first_index: int = 0
+) -> list[dict]:
     """Rows for the preference trainer; examples with no answer token within max_length are left out."""
+
     def sequence(messages: list[dict], source: str) -> dict | None:
-        return encode(Example(source, messages=messages), tokenizer, data["max_length"], data.get("system_prompt"),
-                      data.get("chat_template_kwargs"), last_turn_only=True)
+        return encode(
+            Example(source, messages=messages),
+            tokenizer,
+            data["max_length"],
+            data.get("system_prompt"),
+            data.get("chat_template_kwargs"),
+            last_turn_only=True,
+        )
 
     rows = []
     if objective == "kto":
         examples = as_kto(examples)
         for i, example in enumerate(examples):
             other = examples[(i + 1) % len(examples)].reference  # another example's answer to this prompt
-            first, second = sequence(example.messages, example.source), sequence(answer_of(example, other), example.source)
+            first, second = (
+                sequence(example.messages, example.source),
+                sequence(answer_of(example, other), example.source),
+            )
             if first and second:
-                rows.append({"index": first_index + len(rows), "first": first, "second": second, "desirable": example.desirable})
+                rows.append(
+                    {"index": first_index + len(rows), "first": first, "second": second, "desirable": example.desirable}
+                )
         return rows
     for example in examples:
         if example.rejected is None:
-            raise DataError(f"{example.source}: {objective} needs a rejected answer beside the chosen one (the preference format)")
-        chosen, rejected = sequence(example.messages, example.source), sequence(answer_of(example, example.rejected), example.source)
+            raise DataError(
+                f"{example.source}: {objective} needs a rejected answer beside the chosen one (the preference format)"
+            )
+        chosen, rejected = (
+            sequence(example.messages, example.source),
+            sequence(answer_of(example, example.rejected), example.source),
+        )
         if chosen and rejected:
             rows.append({"index": first_index + len(rows), "first": chosen, "second": rejected})
     return rows
@@ -62,8 +84,10 @@ def build_preference_datasets(config: dict, tokenizer, seed: int) -> tuple[list[
     train_rows = encode_preferences(train, tokenizer, data, objective)
     eval_rows = encode_preferences(held_out, tokenizer, data, objective, first_index=len(train_rows))
     if not train_rows:
-        raise DataError(f"{data['path']}: every prompt is longer than data.max_length={data['max_length']}, so no answer "
-                        "is left to compare; raise data.max_length")
+        raise DataError(
+            f"{data['path']}: every prompt is longer than data.max_length={data['max_length']}, so no answer "
+            "is left to compare; raise data.max_length"
+        )
     random.Random(seed).shuffle(train_rows)
     return train_rows, eval_rows
 

@@ -98,7 +98,10 @@ def preference(backend, examples: list[Example], data: dict, tokenizer) -> dict:
         margins = [rejected / max(m, 1) - chosen / max(n, 1) for (chosen, n), (rejected, m) in zip(first, second)]
         if not all(math.isfinite(m) for m in margins):
             raise ValueError("the model's log-probabilities are not finite (NaN or inf): the model is broken")
-        return {"preference_accuracy": sum(m > 0 for m in margins) / len(margins), "margin": sum(margins) / len(margins)}
+        return {
+            "preference_accuracy": sum(m > 0 for m in margins) / len(margins),
+            "margin": sum(margins) / len(margins),
+        }
     per_token = {True: [], False: []}
     for row, (total, n) in zip(rows, first):
         per_token[row["desirable"]].append(-total / max(n, 1))
@@ -111,7 +114,9 @@ def answers(backend, examples: list[Example], system: str | None, max_new_tokens
     return ["".join(backend.stream(with_system(e.prompt, system), max_new_tokens)).strip() for e in examples]
 
 
-def score(backend, examples: list[Example], config: dict, tokenizer, labels: list[str] | None = None) -> tuple[dict, list[str]]:
+def score(
+    backend, examples: list[Example], config: dict, tokenizer, labels: list[str] | None = None
+) -> tuple[dict, list[str]]:
     """(scores, answers) of one model on the examples, for the config's scenario."""
     scenario = config["task"]["scenario"]
     data = config["data"]

@@ -36,7 +36,9 @@ def convert(messages: list[dict], fmt: str, system: str | None) -> dict:
 
 def derived() -> dict[Path, str]:
     """Every derived sample file and the text it should hold."""
-    scenarios = yaml.safe_load((ROOT / "generator" / "tuneforge" / "catalog" / "scenarios.yaml").read_text(encoding="utf-8"))
+    scenarios = yaml.safe_load(
+        (ROOT / "generator" / "tuneforge" / "catalog" / "scenarios.yaml").read_text(encoding="utf-8")
+    )
     files = {}
     for name, facts in scenarios.items():
         own = HERE / name / f"{facts['formats'][0]}.jsonl"
@@ -46,8 +48,11 @@ def derived() -> dict[Path, str]:
             if name == "chat":
                 continue  # chat's samples are written by hand in every format
             if fmt == "kto":  # each pair: its chosen answer desirable, its rejected one not
-                rows = [{"prompt": e.messages[-2]["content"], "completion": answer, "label": good}
-                        for e in examples for answer, good in ((e.reference, True), (e.rejected, False))]
+                rows = [
+                    {"prompt": e.messages[-2]["content"], "completion": answer, "label": good}
+                    for e in examples
+                    for answer, good in ((e.reference, True), (e.rejected, False))
+                ]
             else:
                 rows = [convert(e.messages, fmt, facts.get("system")) for e in examples]
             files[path] = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

@@ -25,7 +25,9 @@ Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
@@ -83,7 +85,9 @@ def _same_type(dotted: str, old: Any, new: Any, raw: str) -> Any:
     if old is None:
         return new
     if isinstance(old, dict):
-        raise ConfigError(f"{dotted} is a section; override one of its keys: {', '.join(f'{dotted}.{k}=...' for k in list(old)[:3])}")
+        raise ConfigError(
+            f"{dotted} is a section; override one of its keys: {', '.join(f'{dotted}.{k}=...' for k in list(old)[:3])}"
+        )
     if isinstance(old, bool):
         if isinstance(new, bool):
             return new
@@ -110,6 +114,7 @@ def _between(low: float, high: float, low_open: bool = False):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return False
         return (value > low if low_open else value >= low) and value <= high
+
     check.text = f"{'above' if low_open else 'at least'} {low:g} and at most {high:g}"
     return check
 
@@ -117,6 +122,7 @@ def _between(low: float, high: float, low_open: bool = False):
 def _whole(low: int, high: int, *extra: int):
     def check(value) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and (low <= value <= high or value in extra)
+
     check.text = f"a whole number from {low} to {high}" + "".join(f" (or {e})" for e in extra)
     return check
 
@@ -159,8 +165,10 @@ def check_ranges(config: dict, source: str = "config") -> None:
             raise ConfigError(f"{dotted} must be {check.text}, got {node[key]!r} (in {source} or on the command line)")
     peft = config.get("peft") or {}
     if peft.get("target_parameters") and peft.get("lora_dropout"):
-        raise ConfigError(f"peft.lora_dropout must be 0 with peft.target_parameters (PEFT's LoRA on the experts' fused "
-                          f"weights has no dropout), got {peft['lora_dropout']!r} (in {source} or on the command line)")
+        raise ConfigError(
+            f"peft.lora_dropout must be 0 with peft.target_parameters (PEFT's LoRA on the experts' fused "
+            f"weights has no dropout), got {peft['lora_dropout']!r} (in {source} or on the command line)"
+        )
 
 
 def _unknown(dotted: str, node: dict, source: str) -> str:

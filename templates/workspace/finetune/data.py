@@ -74,10 +74,11 @@ def _read_rows(file: Path):
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = raw[:error.start].count(b"\n") + 1
+        line = raw[: error.start].count(b"\n") + 1
         column = error.start - raw.rfind(b"\n", 0, error.start)
-        raise DataError(f"{file}:{line}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column {column}); "
-                        "save the file as UTF-8") from None
+        raise DataError(
+            f"{file}:{line}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column {column}); save the file as UTF-8"
+        ) from None
     if file.suffix == ".json" or text.lstrip().startswith("["):
         try:
             data = json.loads(text)
@@ -106,7 +107,9 @@ def _read_hub(dataset_id: str, split: str):
     try:
         import datasets
     except ImportError:
-        raise DataError(f"{dataset_id} looks like a Hugging Face dataset id; `pip install datasets` to read it") from None
+        raise DataError(
+            f"{dataset_id} looks like a Hugging Face dataset id; `pip install datasets` to read it"
+        ) from None
     try:
         rows = datasets.load_dataset(dataset_id, split=split)
     except Exception as error:  # noqa: BLE001  the hub raises many kinds; the message says which
@@ -134,7 +137,9 @@ def to_example(row: object, fmt: str, where: str, task: dict | None = None) -> E
         return Example(where, messages=[{"role": m["role"], "content": m["content"]} for m in messages])
     if fmt == "prompt-completion":
         prompt, completion = _need(row, where, "prompt", "completion")
-        return Example(where, messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}])
+        return Example(
+            where, messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+        )
     if fmt == "alpaca":
         instruction, output = _need(row, where, "instruction", "output")
         extra = row.get("input") or ""
@@ -184,13 +189,19 @@ def _ner_example(row: dict, where: str, task: dict) -> Example:
         if not TAG.match(tag):
             raise DataError(f"{where}: tag {i + 1} {tag!r} (on {tokens[i]!r}) is not O, B-TYPE or I-TYPE")
         if tag.startswith("I-") and previous[2:] != tag[2:]:
-            raise DataError(f"{where}: tag {i + 1} {tag!r} (on {tokens[i]!r}) follows {previous!r}; an entity starts with B-{tag[2:]}")
+            raise DataError(
+                f"{where}: tag {i + 1} {tag!r} (on {tokens[i]!r}) follows {previous!r}; an entity starts with B-{tag[2:]}"
+            )
         previous = tag
     sentence = " ".join(tokens)
     prompt = fill(task.get("instruction") or "{sentence}", {"sentence": sentence}, where)
     answer = entities_text(entities(tokens, tags))
-    return Example(where, messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
-                   tokens=list(tokens), tags=list(tags))
+    return Example(
+        where,
+        messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
+        tokens=list(tokens),
+        tags=list(tags),
+    )
 
 
 def _preference_example(row: dict, fmt: str, where: str) -> Example:
@@ -201,7 +212,9 @@ def _preference_example(row: dict, fmt: str, where: str) -> Example:
     if "prompt" not in row and all(isinstance(row.get(k), list) and row[k] for k in answers):
         prefix = _turns(row[answers[0]][:-1], where, answers[0])
         if any(_turns(row[k][:-1], where, k) != prefix for k in answers[1:]):
-            raise DataError(f"{where}: without a 'prompt', 'chosen' and 'rejected' must be the same conversation up to their last turn")
+            raise DataError(
+                f"{where}: without a 'prompt', 'chosen' and 'rejected' must be the same conversation up to their last turn"
+            )
         prompt, texts = prefix, [_answer(row[k][-1:], where, k) for k in answers]
     else:
         value = row.get("prompt")
@@ -210,15 +223,21 @@ def _preference_example(row: dict, fmt: str, where: str) -> Example:
         elif isinstance(value, list) and value:
             prompt = _turns(value, where, "prompt")
         else:
-            raise DataError(f"{where}: missing or empty 'prompt' (text, or a list of turns, each with a role and a content)")
+            raise DataError(
+                f"{where}: missing or empty 'prompt' (text, or a list of turns, each with a role and a content)"
+            )
         texts = [_answer(row.get(k), where, k) for k in answers]
     if prompt[-1]["role"] != "user":
-        raise DataError(f"{where}: the prompt's last turn is the {prompt[-1]['role']}'s; it must be the user's, which the answers reply to")
+        raise DataError(
+            f"{where}: the prompt's last turn is the {prompt[-1]['role']}'s; it must be the user's, which the answers reply to"
+        )
     messages = [*prompt, {"role": "assistant", "content": texts[0]}]
     if fmt == "kto":
         label = row.get("label")
         if not isinstance(label, bool):
-            raise DataError(f"{where}: 'label' must be true (a desirable answer) or false (an undesirable one), got {label!r}")
+            raise DataError(
+                f"{where}: 'label' must be true (a desirable answer) or false (an undesirable one), got {label!r}"
+            )
         return Example(where, messages=messages, desirable=label)
     if texts[0].strip() == texts[1].strip():
         raise DataError(f"{where}: 'chosen' and 'rejected' are the same answer, so there is nothing to prefer")
@@ -228,7 +247,11 @@ def _preference_example(row: dict, fmt: str, where: str) -> Example:
 def _turns(value: list, where: str, key: str) -> list[dict]:
     turns = []
     for i, message in enumerate(value):
-        if not isinstance(message, dict) or message.get("role") not in ROLES or not isinstance(message.get("content"), str):
+        if (
+            not isinstance(message, dict)
+            or message.get("role") not in ROLES
+            or not isinstance(message.get("content"), str)
+        ):
             raise DataError(f"{where}: {key} turn {i + 1} needs a role of {sorted(ROLES)} and a text 'content'")
         turns.append({"role": message["role"], "content": message["content"]})
     return turns
@@ -256,7 +279,9 @@ def fill(instruction: str, fields: dict, where: str) -> str:
         field = "{" + str(error.args[0]) + "}"
         raise DataError(f"{where}: task.instruction uses {field}, which this example does not have") from None
     except (IndexError, ValueError) as error:
-        raise DataError(f"task.instruction is not a valid template ({error}); write fields as " + "{name}, and a brace as two") from None
+        raise DataError(
+            f"task.instruction is not a valid template ({error}); write fields as " + "{name}, and a brace as two"
+        ) from None
 
 
 def entities(tokens: list[str], tags: list[str]) -> list[tuple[str, str]]:
@@ -308,6 +333,8 @@ def check_labels(train: list[Example], held_out: list[Example], labels: list[str
     known = list(labels) if labels else sorted({e.reference for e in train})
     for example in held_out:
         if example.reference not in known:
-            raise DataError(f"{example.source}: label {example.reference!r} is not in the label set found in training "
-                            f"({', '.join(known)}); add training examples of it or list it in task.labels")
+            raise DataError(
+                f"{example.source}: label {example.reference!r} is not in the label set found in training "
+                f"({', '.join(known)}); add training examples of it or list it in task.labels"
+            )
     return known

@@ -12,8 +12,10 @@ import socket
 import urllib.parse
 from pathlib import Path
 
-LOCAL_HINT = ("train from a local copy instead: python train.py model.name_or_path=/path/to/folder (a folder "
-              "with config.json, the weights and the tokenizer), or regenerate with tuneforge --set model=/path/to/folder")
+LOCAL_HINT = (
+    "train from a local copy instead: python train.py model.name_or_path=/path/to/folder (a folder "
+    "with config.json, the weights and the tokenizer), or regenerate with tuneforge --set model=/path/to/folder"
+)
 
 
 class ModelUnavailable(FileNotFoundError):
@@ -53,16 +55,24 @@ def explain(name: str, error: Exception) -> str:
     text = str(error)
     if is_local(name):
         if not Path(name).expanduser().exists():
-            return f"model folder {name} not found; point model.name_or_path at a folder with config.json and the weights"
+            return (
+                f"model folder {name} not found; point model.name_or_path at a folder with config.json and the weights"
+            )
         return f"model folder {name} could not be loaded ({text.splitlines()[0] if text else type(error).__name__})"
     if "gated" in text.lower() or " 401" in text or " 403" in text:
-        token = "HF_TOKEN is set, but its account has not accepted" if os.environ.get("HF_TOKEN") else "HF_TOKEN is not set; accept"
+        token = (
+            "HF_TOKEN is set, but its account has not accepted"
+            if os.environ.get("HF_TOKEN")
+            else "HF_TOKEN is not set; accept"
+        )
         return f"model {name} is gated: {token} its licence on its Hugging Face page, then export HF_TOKEN=hf_...; or {LOCAL_HINT}"
     if os.environ.get("HF_HUB_OFFLINE") == "1" or "connect" in text.lower() or "offline" in text.lower():
         return f"model {name} cannot be fetched: the Hugging Face hub is out of reach and it is not in the local cache; {LOCAL_HINT}"
     if "not a valid model identifier" in text or "404" in text or "does not appear to have" in text:
         return f"model {name} was not found on the Hugging Face hub: check the id (owner/name), or {LOCAL_HINT}"
-    return f"model {name} could not be loaded ({text.splitlines()[0] if text else type(error).__name__}); or {LOCAL_HINT}"
+    return (
+        f"model {name} could not be loaded ({text.splitlines()[0] if text else type(error).__name__}); or {LOCAL_HINT}"
+    )
 
 
 def from_pretrained(loader, name: str, **kwargs):

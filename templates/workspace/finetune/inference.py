@@ -47,6 +47,7 @@ def check_adapters(adapters: dict[str, str], base: str | None = None) -> str:
 class Backend:
     """What every backend shares: the names it answers as (models; select picks one, loading nothing) and
     prompts built by the Hugging Face tokenizer's chat template, as in training."""
+
     models: list[str]
     active: str
     tokenizer = None
@@ -58,15 +59,21 @@ class Backend:
         self.active = name
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
-                                                  **self.template_kwargs)["input_ids"]
+        return self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True, **self.template_kwargs
+        )["input_ids"]
 
 
 class PytorchBackend(Backend):
     name = "pytorch"
 
-    def __init__(self, model_path: str | None, repetition_penalty: float = 1.0, template_kwargs: dict | None = None,
-                 adapters: dict[str, str] | None = None):
+    def __init__(
+        self,
+        model_path: str | None,
+        repetition_penalty: float = 1.0,
+        template_kwargs: dict | None = None,
+        adapters: dict[str, str] | None = None,
+    ):
         """model_path: a merged model, an adapter folder, or (with adapters: NAME -> adapter folder) the base
         they share (default: the base recorded with them), loaded once."""
         import torch
@@ -82,7 +89,9 @@ class PytorchBackend(Backend):
         if adapters:
             model_path = check_adapters(adapters, model_path)
         if is_local(model_path) and not Path(model_path).is_dir():
-            raise FileNotFoundError(f"{model_path} not found: train (python train.py) and merge (python merge.py) first")
+            raise FileNotFoundError(
+                f"{model_path} not found: train (python train.py) and merge (python merge.py) first"
+            )
         self.tokenizer = load_tokenizer(next(iter(adapters.values()), model_path))
         self.model = from_pretrained(model_class(model_path), model_path, dtype=torch.float32)
         self.base_name = model_name(model_path)
@@ -138,13 +147,20 @@ class PytorchBackend(Backend):
         import torch
 
         bare = self.active == self.base_name and hasattr(self.model, "disable_adapter")
-        with torch.no_grad(), (self.model.disable_adapter() if bare else contextlib.nullcontext()):
-            out = self.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                      max_new_tokens=max_new_tokens, do_sample=bool(self.sampling), streamer=streamer,
-                                      max_time=self.max_seconds, **self.sampling,
-                                      repetition_penalty=self.repetition_penalty,
-                                      eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
-        return out[0, len(ids):].tolist()
+        with torch.no_grad(), self.model.disable_adapter() if bare else contextlib.nullcontext():
+            out = self.model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=max_new_tokens,
+                do_sample=bool(self.sampling),
+                streamer=streamer,
+                max_time=self.max_seconds,
+                **self.sampling,
+                repetition_penalty=self.repetition_penalty,
+                eos_token_id=self.tokenizer.eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        return out[0, len(ids) :].tolist()
 
 
 class OnnxBackend(Backend):
@@ -190,8 +206,9 @@ class OnnxBackend(Backend):
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         if self.chat_tokenizer is not None:
-            prompt = self.chat_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                             **self.template_kwargs)
+            prompt = self.chat_tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True, **self.template_kwargs
+            )
         else:
             prompt = self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
         return list(self.tokenizer.encode(prompt))
@@ -199,8 +216,9 @@ class OnnxBackend(Backend):
     def _generator(self, ids: list[int], max_new_tokens: int, min_new_tokens: int = 0):
         params = self.og.GeneratorParams(self.model)
         at_least = {"min_length": len(ids) + min_new_tokens} if min_new_tokens else {}
-        params.set_search_options(max_length=len(ids) + max_new_tokens, do_sample=bool(self.sampling), **at_least,
-                                  **self.sampling)
+        params.set_search_options(
+            max_length=len(ids) + max_new_tokens, do_sample=bool(self.sampling), **at_least, **self.sampling
+        )
         generator = self.og.Generator(self.model, params)
         if self.adapters is not None:
             generator.set_active_adapter(self.adapters, self.active)
@@ -236,10 +254,16 @@ class OnnxBackend(Backend):
 class GgufBackend(Backend):
     """llama.cpp (llama-cpp-python) on a GGUF file optimize.py --target gguf wrote; prompts are built with the
     tokenizer files kept beside it, as in training."""
+
     name = "gguf"
 
-    def __init__(self, model_path: str, template_kwargs: dict | None = None, context_length: int = 4096,
-                 threads: int | None = None):
+    def __init__(
+        self,
+        model_path: str,
+        template_kwargs: dict | None = None,
+        context_length: int = 4096,
+        threads: int | None = None,
+    ):
         """context_length: the tokens llama.cpp keeps room for (its cache grows with it), capped at the model's."""
         import llama_cpp
 
@@ -282,8 +306,11 @@ class GgufBackend(Backend):
 
     def _tokens(self, ids: list[int], max_new_tokens: int) -> Iterator[int]:
         """The new token ids, ending at an end token (included), the token limit or the time limit."""
-        options = ({"temp": self.sampling["temperature"], "top_p": self.sampling["top_p"]} if self.sampling
-                   else {"temp": 0.0, "top_k": 1})
+        options = (
+            {"temp": self.sampling["temperature"], "top_p": self.sampling["top_p"]}
+            if self.sampling
+            else {"temp": 0.0, "top_k": 1}
+        )
         deadline = time.monotonic() + self.max_seconds if self.max_seconds else None
         for count, token in enumerate(self.model.generate(ids, reset=True, repeat_penalty=1.0, **options), start=1):
             yield token
@@ -339,7 +366,9 @@ def load_backend(backend: str, model_path: str | None, config: dict, adapters: d
     template_kwargs = config.get("data", {}).get("chat_template_kwargs")
     if backend == "gguf":
         if adapters:
-            raise AdapterError("the gguf backend serves the merged model; serve adapters with --backend pytorch or onnx")
+            raise AdapterError(
+                "the gguf backend serves the merged model; serve adapters with --backend pytorch or onnx"
+            )
         model_path = model_path or find_gguf_model()
         if model_path is None:
             raise FileNotFoundError("no GGUF model under outputs/gguf/: run python optimize.py --target gguf first")
@@ -350,7 +379,9 @@ def load_backend(backend: str, model_path: str | None, config: dict, adapters: d
     if model_path is None and not adapters:
         model_path = default_pytorch_model(config)
         if not Path(model_path).is_dir():  # a folder of this workspace, never a hub id
-            raise FileNotFoundError(f"{model_path} not found: train (python train.py) and merge (python merge.py) first")
+            raise FileNotFoundError(
+                f"{model_path} not found: train (python train.py) and merge (python merge.py) first"
+            )
     return PytorchBackend(model_path, template_kwargs=template_kwargs, adapters=adapters)
 
 

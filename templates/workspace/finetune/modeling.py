@@ -106,13 +106,22 @@ def add_adapter(model, config: dict, gradient_checkpointing: bool):
                 parameter.requires_grad_(False)
         return model
     if peft_cfg["method"] == "ia3":
-        adapter = IA3Config(task_type="CAUSAL_LM", target_modules=peft_cfg["target_modules"],
-                            feedforward_modules=peft_cfg["feedforward_modules"], exclude_modules=keep)
+        adapter = IA3Config(
+            task_type="CAUSAL_LM",
+            target_modules=peft_cfg["target_modules"],
+            feedforward_modules=peft_cfg["feedforward_modules"],
+            exclude_modules=keep,
+        )
     else:
         adapter = LoraConfig(
-            task_type="CAUSAL_LM", r=peft_cfg["lora_r"], lora_alpha=peft_cfg["lora_alpha"],
-            lora_dropout=peft_cfg["lora_dropout"], target_modules=peft_cfg["target_modules"], exclude_modules=keep,
-            use_dora=peft_cfg.get("use_dora", False), use_rslora=peft_cfg.get("use_rslora", False),
+            task_type="CAUSAL_LM",
+            r=peft_cfg["lora_r"],
+            lora_alpha=peft_cfg["lora_alpha"],
+            lora_dropout=peft_cfg["lora_dropout"],
+            target_modules=peft_cfg["target_modules"],
+            exclude_modules=keep,
+            use_dora=peft_cfg.get("use_dora", False),
+            use_rslora=peft_cfg.get("use_rslora", False),
             target_parameters=peft_cfg.get("target_parameters"),  # a mixture of experts' fused expert weights
         )
     return get_peft_model(model, adapter)

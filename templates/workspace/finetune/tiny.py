@@ -60,11 +60,13 @@ def build_tokenizer(texts: list[str], vocab_size: int, thinking: bool = False):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>",
-                                   pad_token="<pad>", unk_token=None)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<pad>", unk_token=None
+    )
     fast.add_tokens(REASONING_TOKENS)
     fast.chat_template = THINKING_CHAT_TEMPLATE if thinking else CHAT_TEMPLATE
     return fast
@@ -84,8 +86,11 @@ def build_model(spec: dict, tokenizer):
         spec["original_max_position_embeddings"] = spec["max_position_embeddings"]
         spec["rope_scaling"] = None
     spec.setdefault("vocab_size", len(tokenizer))  # may be larger: a padded vocabulary, as real models have
-    tokens = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-              "pad_token_id": tokenizer.pad_token_id}
+    tokens = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     if "text_config" in spec:
         # an image-text model: the language model's shape goes into text_config, a tiny vision tower beside it
         text = spec.pop("text_config")
@@ -96,8 +101,9 @@ def build_model(spec: dict, tokenizer):
     return class_for(config.model_type).from_config(config, dtype=torch.float32)
 
 
-def save_tiny_model(spec: dict, data_path: str, vocab_size: int, out: Path, extra_texts: list[str] = (),
-                    thinking: bool = False) -> Path:
+def save_tiny_model(
+    spec: dict, data_path: str, vocab_size: int, out: Path, extra_texts: list[str] = (), thinking: bool = False
+) -> Path:
     """A tiny model and a tokenizer trained on the data (and on extra texts such as the prompts it will see);
     thinking: a chat template with a thinking switch, as the real model's has."""
     tokenizer = build_tokenizer(corpus(data_path) + [t for t in extra_texts if t], vocab_size, thinking)

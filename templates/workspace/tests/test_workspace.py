@@ -29,8 +29,18 @@ def test_train_config_loads_and_overrides(config):
 def test_training_section_is_accepted_by_transformers(config):
     import train
 
-    args = train.training_arguments({**config, "training": {**config["training"], "bf16": False, "fp16": False,
-                                                             "output_dir": str(ROOT / "outputs" / "check")}}, True)
+    args = train.training_arguments(
+        {
+            **config,
+            "training": {
+                **config["training"],
+                "bf16": False,
+                "fp16": False,
+                "output_dir": str(ROOT / "outputs" / "check"),
+            },
+        },
+        True,
+    )
     assert args.learning_rate == config["training"]["learning_rate"]
 
 

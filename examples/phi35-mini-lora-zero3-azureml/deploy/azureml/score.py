@@ -47,8 +47,11 @@ def parse(raw_data: str) -> tuple[list[dict], int, float]:
     if not isinstance(messages, list) or not messages:
         raise ValueError("'messages' must be a non-empty list of {role, content}")
     for message in messages:
-        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant") \
-                or not isinstance(message.get("content"), str):
+        if (
+            not isinstance(message, dict)
+            or message.get("role") not in ("system", "user", "assistant")
+            or not isinstance(message.get("content"), str)
+        ):
             raise ValueError("each message needs a role (system, user or assistant) and a text content")
     max_new_tokens = request.get("max_new_tokens", 256)
     if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
@@ -71,8 +74,15 @@ def run(raw_data: str) -> dict:
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling)
-    new = out[0, inputs["input_ids"].shape[1]:]
+    new = out[0, inputs["input_ids"].shape[1] :]
     text = tokenizer.decode(new, skip_special_tokens=True)
-    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "length" if len(new) >= max_new_tokens else "stop"}],
-            "usage": {"prompt_tokens": int(inputs["input_ids"].shape[1]), "completion_tokens": len(new)}}
+    return {
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "length" if len(new) >= max_new_tokens else "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": int(inputs["input_ids"].shape[1]), "completion_tokens": len(new)},
+    }

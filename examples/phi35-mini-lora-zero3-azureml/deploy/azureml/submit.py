@@ -48,8 +48,10 @@ def check_data_path(path: Path) -> None:
     try:
         _assert_local_path_matches_asset_type(str(path), AssetTypes.URI_FILE)
     except ValidationException as error:
-        raise FileNotFoundError(f"{error.message}; set data.path in configs/train.yaml and inputs.data.path in "
-                                "deploy/azureml/job.yml to your training file") from None
+        raise FileNotFoundError(
+            f"{error.message}; set data.path in configs/train.yaml and inputs.data.path in "
+            "deploy/azureml/job.yml to your training file"
+        ) from None
 
 
 def train(args) -> int:
@@ -62,13 +64,21 @@ def train(args) -> int:
     data_path = (HERE / job.inputs["data"].path).resolve()
     check_data_path(data_path)
     distribution = type(job.distribution).__name__ if job.distribution else "none"
-    print(f"job {job.display_name}: {job.resources.instance_count} node(s), distribution {distribution}, "
-          f"compute {job.compute}, data {data_path}")
+    print(
+        f"job {job.display_name}: {job.resources.instance_count} node(s), distribution {distribution}, "
+        f"compute {job.compute}, data {data_path}"
+    )
     if args.dry_run:
         return 0
     ml = client()
-    data = ml.data.create_or_update(Data(name=f"{job.display_name}-data", path=str(data_path), type=AssetTypes.URI_FILE,
-                                         description="training data of the tuneforge workspace"))
+    data = ml.data.create_or_update(
+        Data(
+            name=f"{job.display_name}-data",
+            path=str(data_path),
+            type=AssetTypes.URI_FILE,
+            description="training data of the tuneforge workspace",
+        )
+    )
     job.inputs["data"] = Input(type=AssetTypes.URI_FILE, path=f"azureml:{data.name}:{data.version}")
     submitted = ml.jobs.create_or_update(job)
     print(f"submitted {submitted.name}: {submitted.studio_url}")
@@ -84,12 +94,16 @@ def deploy(args) -> int:
     from azure.ai.ml.entities import Model
 
     if not (HERE / "endpoint.yml").exists():
-        raise FileNotFoundError("no deploy/azureml/endpoint.yml: azureml-endpoint is not among this workspace's targets")
+        raise FileNotFoundError(
+            "no deploy/azureml/endpoint.yml: azureml-endpoint is not among this workspace's targets"
+        )
     endpoint = load_online_endpoint(HERE / "endpoint.yml")
     deployment = load_online_deployment(HERE / "deployment.yml")
     source = f"azureml://jobs/{args.job}/outputs/merged" if args.job else "outputs/merged"
-    print(f"endpoint {endpoint.name}, deployment {deployment.name} on {deployment.instance_count} x "
-          f"{deployment.instance_type}, model from {source}")
+    print(
+        f"endpoint {endpoint.name}, deployment {deployment.name} on {deployment.instance_count} x "
+        f"{deployment.instance_type}, model from {source}"
+    )
     if args.dry_run:
         return 0
     ml = client()
@@ -101,7 +115,9 @@ def deploy(args) -> int:
     ml.online_deployments.begin_create_or_update(deployment).result()
     endpoint.traffic = {deployment.name: 100}
     ml.online_endpoints.begin_create_or_update(endpoint).result()
-    print(f"serving at {ml.online_endpoints.get(endpoint.name).scoring_uri}; key: az ml online-endpoint get-credentials -n {endpoint.name}")
+    print(
+        f"serving at {ml.online_endpoints.get(endpoint.name).scoring_uri}; key: az ml online-endpoint get-credentials -n {endpoint.name}"
+    )
     return 0
 
 
@@ -110,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     train_parser = commands.add_parser("train", help="register the data, submit the training job, stream its logs")
     train_parser.add_argument("--no-stream", action="store_true")
-    deploy_parser = commands.add_parser("deploy", help="register the merged model and serve it from the online endpoint")
+    deploy_parser = commands.add_parser(
+        "deploy", help="register the merged model and serve it from the online endpoint"
+    )
     deploy_parser.add_argument("--job", help="the training job whose merged model to deploy (default: outputs/merged)")
     for sub in (train_parser, deploy_parser):
         sub.add_argument("--dry-run", action="store_true", help="check and print, submit nothing")
@@ -118,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return train(args) if args.command == "train" else deploy(args)
     except ImportError:
-        print("error: pip install azure-ai-ml azure-identity (see deploy/azureml/README or the workspace README)", file=sys.stderr)
+        print(
+            "error: pip install azure-ai-ml azure-identity (see deploy/azureml/README or the workspace README)",
+            file=sys.stderr,
+        )
         return 2
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
