@@ -261,7 +261,8 @@ def export_lora_gguf(
 
 @contextlib.contextmanager
 def quiet_olive(log: Path):
-    """Olive's INFO lines and the model builder's prints go to a file, not the terminal; its errors still show."""
+    """Olive's INFO lines and the model builder's prints and progress bars go to a file, not the terminal; its errors
+    still show."""
     import logging
 
     logger = logging.getLogger("olive")
@@ -273,7 +274,7 @@ def quiet_olive(log: Path):
         error_handler.setLevel(logging.ERROR)
         logger.handlers, logger.propagate = [file_handler, error_handler], False
         try:
-            with contextlib.redirect_stdout(out):
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):  # its progress bars too
                 yield
         finally:
             logger.handlers, logger.propagate = handlers, propagate

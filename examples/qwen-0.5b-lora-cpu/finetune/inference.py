@@ -163,6 +163,13 @@ class PytorchBackend(Backend):
         return out[0, len(ids) :].tolist()
 
 
+def cores_allowed() -> int | None:
+    """The threads OMP_NUM_THREADS allows this process (as PyTorch reads it), for ONNX Runtime and llama.cpp too;
+    None: each runtime's own default."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 class OnnxBackend(Backend):
     name = "onnx"
 
@@ -174,7 +181,10 @@ class OnnxBackend(Backend):
         if not (Path(model_path) / "genai_config.json").exists():
             raise FileNotFoundError(f"no ONNX model in {model_path}: run python optimize.py first")
         self.og = og
-        self.model = og.Model(model_path)
+        config = og.Config(model_path)
+        if threads := cores_allowed():
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
+        self.model = og.Model(config)
         self.tokenizer = og.Tokenizer(self.model)
         if not adapters:
             found = Path(model_path) / "adapter_weights.onnx_adapter"
@@ -279,6 +289,7 @@ class GgufBackend(Backend):
             header = llama_cpp.Llama(str(path), vocab_only=True, verbose=False).metadata  # reads no weights
         trained = int(header.get(f"{header.get('general.architecture')}.context_length") or context_length)
         self.context_length = min(context_length, trained)
+        threads = threads or cores_allowed()
         self.model = llama_cpp.Llama(str(path), n_ctx=self.context_length, n_threads=threads, verbose=False)
         atexit.register(self.model.close)  # freed before the interpreter tears llama_cpp down, not after
         self.end_ids = {self.model.token_eos(), *self.tokenizer.convert_tokens_to_ids([self.tokenizer.eos_token])}
