@@ -9,12 +9,9 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "templates" / "workspace"))
-
-from finetune import metrics  # noqa: E402
-from finetune.data import DataError, Example, check_labels, entities, entities_text, read_examples  # noqa: E402
+from finetune import metrics
+from finetune.data import DataError, Example, check_labels, entities, entities_text, read_examples
+from helpers.project import ROOT
 
 SCENARIOS = yaml.safe_load((ROOT / "generator" / "tuneforge" / "catalog" / "scenarios.yaml").read_text())
 SAMPLES = ROOT / "templates" / "includes" / "samples"
@@ -46,7 +43,13 @@ def test_ner_entity_f1_by_hand():
     predictions = ["PER: Marie Curie; LOC: Paris", "ORG: Kew; LOC: London; PER: Nobody"]
     scores = metrics.ner(predictions, examples)
     # gold 4 entities, predicted 4 placed on words (Nobody matches none: not placed), 3 correct
-    assert metrics.tags_for(examples[1].tokens, metrics.parse_entities(predictions[1])) == ["B-ORG", "O", "O", "O", "B-LOC"]
+    assert metrics.tags_for(examples[1].tokens, metrics.parse_entities(predictions[1])) == [
+        "B-ORG",
+        "O",
+        "O",
+        "O",
+        "B-LOC",
+    ]
     assert scores["precision"] == pytest.approx(3 / 4)
     assert scores["recall"] == pytest.approx(3 / 4)
     assert scores["entity_f1"] == pytest.approx(3 / 4)
@@ -64,10 +67,15 @@ def test_ner_answer_text_round_trips_through_the_parser():
 def test_translation_bleu_and_chrf():
     import sacrebleu
 
-    assert metrics.translation(["le chat est sur le tapis"], ["le chat est sur le tapis"]) == {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0)}
+    assert metrics.translation(["le chat est sur le tapis"], ["le chat est sur le tapis"]) == {
+        "bleu": pytest.approx(100.0),
+        "chrf": pytest.approx(100.0),
+    }
     # 4 of 5 unigrams, 2 of 4 bigrams, 1 of 3 trigrams, 0 of 2 4-grams match: BLEU's smoothed geometric mean
     scores = metrics.translation(["le chien est sur le"], ["le chat est sur le tapis"])
-    assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(["le chien est sur le"], [["le chat est sur le tapis"]]).score)
+    assert scores["bleu"] == pytest.approx(
+        sacrebleu.corpus_bleu(["le chien est sur le"], [["le chat est sur le tapis"]]).score
+    )
     assert 0 < scores["bleu"] < 40 and 0 < scores["chrf"] < 100
 
 
@@ -93,21 +101,40 @@ def test_text_statistics_by_hand():
     assert stats == {"mean_words": 4.5, "distinct_2": pytest.approx(4 / 7), "repetition": pytest.approx(2 / 5)}
 
 
-@pytest.mark.parametrize("fmt, row, message", [
-    ("classification", {"text": "refund me", "label": "refunds"}, "label 'refunds' is not one of task.labels"),
-    ("classification", {"text": "refund me"}, "missing or empty 'label'"),
-    ("translation", {"source": "Water the fern.", "target": "  "}, "the translation pair has an empty side: 'target'"),
-    ("translation", {"source": "", "target": "x"}, "the translation pair has an empty side: 'source'"),
-    ("ner", {"tokens": ["Marie", "Curie", "left"], "tags": ["B-PER", "I-PER"]}, "the tags do not line up with the tokens: 3 tokens but 2 tags"),
-    ("ner", {"tokens": ["Marie", "Curie"], "tags": ["O", "I-PER"]}, "tag 2 'I-PER' \\(on 'Curie'\\) follows 'O'"),
-    ("ner", {"tokens": ["Marie"], "tags": ["PERSON"]}, "tag 1 'PERSON' \\(on 'Marie'\\) is not O, B-TYPE or I-TYPE"),
-    ("qa", {"question": "Why?", "answer": ""}, "missing or empty 'answer'"),
-    ("summarization", {"document": "long text"}, "missing or empty 'summary'"),
-])
+@pytest.mark.parametrize(
+    "fmt, row, message",
+    [
+        ("classification", {"text": "refund me", "label": "refunds"}, "label 'refunds' is not one of task.labels"),
+        ("classification", {"text": "refund me"}, "missing or empty 'label'"),
+        (
+            "translation",
+            {"source": "Water the fern.", "target": "  "},
+            "the translation pair has an empty side: 'target'",
+        ),
+        ("translation", {"source": "", "target": "x"}, "the translation pair has an empty side: 'source'"),
+        (
+            "ner",
+            {"tokens": ["Marie", "Curie", "left"], "tags": ["B-PER", "I-PER"]},
+            "the tags do not line up with the tokens: 3 tokens but 2 tags",
+        ),
+        ("ner", {"tokens": ["Marie", "Curie"], "tags": ["O", "I-PER"]}, "tag 2 'I-PER' \\(on 'Curie'\\) follows 'O'"),
+        (
+            "ner",
+            {"tokens": ["Marie"], "tags": ["PERSON"]},
+            "tag 1 'PERSON' \\(on 'Marie'\\) is not O, B-TYPE or I-TYPE",
+        ),
+        ("qa", {"question": "Why?", "answer": ""}, "missing or empty 'answer'"),
+        ("summarization", {"document": "long text"}, "missing or empty 'summary'"),
+    ],
+)
 def test_a_bad_task_example_is_named_by_file_and_line(tmp_path, fmt, row, message):
-    good = {"classification": {"text": "charged twice", "label": "billing"}, "translation": {"source": "a", "target": "b"},
-            "ner": {"tokens": ["Paris"], "tags": ["B-LOC"]}, "qa": {"question": "q", "answer": "a"},
-            "summarization": {"document": "d", "summary": "s"}}[fmt]
+    good = {
+        "classification": {"text": "charged twice", "label": "billing"},
+        "translation": {"source": "a", "target": "b"},
+        "ner": {"tokens": ["Paris"], "tags": ["B-LOC"]},
+        "qa": {"question": "q", "answer": "a"},
+        "summarization": {"document": "d", "summary": "s"},
+    }[fmt]
     path = jsonl(tmp_path, [good, good, row])
     task = {**SCENARIOS[fmt], "labels": ["billing", "delivery"]} if fmt == "classification" else SCENARIOS[fmt]
     with pytest.raises(DataError, match=f"{path}:3: {message}"):
@@ -117,19 +144,48 @@ def test_a_bad_task_example_is_named_by_file_and_line(tmp_path, fmt, row, messag
 def test_a_held_out_label_never_seen_in_training_is_an_error(tmp_path):
     rows = [{"text": f"t{i}", "label": "billing"} for i in range(5)] + [{"text": "late parcel", "label": "delivery"}]
     examples = read_examples(jsonl(tmp_path, rows), "classification", task=SCENARIOS["classification"])
-    with pytest.raises(DataError, match=r"data.jsonl:6: label 'delivery' is not in the label set found in training \(billing\)"):
+    with pytest.raises(
+        DataError, match=r"data.jsonl:6: label 'delivery' is not in the label set found in training \(billing\)"
+    ):
         check_labels(examples[:5], examples[5:], None)
     assert check_labels(examples, examples[5:], None) == ["billing", "delivery"]
+
+
+def test_without_task_labels_every_prompt_lists_the_training_splits_labels(tmp_path):
+    """A user's own classification data with task.labels null: the prompts of both splits list the labels the
+    training split holds, sorted (never "one of: ."), the same on every load."""
+    from finetune.data import load_splits
+
+    labels = ["refund", "shipping", "login"] * 3
+    rows = [{"text": f"message {i}", "label": label} for i, label in enumerate(labels)]
+    config = {
+        "data": {"path": jsonl(tmp_path, rows), "format": "classification", "eval_fraction": 0.25},
+        "task": {**SCENARIOS["classification"], "scenario": "classification", "labels": None},
+    }
+    train, held_out = load_splits(config, 7)
+    found = sorted({e.reference for e in train})
+    assert found == ["login", "refund", "shipping"]
+    for example in train + held_out:
+        assert f"one of: {', '.join(found)}.\n" in example.prompt[0]["content"], example.prompt
+    assert load_splits(config, 7) == (train, held_out)
 
 
 def test_task_examples_become_prompts_through_the_instruction():
     task = SCENARIOS["classification"]
     example = read_examples(str(SAMPLES / "classification" / "classification.jsonl"), "classification", task=task)[0]
-    assert example.prompt == [{"role": "user", "content": "Label this customer message as one of: billing, delivery, technical, "
-                                                          "account.\n\nMessage: I was charged twice for the same order this month."}]
+    assert example.prompt == [
+        {
+            "role": "user",
+            "content": "Label this customer message as one of: billing, delivery, technical, "
+            "account.\n\nMessage: I was charged twice for the same order this month.",
+        }
+    ]
     assert example.reference == "billing"
     qa = read_examples(str(SAMPLES / "qa" / "qa.jsonl"), "qa", task=SCENARIOS["qa"])[0]
-    assert qa.prompt[0]["content"].startswith("Passage: Snake plants store water") and qa.reference == "every two to three weeks"
+    assert (
+        qa.prompt[0]["content"].startswith("Passage: Snake plants store water")
+        and qa.reference == "every two to three weeks"
+    )
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
@@ -151,7 +207,9 @@ def test_derived_samples_are_current():
     sys.path.insert(0, str(SAMPLES))
     from derive import derived
 
-    stale = [str(path.relative_to(SAMPLES)) for path, text in derived().items() if path.read_text(encoding="utf-8") != text]
+    stale = [
+        str(path.relative_to(SAMPLES)) for path, text in derived().items() if path.read_text(encoding="utf-8") != text
+    ]
     assert not stale, f"run python templates/includes/samples/derive.py: {stale}"
 
 

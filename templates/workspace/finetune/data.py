@@ -311,9 +311,11 @@ def _need(row: dict, where: str, *keys: str) -> list[str]:
 
 
 def load_splits(config: dict, seed: int) -> tuple[list[Example], list[Example]]:
-    """The data section's examples, split into training and held-out examples (the same split every time)."""
+    """The data section's examples, split into training and held-out examples (the same split every time). A
+    classification task without task.labels lists the training split's labels in its prompts, sorted, so that
+    training, eval.py and the data doctor show one prompt for the same data and seed."""
     data = config["data"]
-    task = config.get("task") or {}
+    task = dict(config.get("task") or {})
     examples = read_examples(data["path"], data["format"], data.get("split", "train"), task)
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
@@ -321,11 +323,14 @@ def load_splits(config: dict, seed: int) -> tuple[list[Example], list[Example]]:
     n_eval = int(len(examples) * fraction)
     if n_eval == 0 and fraction > 0 and len(examples) >= 4:
         n_eval = 1
-    held_out = [examples[i] for i in sorted(order[:n_eval])]
-    train = [examples[i] for i in sorted(order[n_eval:])]
+    held, trained = sorted(order[:n_eval]), sorted(order[n_eval:])
     if task.get("scenario") == "classification":
-        check_labels(train, held_out, task.get("labels"))
-    return train, held_out
+        labels = check_labels([examples[i] for i in trained], [examples[i] for i in held], task.get("labels"))
+        if not task.get("labels"):
+            examples = read_examples(
+                data["path"], data["format"], data.get("split", "train"), {**task, "labels": labels}
+            )
+    return [examples[i] for i in trained], [examples[i] for i in held]
 
 
 def check_labels(train: list[Example], held_out: list[Example], labels: list[str] | None) -> list[str]:
