@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LLAMA_CPP := 0.3.36
+SDIST := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tuneforge/sdist
 APT := $(if $(filter 0,$(shell id -u)),,sudo -n) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: demo test test-quick bench examples clean
@@ -14,8 +16,12 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	# torch first: a range left to other packages would fetch a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
 	# llama.cpp's GGUF converter and real tokenizer vocabularies ship only in llama-cpp-python's source archive:
-	# kept in .venv/sdist for the tests (pip then builds the package from it: llama.cpp compiles, about 5 minutes)
-	$(BIN)/pip download --quiet --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d $(VENV)/sdist
+	# downloaded once per machine into SDIST (pip download skips a file it finds there), linked as .venv/sdist for
+	# the tests, and installed from there, so that pip builds it once (llama.cpp compiles, about 5 minutes) and
+	# every later venv takes the wheel from pip's cache
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP) -d $(SDIST)
+	ln -sfn $(SDIST) $(VENV)/sdist
+	$(BIN)/pip install --quiet $(SDIST)/llama_cpp_python-$(LLAMA_CPP).tar.gz
 	$(BIN)/pip install --quiet -e '.[test]' -r requirements-dev.txt
 	# the browser tests drive Debian's headless Chromium (no download at test time); elsewhere they are skipped
 	command -v chromedriver >/dev/null || $(APT) install -y -qq chromium chromium-driver >/dev/null \
