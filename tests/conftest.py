@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "generator"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generator"))
 
-os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OLIVE_DISABLE_TELEMETRY": "1",
-                   "TOKENIZERS_PARALLELISM": "false"})
+from helpers.project import sets, tuneforge
+
+os.environ.update(
+    {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OLIVE_DISABLE_TELEMETRY": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+)
+# each xdist worker and the workspace processes it starts get their share of the cores, so that two workers' torch,
+# ONNX Runtime and llama.cpp thread pools do not fight over them (torch reads these, and the workspace's ONNX and
+# llama.cpp backends OMP_NUM_THREADS)
+THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[variable] = str(THREADS)
 
 
 @pytest.fixture(autouse=True)
@@ -33,21 +45,16 @@ def template_cache(tmp_path_factory):
     yield cache
 
 
-def sets(answers: dict) -> list[str]:
-    args = []
-    for key, value in answers.items():
-        if isinstance(value, (list, tuple)):
-            value = ",".join(value)
-        elif isinstance(value, bool):
-            value = str(value).lower()
-        args += ["--set", f"{key}={value}"]
-    return args
+@pytest.fixture(scope="session", autouse=True)
+def artefact_cache(tmp_path_factory):
+    """tests/helpers/cache.py's folder: one for the whole run, which every xdist worker shares."""
+    from helpers import cache
 
-
-def tuneforge(*args: str) -> int:
-    from tuneforge.cli import main
-
-    return main([str(a) for a in args])
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "artefacts"
+    folder.mkdir(exist_ok=True)
+    os.environ[cache.ENV] = str(folder)
+    yield folder
 
 
 @pytest.fixture
@@ -61,8 +68,3 @@ def new_workspace(tmp_path):
         return dest
 
     return make
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd,
-                          capture_output=True, text=True, check=True).stdout

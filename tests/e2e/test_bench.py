@@ -10,21 +10,25 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from helpers.project import ROOT
 
 pytestmark = pytest.mark.slow
 
 
 def bench(*args: str, timeout: int = 900) -> str:
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
 
 def test_generation_benchmark():
     out = bench("bench/generation.py", "--rounds", "1")
-    ours, copier = (float(re.search(rf"{name} .*?median ([0-9.]+) s", out).group(1)) for name in ("tuneforge new", "copier copy"))
+    ours, copier = (
+        float(re.search(rf"{name} .*?median ([0-9.]+) s", out).group(1)) for name in ("tuneforge new", "copier copy")
+    )
     ratio = float(re.search(r"ratio tuneforge / copier +([0-9.]+)x", out).group(1))
     assert ours > 0 and copier > 0 and ratio == pytest.approx(ours / copier, abs=0.01)
 
@@ -35,7 +39,9 @@ def test_training_benchmark_against_trl():
 
 
 def test_onnx_speed_benchmark(tmp_path):
-    out = bench("bench/onnx_speed.py", "--size", "tiny", "--train-steps", "2", "--data", "drills", "--workdir", str(tmp_path))
+    out = bench(
+        "bench/onnx_speed.py", "--size", "tiny", "--train-steps", "2", "--data", "drills", "--workdir", str(tmp_path)
+    )
     assert "tokens/s" in out
 
 
@@ -49,8 +55,18 @@ def test_gpu_memory_benchmark_on_a_tiny_model_on_the_cpu(tmp_path):
 
     out = bench("bench/gpu_memory.py", "prepare", "--workspaces", str(tmp_path))
     assert "estimate" in out and (tmp_path / "plan.json").exists()
-    bench("bench/gpu_memory.py", "run", "--workspaces", str(tmp_path), "--out", str(tmp_path / "out"), "--tiny",
-          "--max-length", "32", timeout=600)
+    bench(
+        "bench/gpu_memory.py",
+        "run",
+        "--workspaces",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "out"),
+        "--tiny",
+        "--max-length",
+        "32",
+        timeout=600,
+    )
     report = json.loads((tmp_path / "out" / "gpu_memory.json").read_text())
     assert all(entry["returncode"] == 0 for entry in report.values()), report
 

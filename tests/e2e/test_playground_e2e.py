@@ -39,8 +39,11 @@ def test_playground_streams_an_answer_and_compares_base_tuned_and_onnx(new_works
         assert status == 200 and settings["models"] == ["base", "tuned", "onnx"]
         assert settings["system"] == config["data"]["system_prompt"] and settings["prompt"] == prompt
         assert settings["max_tokens"] == config["generation"]["max_new_tokens"] and settings["temperature"] == 0
-        question = {"messages": [{"role": "system", "content": settings["system"]}, {"role": "user", "content": prompt}],
-                    "max_tokens": 12, "temperature": 0}
+        question = {
+            "messages": [{"role": "system", "content": settings["system"]}, {"role": "user", "content": prompt}],
+            "max_tokens": 12,
+            "temperature": 0,
+        }
         expected = {}
         for model in settings["models"]:
             status, _, body = call(base, "/v1/chat/completions", {**question, "model": model})
@@ -50,7 +53,9 @@ def test_playground_streams_an_answer_and_compares_base_tuned_and_onnx(new_works
         for bad in ({"temperature": 3}, {"temperature": "hot"}, {"top_p": 0}, {"stream_options": []}):
             status, _, body = call(base, "/v1/chat/completions", {**question, **bad})
             assert status == 400 and json.loads(body)["error"]["message"], bad
-        status, _, body = call(base, "/v1/chat/completions", {**question, "stream": True, "stream_options": {"include_usage": True}})
+        status, _, body = call(
+            base, "/v1/chat/completions", {**question, "stream": True, "stream_options": {"include_usage": True}}
+        )
         events = [json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: {")]
         assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] > 0
 
@@ -69,9 +74,13 @@ def test_playground_streams_an_answer_and_compares_base_tuned_and_onnx(new_works
                 speeds = d.find_elements(By.CSS_SELECTOR, ".column:not([hidden]) .speed[data-tokens]")
                 if not columns or len(speeds) != len(columns):
                     return None
-                return {c.get_attribute("data-model"): (c.find_elements(By.CSS_SELECTOR, ".turn.assistant")[-1].text,
-                                                        c.find_element(By.CSS_SELECTOR, ".speed").text)
-                        for c in d.find_elements(By.CSS_SELECTOR, ".column:not([hidden])")}
+                return {
+                    c.get_attribute("data-model"): (
+                        c.find_elements(By.CSS_SELECTOR, ".turn.assistant")[-1].text,
+                        c.find_element(By.CSS_SELECTOR, ".speed").text,
+                    )
+                    for c in d.find_elements(By.CSS_SELECTOR, ".column:not([hidden])")
+                }
 
             driver.find_element(By.ID, "send").click()
             chat = wait_for(driver, answers, timeout=120)

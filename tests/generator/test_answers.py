@@ -8,15 +8,18 @@ def test_set_parses_types_and_lists():
     assert parsed == {"gpu_count": 2, "learning_rate": 1e-4, "packing": True, "targets": ["onnx-cpu", "pytorch"]}
 
 
-@pytest.mark.parametrize("pair, words", [
-    ("techniqe=lora", ["unknown answer", "Did you mean 'technique'"]),
-    ("technique=lorra", ["'lorra' is not one of", "lora, qlora", "Did you mean 'lora'"]),
-    ("targets=onnx-cpu,onnx-tpu", ["'onnx-tpu' is not one of", "onnx-cuda"]),
-    ("gpu_count=0", ["gpu_count: must be at least 1", "got 0"]),
-    ("gpu_count=two", ["gpu_count: expected a whole number, got 'two'"]),
-    ("packing=perhaps", ["true or false"]),
-    ("technique", ["expected KEY=VALUE"]),
-])
+@pytest.mark.parametrize(
+    "pair, words",
+    [
+        ("techniqe=lora", ["unknown answer", "Did you mean 'technique'"]),
+        ("technique=lorra", ["'lorra' is not one of", "lora, qlora", "Did you mean 'lora'"]),
+        ("targets=onnx-cpu,onnx-tpu", ["'onnx-tpu' is not one of", "onnx-cuda"]),
+        ("gpu_count=0", ["gpu_count: must be at least 1", "got 0"]),
+        ("gpu_count=two", ["gpu_count: expected a whole number, got 'two'"]),
+        ("packing=perhaps", ["true or false"]),
+        ("technique", ["expected KEY=VALUE"]),
+    ],
+)
 def test_bad_values_name_the_key_and_what_is_allowed(pair, words):
     with pytest.raises(AnswerError) as error:
         parse_sets([pair])
@@ -42,7 +45,7 @@ def test_answers_file_errors(tmp_path):
 def test_copier_questions_mirror_the_answer_keys():
     import yaml
 
-    from conftest import ROOT
+    from helpers.project import ROOT
 
     copier = yaml.safe_load((ROOT / "templates" / "copier.yml").read_text())
     questions = {k for k, q in copier.items() if not k.startswith("_") and q.get("when") is not False}

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from helpers.project import ROOT
+from helpers.workspace import template_module
 from tuneforge import catalog
 
-sys.path.insert(0, str(ROOT / "examples"))
-from render import render_example  # noqa: E402
+render_example = template_module(ROOT / "examples" / "render.py", "render").render_example
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yml"))
-BOOKKEEPING = re.compile(rb"^_(commit|src_path): .*\n", re.M)
+BOOKKEEPING = re.compile(rb"^_(commit|src_path): .*\n", re.MULTILINE)
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -46,14 +45,16 @@ def test_the_examples_show_what_the_readme_promises():
 def test_example_is_current(answers, tmp_path):
     render_example(answers, tmp_path / "fresh")
     committed, fresh = tree(ROOT / "examples" / answers.stem), tree(tmp_path / "fresh")
-    stale = sorted(set(committed) ^ set(fresh)) + sorted(k for k in committed.keys() & fresh.keys() if committed[k] != fresh[k])
+    stale = sorted(set(committed) ^ set(fresh)) + sorted(
+        k for k in committed.keys() & fresh.keys() if committed[k] != fresh[k]
+    )
     assert not stale, f"examples/{answers.stem} is stale in {stale}; run `make examples`"
 
 
 def test_dev_requirements_pin_what_the_workspace_pins():
     template = (ROOT / "templates" / "workspace" / "requirements.txt.jinja").read_text()
-    pins = dict(re.findall(r"^([a-z][a-z0-9-]*)==([0-9.]+)", (ROOT / "requirements-dev.txt").read_text(), re.M))
-    for name, version in re.findall(r"^([a-z][a-z0-9-]*)(?:\{\{[^}]*\}\})?==([0-9.]+)", template, re.M):
+    pins = dict(re.findall(r"^([a-z][a-z0-9-]*)==([0-9.]+)", (ROOT / "requirements-dev.txt").read_text(), re.MULTILINE))
+    for name, version in re.findall(r"^([a-z][a-z0-9-]*)(?:\{\{[^}]*\}\})?==([0-9.]+)", template, re.MULTILINE):
         if name in pins:
             assert pins[name] == version, name
     assert {"transformers", "peft", "olive-ai", "onnxruntime-genai"} <= pins.keys()

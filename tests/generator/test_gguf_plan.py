@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from conftest import tuneforge
+from helpers.project import tuneforge
 from tuneforge import catalog
 
 
@@ -17,10 +17,14 @@ def refused(capsys, *args) -> str:
     return err
 
 
-@pytest.mark.parametrize("value, words", [("", ["gguf_types", "at least one", "gguf_types=Q8_0,Q4_K_M"]),
-                                          ("Q8_0,Q9_9", ["gguf_types", "Q9_9"])])
+@pytest.mark.parametrize(
+    "value, words",
+    [("", ["gguf_types", "at least one", "gguf_types=Q8_0,Q4_K_M"]), ("Q8_0,Q9_9", ["gguf_types", "Q9_9"])],
+)
 def test_gguf_types_are_checked_at_generation(tmp_path, capsys, value, words):
-    err = refused(capsys, "new", tmp_path / "ws", "--defaults", "--set", "targets=pytorch,gguf", "--set", f"gguf_types={value}")
+    err = refused(
+        capsys, "new", tmp_path / "ws", "--defaults", "--set", "targets=pytorch,gguf", "--set", f"gguf_types={value}"
+    )
     assert all(word in err for word in words), err
     assert not (tmp_path / "ws").exists()
 
@@ -30,7 +34,16 @@ def test_an_architecture_llama_cpp_cannot_convert_is_refused(tmp_path, capsys, m
     architectures["llama"]["gguf"] = False
     real = catalog.load
     monkeypatch.setattr(catalog, "load", lambda section: architectures if section == "architectures" else real(section))
-    err = refused(capsys, "new", tmp_path / "ws", "--defaults", "--set", "model=llama-3.2-1b-instruct", "--set", "targets=pytorch,gguf")
+    err = refused(
+        capsys,
+        "new",
+        tmp_path / "ws",
+        "--defaults",
+        "--set",
+        "model=llama-3.2-1b-instruct",
+        "--set",
+        "targets=pytorch,gguf",
+    )
     assert "cannot convert llama to GGUF" in err and "targets=pytorch" in err
     assert not (tmp_path / "ws").exists()
 

@@ -18,10 +18,15 @@ def cuda_workspace(new_workspace):
     return make
 
 
-@pytest.mark.parametrize("distributed, stage, offload", [
-    ("deepspeed-zero1", 1, False), ("deepspeed-zero2", 2, False), ("deepspeed-zero3", 3, False),
-    ("deepspeed-zero3-offload", 3, True),
-])
+@pytest.mark.parametrize(
+    "distributed, stage, offload",
+    [
+        ("deepspeed-zero1", 1, False),
+        ("deepspeed-zero2", 2, False),
+        ("deepspeed-zero3", 3, False),
+        ("deepspeed-zero3-offload", 3, True),
+    ],
+)
 @pytest.mark.parametrize("technique", ["lora", "qlora", "full"])
 def test_deepspeed_config_is_accepted_by_deepspeed(cuda_workspace, distributed, stage, offload, technique):
     from deepspeed.runtime.config import DeepSpeedConfig
@@ -33,9 +38,12 @@ def test_deepspeed_config_is_accepted_by_deepspeed(cuda_workspace, distributed, 
     train = yaml.safe_load((workspace / "configs" / "train.yaml").read_text())["training"]
     assert train["deepspeed"] == "configs/deepspeed.json" and train["bf16"] is True
     hf = HfTrainerDeepSpeedConfig(config)
-    args = TrainingArguments(output_dir=str(workspace / "outputs"), use_cpu=True,
-                             per_device_train_batch_size=train["per_device_train_batch_size"],
-                             gradient_accumulation_steps=train["gradient_accumulation_steps"])
+    args = TrainingArguments(
+        output_dir=str(workspace / "outputs"),
+        use_cpu=True,
+        per_device_train_batch_size=train["per_device_train_batch_size"],
+        gradient_accumulation_steps=train["gradient_accumulation_steps"],
+    )
     hf.trainer_config_process(args)
     parsed = DeepSpeedConfig(hf.config)  # pydantic models: unknown or mistyped keys raise
     assert parsed.zero_config.stage == stage
@@ -48,8 +56,14 @@ def test_deepspeed_parser_would_catch_a_bad_key(cuda_workspace):
 
     config = json.loads((cuda_workspace(distributed="deepspeed-zero2") / "configs" / "deepspeed.json").read_text())
     config["zero_optimization"]["stage3_bogus"] = 1
-    config.update(train_batch_size=16, train_micro_batch_size_per_gpu=4, gradient_accumulation_steps=1,
-                  gradient_clipping=1.0, bf16={"enabled": True}, fp16={"enabled": False})
+    config.update(
+        train_batch_size=16,
+        train_micro_batch_size_per_gpu=4,
+        gradient_accumulation_steps=1,
+        gradient_clipping=1.0,
+        bf16={"enabled": True},
+        fp16={"enabled": False},
+    )
     with pytest.raises(Exception, match="stage3_bogus"):
         DeepSpeedConfig(config)
 
@@ -76,13 +90,11 @@ def test_fsdp_config_is_accepted_by_accelerate_launch(cuda_workspace, num_nodes)
 
 def test_cuda_qlora_config_builds_a_bitsandbytes_config(cuda_workspace, monkeypatch):
     """load_base_model turns the rendered quantization section into the BitsAndBytesConfig from_pretrained gets."""
-    import sys
-
     import torch
 
-    from conftest import ROOT
+    from helpers.project import WORKSPACE_TEMPLATE
 
-    sys.path.insert(0, str(ROOT / "templates" / "workspace"))
+    monkeypatch.syspath_prepend(str(WORKSPACE_TEMPLATE))
     from finetune import modeling
 
     workspace = cuda_workspace(technique="qlora", distributed="none", gpu_count=1)
@@ -93,5 +105,11 @@ def test_cuda_qlora_config_builds_a_bitsandbytes_config(cuda_workspace, monkeypa
     modeling.load_base_model(config)
     quantization = received["quantization_config"]
     assert received["name"] == config["model"]["name_or_path"] and received["dtype"] == torch.bfloat16
-    assert quantization.load_in_4bit and quantization.bnb_4bit_quant_type == "nf4" and quantization.bnb_4bit_use_double_quant
-    assert quantization.bnb_4bit_compute_dtype == torch.bfloat16 and quantization.bnb_4bit_quant_storage == torch.bfloat16
+    assert (
+        quantization.load_in_4bit
+        and quantization.bnb_4bit_quant_type == "nf4"
+        and quantization.bnb_4bit_use_double_quant
+    )
+    assert (
+        quantization.bnb_4bit_compute_dtype == torch.bfloat16 and quantization.bnb_4bit_quant_storage == torch.bfloat16
+    )

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, git, tuneforge
+from helpers.project import ROOT, git, tuneforge
 
-HOSTILE = 'x"; touch PWNED; echo "$(touch PWNED2)`touch PWNED3`\'; touch PWNED4; \' ‘; touch PWNED5'
+HOSTILE = "x\"; touch PWNED; echo \"$(touch PWNED2)`touch PWNED3`'; touch PWNED4; ' ‘; touch PWNED5"
 
 
 def refused(capsys, *args: str) -> str:
@@ -33,16 +33,26 @@ def refused(capsys, *args: str) -> str:
 
 # -- 1. injection through names and paths ---------------------------------------------------------
 
-@pytest.mark.parametrize("name", ['x"; touch PWNED; echo "', "team: tune", "line\nbreak: 1", "ws$(id)", "1st", "",
-                                  "a" * 64, "über"])
+
+@pytest.mark.parametrize(
+    "name", ['x"; touch PWNED; echo "', "team: tune", "line\nbreak: 1", "ws$(id)", "1st", "", "a" * 64, "über"]
+)
 def test_an_unsafe_project_name_is_refused_with_the_rule(tmp_path, capsys, name):
     err = refused(capsys, "new", tmp_path / "ws", "--defaults", "--set", f"project_name={name}")
     assert "project_name" in err and ("letters, digits" in err or "must not be empty" in err)
     assert not (tmp_path / "ws").exists()
 
 
-@pytest.mark.parametrize("folder, expected", [("ws$(id>&2)", "ws-id-2"), ("team: tune", "team-tune"),
-                                              ("2024 run", "run"), ("$$$", "finetune"), ("my_tune.v2", "my_tune.v2")])
+@pytest.mark.parametrize(
+    "folder, expected",
+    [
+        ("ws$(id>&2)", "ws-id-2"),
+        ("team: tune", "team-tune"),
+        ("2024 run", "run"),
+        ("$$$", "finetune"),
+        ("my_tune.v2", "my_tune.v2"),
+    ],
+)
 def test_the_folder_name_stays_free_and_the_project_name_is_made_safe(tmp_path, folder, expected):
     dest = tmp_path / folder
     assert tuneforge("new", dest, "--defaults") == 0
@@ -55,8 +65,16 @@ def hostile_model(tmp_path) -> Path:
     """A local model folder and data file whose paths hold shell, PowerShell and YAML syntax."""
     folder = tmp_path / HOSTILE / "model: x"
     folder.mkdir(parents=True)
-    config = {"model_type": "qwen2", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 1000, "max_position_embeddings": 512}
+    config = {
+        "model_type": "qwen2",
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 128,
+        "vocab_size": 1000,
+        "max_position_embeddings": 512,
+    }
     (folder / "config.json").write_text(json.dumps(config))
     return folder
 
@@ -65,9 +83,24 @@ def test_hostile_paths_are_quoted_in_every_language(tmp_path, hostile_model):
     data = hostile_model.parent / "data #1: 'x'.jsonl"
     data.write_text("")
     dest = tmp_path / "ws"
-    assert tuneforge("new", dest, "--defaults", "--set", f"model={hostile_model}", "--set", f"dataset={data}",
-                     "--set", "compute=azureml", "--set", "targets=pytorch,onnx-cpu,azureml-endpoint",
-                     "--set", "adapter_export=adapters") == 0
+    assert (
+        tuneforge(
+            "new",
+            dest,
+            "--defaults",
+            "--set",
+            f"model={hostile_model}",
+            "--set",
+            f"dataset={data}",
+            "--set",
+            "compute=azureml",
+            "--set",
+            "targets=pytorch,onnx-cpu,azureml-endpoint",
+            "--set",
+            "adapter_export=adapters",
+        )
+        == 0
+    )
     # YAML and JSON read back exactly what was given
     train = yaml.safe_load((dest / "configs" / "train.yaml").read_text())
     assert train["model"]["name_or_path"] == str(hostile_model.resolve())
@@ -80,7 +113,9 @@ def test_hostile_paths_are_quoted_in_every_language(tmp_path, hostile_model):
         if path.suffix in (".yml", ".yaml") and ".git" not in path.parts:
             yaml.safe_load(path.read_text())
     # the shell script prints the path and runs nothing from it
-    result = subprocess.run(["bash", "setup.sh", "--check"], cwd=dest, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", "setup.sh", "--check"], cwd=dest, capture_output=True, text=True, timeout=60, check=False
+    )
     assert str(hostile_model.resolve()) in result.stdout
     assert not list(dest.glob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
 
@@ -92,7 +127,7 @@ def test_powershell_quoting_doubles_every_quote_powershell_knows():
     macros = env.get_template("includes/quote.jinja").module
     assert str(macros.ps("it's ‘x’ $(y)")) == "'it''s ‘‘x’’ $(y)'"
     script = str(macros.sh(HOSTILE))
-    out = subprocess.run(["bash", "-c", f"printf %s {script}"], capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(["bash", "-c", f"printf %s {script}"], capture_output=True, text=True, cwd=ROOT, check=False)
     assert out.stdout == HOSTILE
 
 
@@ -100,27 +135,43 @@ def test_resource_names_are_what_azure_and_kubernetes_accept(tmp_path):
     import re
 
     dest = tmp_path / "ws"
-    assert tuneforge("new", dest, "--defaults", "--set", "project_name=My_Very.Long_Project_Name_For_Azure_ML_Endpoints",
-                     "--set", "compute=azureml", "--set", "targets=pytorch,azureml-endpoint") == 0
+    assert (
+        tuneforge(
+            "new",
+            dest,
+            "--defaults",
+            "--set",
+            "project_name=My_Very.Long_Project_Name_For_Azure_ML_Endpoints",
+            "--set",
+            "compute=azureml",
+            "--set",
+            "targets=pytorch,azureml-endpoint",
+        )
+        == 0
+    )
     endpoint = yaml.safe_load((dest / "deploy" / "azureml" / "endpoint.yml").read_text())["name"]
     assert re.fullmatch(r"[a-z][a-z0-9-]{1,30}[a-z0-9]", endpoint), endpoint
 
 
 # -- 4. numeric answers have the ranges the tools accept ----------------------------------------
 
-@pytest.mark.parametrize("pair, words", [
-    ("lora_dropout=1.5", ["lora_dropout", "at most 0.9"]),
-    ("learning_rate=nan", ["learning_rate", "finite"]),
-    ("learning_rate=0", ["learning_rate", "above 0"]),
-    ("num_train_epochs=inf", ["num_train_epochs", "finite"]),
-    ("seed=100000000000000000000000", ["seed", "at most"]),
-    ("seed=10^23", ["seed", "whole number"]),
-    ("gpu_memory_gb=1e9", ["gpu_memory_gb", "at most 4096"]),
-    ("gpu_memory_gb=inf", ["gpu_memory_gb", "finite"]),
-    ("gpu_memory_gb=nan", ["gpu_memory_gb", "finite"]),
-    ("gpu_count=999999", ["gpu_count", "at most 64"]),
-    ("max_length=4", ["max_length", "at least 16"]),
-])
+
+@pytest.mark.parametrize(
+    "pair, words",
+    [
+        ("lora_dropout=1.5", ["lora_dropout", "at most 0.9"]),
+        ("learning_rate=nan", ["learning_rate", "finite"]),
+        ("learning_rate=0", ["learning_rate", "above 0"]),
+        ("num_train_epochs=inf", ["num_train_epochs", "finite"]),
+        ("seed=100000000000000000000000", ["seed", "at most"]),
+        ("seed=10^23", ["seed", "whole number"]),
+        ("gpu_memory_gb=1e9", ["gpu_memory_gb", "at most 4096"]),
+        ("gpu_memory_gb=inf", ["gpu_memory_gb", "finite"]),
+        ("gpu_memory_gb=nan", ["gpu_memory_gb", "finite"]),
+        ("gpu_count=999999", ["gpu_count", "at most 64"]),
+        ("max_length=4", ["max_length", "at least 16"]),
+    ],
+)
 def test_numbers_outside_what_the_tools_accept_are_refused(tmp_path, capsys, pair, words):
     err = refused(capsys, "new", tmp_path / "ws", "--defaults", "--set", "hardware=cuda", "--set", pair)
     for word in words:
@@ -130,15 +181,24 @@ def test_numbers_outside_what_the_tools_accept_are_refused(tmp_path, capsys, pai
 
 # -- 5. bad files get a sentence, not a traceback ------------------------------------------------
 
-@pytest.mark.parametrize("content, words", [
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00", ["not UTF-8"]),
-    (b"model: phi-4\x00\x01", ["binary"]),
-    (b"- a\n- b\n", ["mapping"]),
-    (b"model: [unclosed\n", ["not valid YAML"]),
-    (b"project_name: [a, b]\n", ["project_name", "single value"]),
-    (b"a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
-     b"project_name: *b\n", ["aliases"]),
-])
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00", ["not UTF-8"]),
+        (b"model: phi-4\x00\x01", ["binary"]),
+        (b"- a\n- b\n", ["mapping"]),
+        (b"model: [unclosed\n", ["not valid YAML"]),
+        (b"project_name: [a, b]\n", ["project_name", "single value"]),
+        (
+            (
+                b"a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+                b"project_name: *b\n"
+            ),
+            ["aliases"],
+        ),
+    ],
+)
 def test_a_bad_answers_file_is_named(tmp_path, capsys, content, words):
     answers = tmp_path / "answers.yml"
     answers.write_bytes(content)
@@ -155,16 +215,41 @@ def test_a_huge_answers_file_is_refused_quickly(tmp_path, capsys):
     assert "larger than 1 MB" in err and time.monotonic() - started < 5
 
 
-@pytest.mark.parametrize("content, words", [
-    (b"[1, 2]", ["JSON list", "config.json is an object"]),
-    (b"\xff\xfe\x00\x01binary", ["not UTF-8"]),
-    (json.dumps({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 0,
-                 "intermediate_size": 128, "vocab_size": 100}).encode(), ["num_attention_heads=0", "positive"]),
-    (json.dumps({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 3,
-                 "intermediate_size": 128, "vocab_size": 100}).encode(), ["do not divide evenly"]),
-    (json.dumps({"model_type": ["llama"]}).encode(), ["architecture"]),
-    (b"[" * 100_000, ["config.json"]),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"[1, 2]", ["JSON list", "config.json is an object"]),
+        (b"\xff\xfe\x00\x01binary", ["not UTF-8"]),
+        (
+            json.dumps(
+                {
+                    "model_type": "llama",
+                    "hidden_size": 64,
+                    "num_hidden_layers": 2,
+                    "num_attention_heads": 0,
+                    "intermediate_size": 128,
+                    "vocab_size": 100,
+                }
+            ).encode(),
+            ["num_attention_heads=0", "positive"],
+        ),
+        (
+            json.dumps(
+                {
+                    "model_type": "llama",
+                    "hidden_size": 64,
+                    "num_hidden_layers": 2,
+                    "num_attention_heads": 3,
+                    "intermediate_size": 128,
+                    "vocab_size": 100,
+                }
+            ).encode(),
+            ["do not divide evenly"],
+        ),
+        (json.dumps({"model_type": ["llama"]}).encode(), ["architecture"]),
+        (b"[" * 100_000, ["config.json"]),
+    ],
+)
 def test_a_broken_local_model_config_is_named(tmp_path, capsys, content, words):
     model = tmp_path / "model"
     model.mkdir()
@@ -202,11 +287,14 @@ def test_a_parent_that_is_a_file_is_named(tmp_path, capsys):
     assert "cannot write" in err
 
 
-@pytest.mark.parametrize("content, words", [
-    (b"model: [unclosed\n", ["not valid YAML", "git checkout"]),
-    (b"- a\n- b\n", ["mapping", "git checkout"]),
-    (b"\x00\x01\x02\xff", ["not UTF-8", "git checkout"]),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"model: [unclosed\n", ["not valid YAML", "git checkout"]),
+        (b"- a\n- b\n", ["mapping", "git checkout"]),
+        (b"\x00\x01\x02\xff", ["not UTF-8", "git checkout"]),
+    ],
+)
 def test_update_names_a_corrupted_answers_file(new_workspace, capsys, content, words):
     dest = new_workspace()
     (dest / ".copier-answers.yml").write_bytes(content)
@@ -217,6 +305,7 @@ def test_update_names_a_corrupted_answers_file(new_workspace, capsys, content, w
 
 
 # -- 6. --force and update never commit what is not theirs, nor lose or nest anything -----------
+
 
 def test_force_never_commits_the_users_own_files(tmp_path):
     dest = tmp_path / "ws"
@@ -274,14 +363,32 @@ def test_the_hostile_name_probe_from_the_issue_runs_nothing(tmp_path):
     """The exact commands of the report, as a user would type them in a shell."""
     tuneforge_bin = Path(sys.executable).parent / "tuneforge"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "generator")}
-    command = [str(tuneforge_bin) if tuneforge_bin.exists() else sys.executable, *([] if tuneforge_bin.exists() else ["-m", "tuneforge"])]
-    first = subprocess.run([*command, "new", "ws", "--defaults", "--set", 'project_name=x"; touch PWNED; echo "'],
-                           cwd=tmp_path, env=env, capture_output=True, text=True)
+    command = [
+        str(tuneforge_bin) if tuneforge_bin.exists() else sys.executable,
+        *([] if tuneforge_bin.exists() else ["-m", "tuneforge"]),
+    ]
+    first = subprocess.run(
+        [*command, "new", "ws", "--defaults", "--set", 'project_name=x"; touch PWNED; echo "'],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert first.returncode == 2 and "Traceback" not in first.stderr and not (tmp_path / "ws").exists()
-    second = subprocess.run([*command, "new", "ws$(id>&2)", "--defaults"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    second = subprocess.run(
+        [*command, "new", "ws$(id>&2)", "--defaults"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert second.returncode == 0, second.stderr
     assert "'ws$(id>&2)'" in second.stdout  # the next-step hint quotes the folder for the shell
-    check = subprocess.run(["bash", "setup.sh", "--check"], cwd=tmp_path / "ws$(id>&2)", capture_output=True, text=True)
+    check = subprocess.run(
+        ["bash", "setup.sh", "--check"], cwd=tmp_path / "ws$(id>&2)", capture_output=True, text=True, check=False
+    )
     assert "uid=" not in check.stdout + check.stderr
     assert not list(tmp_path.rglob("PWNED"))
     shutil.rmtree(tmp_path / "ws$(id>&2)")

@@ -6,7 +6,7 @@ import pytest
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from conftest import git, tuneforge
+from helpers.project import git, tuneforge
 from tuneforge import render
 from tuneforge.answers import Given
 from tuneforge.prompts import ask
@@ -23,8 +23,11 @@ def run_flow(keys: str, given: dict | None = None, previous: dict | None = None)
 
 
 def tree(root) -> dict:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
-            if p.is_file() and ".git" not in p.relative_to(root).parts}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and ".git" not in p.relative_to(root).parts
+    }
 
 
 def test_accepting_every_default_gives_the_scripted_workspace(tmp_path):
@@ -86,7 +89,13 @@ def test_update_asks_with_the_previous_answers_as_defaults(new_workspace):
 
 
 UP = "\x1b[A"
-BIG_ON_SMALL = {"project_name": "p", "hardware": "cuda", "gpu_memory_gb": 8, "model": "llama-3.1-8b-instruct", "technique": "lora"}
+BIG_ON_SMALL = {
+    "project_name": "p",
+    "hardware": "cuda",
+    "gpu_memory_gb": 8,
+    "model": "llama-3.1-8b-instruct",
+    "technique": "lora",
+}
 
 
 def test_each_sized_choice_shows_whether_it_fits(monkeypatch):

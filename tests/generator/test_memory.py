@@ -9,8 +9,11 @@ MODELS = catalog.load("models")
 
 
 def estimate(model, technique, batch=2, length=2048, checkpointing=True, distributed="none", devices=1, r=16):
-    return plan_memory(MODELS[model], Setup(technique, "bf16", batch, length, checkpointing, distributed, devices, r, "cuda"),
-                       catalog.load("hardware")["cuda"])
+    return plan_memory(
+        MODELS[model],
+        Setup(technique, "bf16", batch, length, checkpointing, distributed, devices, r, "cuda"),
+        catalog.load("hardware")["cuda"],
+    )
 
 
 @pytest.mark.parametrize("technique, measured_gib", [("lora", 16.2), ("qlora", 7.4)])
@@ -35,7 +38,9 @@ def test_rule_of_thumb_ordering_and_scale_for_7b():
 def test_zero3_shards_weights_and_optimizer_and_offload_frees_the_gpu():
     single = estimate("qwen2.5-7b-instruct", "full", batch=1, length=512)
     zero3 = estimate("qwen2.5-7b-instruct", "full", batch=1, length=512, distributed="deepspeed-zero3", devices=8)
-    offload = estimate("qwen2.5-7b-instruct", "full", batch=1, length=512, distributed="deepspeed-zero3-offload", devices=8)
+    offload = estimate(
+        "qwen2.5-7b-instruct", "full", batch=1, length=512, distributed="deepspeed-zero3-offload", devices=8
+    )
     assert zero3.weights_gb == pytest.approx(single.weights_gb / 8, rel=0.01)
     assert zero3.optimizer_gb < single.optimizer_gb / 7
     assert offload.total_gb < zero3.total_gb

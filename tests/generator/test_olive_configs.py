@@ -13,9 +13,18 @@ TARGETS = catalog.load("targets")
 ONNX_TARGETS = catalog.onnx_targets()
 NPU = {t for t in ONNX_TARGETS if TARGETS[t]["onnx"]["device"] == "npu"}
 PASSES = {  # each target's recipe, in order
-    "onnx-cpu": ["ModelBuilder"], "onnx-cuda": ["ModelBuilder"], "onnx-directml": ["ModelBuilder"],
-    "onnx-qnn": ["CaptureSplitInfo", "ModelBuilder", "MatMulNBitsToQDQ", "OnnxStaticQuantization", "SplitModel", "StaticLLM",
-                 "EPContextBinaryGenerator"],
+    "onnx-cpu": ["ModelBuilder"],
+    "onnx-cuda": ["ModelBuilder"],
+    "onnx-directml": ["ModelBuilder"],
+    "onnx-qnn": [
+        "CaptureSplitInfo",
+        "ModelBuilder",
+        "MatMulNBitsToQDQ",
+        "OnnxStaticQuantization",
+        "SplitModel",
+        "StaticLLM",
+        "EPContextBinaryGenerator",
+    ],
     "onnx-openvino": ["OpenVINOOptimumConversion", "OpenVINOIoUpdate", "OpenVINOEncapsulation"],
     "onnx-vitisai": ["ModelBuilder", "VitisGenerateModelLLM"],
 }
@@ -38,8 +47,9 @@ def test_olive_accepts_the_workflow(new_workspace, target, adapter_export):
     from olive.workflows.run.config import RunConfig
 
     # a 3.8B model trains on a CPU with 64 GB (its fp32 weights alone are 15 GB)
-    workspace = new_workspace(targets=f"pytorch,{target}", adapter_export=adapter_export, model="phi-3-mini-4k-instruct",
-                              gpu_memory_gb=64)
+    workspace = new_workspace(
+        targets=f"pytorch,{target}", adapter_export=adapter_export, model="phi-3-mini-4k-instruct", gpu_memory_gb=64
+    )
     config = json.loads((workspace / "olive" / f"{target}.json").read_text())
     parsed = RunConfig.parse_file_or_obj(json.loads(json.dumps(config)))  # it rewrites what it is given
     known_passes = OlivePackageConfig.load_default_config().passes
@@ -78,9 +88,9 @@ def test_the_qnn_calibration_data_is_the_training_split_through_the_chat_templat
     try:
         __import__("os").chdir(workspace)
         import yaml
+        from optimize import calibration_files, load_workflow, write_calibration
 
         from finetune.tiny import save_tiny_model
-        from optimize import calibration_files, load_workflow, write_calibration
 
         spec = yaml.safe_load((workspace / "configs" / "smoke.yaml").read_text())["tiny_model"]
         save_tiny_model(spec, "data/sample.jsonl", 400, tmp_path / "model")
@@ -118,7 +128,7 @@ RUNTIME_FILES = {t: TARGETS[t]["runtime"]["platform"] for t in ONNX_TARGETS if "
 
 @pytest.fixture(scope="module")
 def every_target(tmp_path_factory):
-    from conftest import tuneforge
+    from helpers.project import tuneforge
 
     dest = tmp_path_factory.mktemp("targets") / "ws"
     assert tuneforge("new", dest, "--defaults", "--set", "targets=pytorch," + ",".join(ONNX_TARGETS)) == 0
@@ -138,10 +148,19 @@ def test_targets_that_run_elsewhere_have_a_pinned_runtime_of_the_model_builders_
     """The runtime that loads the model is the version whose model builder made it (0.14.1)."""
     from packaging.requirements import Requirement
 
-    found = {p.name.removeprefix("requirements-").removesuffix(".txt") for p in (every_target / "olive").glob("requirements-*")}
+    found = {
+        p.name.removeprefix("requirements-").removesuffix(".txt")
+        for p in (every_target / "olive").glob("requirements-*")
+    }
     assert found == set(RUNTIME_FILES)
-    main = {r.name: r for r in (Requirement(line.split("#")[0]) for line in (every_target / "requirements.txt").read_text()
-                                .splitlines() if line.split("#")[0].strip())}
+    main = {
+        r.name: r
+        for r in (
+            Requirement(line.split("#")[0])
+            for line in (every_target / "requirements.txt").read_text().splitlines()
+            if line.split("#")[0].strip()
+        )
+    }
     builder = next(r.specifier for name, r in main.items() if name.startswith("onnxruntime-genai"))
     for target, expected_platform in RUNTIME_FILES.items():
         platform, pins = runtime_requirements(every_target / "olive" / f"requirements-{target}.txt")
@@ -160,8 +179,28 @@ def test_pip_resolves_each_runtime_on_its_platform(every_target, target, tmp_pat
     import sys
 
     platform, _ = runtime_requirements(every_target / "olive" / f"requirements-{target}.txt")
-    result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-                             "--platform", platform, "--python-version", "3.11", "--only-binary=:all:",
-                             "--target", str(tmp_path / "t"), "-r", str(every_target / "olive" / f"requirements-{target}.txt")],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--platform",
+            platform,
+            "--python-version",
+            "3.11",
+            "--only-binary=:all:",
+            "--target",
+            str(tmp_path / "t"),
+            "-r",
+            str(every_target / "olive" / f"requirements-{target}.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]

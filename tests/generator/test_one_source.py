@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from helpers.project import ROOT
 from tuneforge import catalog
 from tuneforge.answers import DERIVED_KEYS, Given
 from tuneforge.plan import resolve
@@ -35,7 +35,10 @@ def test_each_optional_path_reads_one_named_switch_of_the_plan():
     for path in template_paths():
         for tag in SEGMENT.findall(str(path)):
             if "yield" in tag:
-                assert re.fullmatch(r"\{% (yield target from (onnx_targets|runtime_targets)|endyield) %\}", tag), (path, tag)
+                assert re.fullmatch(r"\{% (yield target from (onnx_targets|runtime_targets)|endyield) %\}", tag), (
+                    path,
+                    tag,
+                )
                 continue
             found = re.fullmatch(r"\{% (?:if include\.(\w+)|endif) %\}", tag)
             assert found, (path, tag)
@@ -47,34 +50,61 @@ def test_each_optional_path_reads_one_named_switch_of_the_plan():
 
 # deciding by a target's name what kind of target it is: its prefix, a list of names, or whether one name is among
 # the chosen targets (per-target content, a target's own Olive workflow or README section, may read its own name)
-BY_NAME = re.compile(r"""startswith\(\s*["']onnx-|\[\s*["']onnx-\w+["']\s*,\s*["']onnx-|["']onnx-\w+["']\s+(?:not\s+)?in\s+targets\b""")
+BY_NAME = re.compile(
+    r"""startswith\(\s*["']onnx-|\[\s*["']onnx-\w+["']\s*,\s*["']onnx-|["']onnx-\w+["']\s+(?:not\s+)?in\s+targets\b"""
+)
 
 
 def sources() -> list[Path]:
     """Every file of ours that holds code: the generator, the whole template, the benchmarks and the tests."""
     folders = [ROOT / "generator", ROOT / "templates", ROOT / "bench", ROOT / "tests"]
-    return [f for folder in folders for f in folder.rglob("*") if f.is_file() and "__pycache__" not in f.parts
-            and f.suffix in (".py", ".jinja", ".yml", ".yaml", ".sh", ".js") and f != Path(__file__)]
+    return [
+        f
+        for folder in folders
+        for f in folder.rglob("*")
+        if f.is_file()
+        and "__pycache__" not in f.parts
+        and f.suffix in (".py", ".jinja", ".yml", ".yaml", ".sh", ".js")
+        and f != Path(__file__)
+    ]
 
 
 def test_no_code_decides_by_a_targets_name_what_the_catalog_says():
     """Which targets are ONNX, NPU, or need their own runtime or build comes from catalog/targets.yaml alone."""
     files = sources()
     assert any(f.suffix == ".py" and "workspace" in f.parts for f in files) and any("bench" in f.parts for f in files)
-    offenders = [str(f.relative_to(ROOT)) for f in files if BY_NAME.search(f.read_text(encoding="utf-8")) or BY_NAME.search(str(f))]
+    offenders = [
+        str(f.relative_to(ROOT))
+        for f in files
+        if BY_NAME.search(f.read_text(encoding="utf-8")) or BY_NAME.search(str(f))
+    ]
     assert not offenders
 
 
-@pytest.mark.parametrize("code", ['"onnx-cuda" in targets', "t.startswith('onnx-')", '["onnx-cpu", "onnx-cuda"]',
-                                  '{{ "-gpu" if "onnx-cuda" in targets else "" }}', "'onnx-qnn' not in targets"])
+@pytest.mark.parametrize(
+    "code",
+    [
+        '"onnx-cuda" in targets',
+        "t.startswith('onnx-')",
+        '["onnx-cpu", "onnx-cuda"]',
+        '{{ "-gpu" if "onnx-cuda" in targets else "" }}',
+        "'onnx-qnn' not in targets",
+    ],
+)
 def test_the_name_check_finds_each_way_of_deciding_by_name(code):
     assert BY_NAME.search(code)
 
 
 @pytest.mark.parametrize("model, instance", [("qwen2.5-0.5b-instruct", 0), ("phi-3-medium-4k-instruct", 1)])
 def test_cloud_instances_follow_the_model_size_as_the_catalog_says(model, instance):
-    plan = plan_for(model=model, targets=["pytorch", "azureml-endpoint", "kaito"], compute="kaito", technique="lora",
-                    hardware="cuda", gpu_memory_gb=80.0)
+    plan = plan_for(
+        model=model,
+        targets=["pytorch", "azureml-endpoint", "kaito"],
+        compute="kaito",
+        technique="lora",
+        hardware="cuda",
+        gpu_memory_gb=80.0,
+    )
     targets = catalog.load("targets")
     assert plan.instances["azureml-endpoint"] == targets["azureml-endpoint"]["serving_instances"][instance]
     assert plan.instances["kaito"] == targets["kaito"]["serving_instances"][instance]
@@ -82,8 +112,11 @@ def test_cloud_instances_follow_the_model_size_as_the_catalog_says(model, instan
 
 
 def test_the_workspace_renders_the_instances_and_runtimes_the_plan_derived(new_workspace):
-    workspace = new_workspace(model="phi-3-mini-4k-instruct", targets="pytorch,azureml-endpoint,kaito,onnx-qnn,onnx-directml",
-                              gpu_memory_gb=64)
+    workspace = new_workspace(
+        model="phi-3-mini-4k-instruct",
+        targets="pytorch,azureml-endpoint,kaito,onnx-qnn,onnx-directml",
+        gpu_memory_gb=64,
+    )
     recorded = yaml.safe_load((workspace / ".copier-answers.yml").read_text())
     assert set(DERIVED_KEYS) <= set(recorded)
     deployment = yaml.safe_load((workspace / "deploy" / "azureml" / "deployment.yml").read_text())

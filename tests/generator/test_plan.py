@@ -14,24 +14,67 @@ def plan_for(**answers):
     return resolve(given)
 
 
-@pytest.mark.parametrize("answers, key, words, alternative", [
-    (dict(hardware="mps", technique="qlora"), "technique", "bitsandbytes", "technique=lora"),
-    (dict(hardware="mps", distributed="deepspeed-zero2"), "distributed", "MPS", "distributed=none"),
-    (dict(hardware="cpu", distributed="fsdp"), "distributed", "FSDP", "distributed=ddp"),
-    (dict(hardware="cpu", distributed="deepspeed-zero3-offload"), "distributed", "offload", "distributed=deepspeed-zero3"),
-    (dict(hardware="cuda", distributed="ddp", gpu_count=1), "distributed", "only one", "distributed=none"),
-    (dict(hardware="cuda", gpu_count=4, distributed="none"), "distributed", "4 devices", "distributed=ddp"),
-    (dict(compute="foundry-serverless", model="qwen2.5-7b-instruct"), "compute", "does not offer", "model=phi-3-mini-4k-instruct"),
-    (dict(compute="foundry-serverless", model="phi-3-mini-4k-instruct", technique="dora"), "technique", "own LoRA", "technique=lora"),
-    (dict(compute="kaito", model="llama-3.2-1b-instruct"), "compute", "no tuning preset", "compute=local"),
-    (dict(compute="kaito", model="phi-3-mini-4k-instruct", technique="full"), "technique", "only lora and qlora", "technique=lora"),
-    (dict(targets="kaito", model="qwen2.5-0.5b-instruct"), "targets", "no inference preset", "targets=azureml-endpoint"),
-    (dict(adapter_export="adapters", technique="dora"), "adapter_export", "cannot be exported", "adapter_export=merged"),
-    (dict(adapter_export="adapters", targets="pytorch"), "adapter_export", "need an ONNX target", "targets=onnx-cpu"),
-    (dict(max_length=100000, model="qwen2.5-0.5b-instruct"), "max_length", "at most", "max_length=32768"),
-    (dict(hardware="cuda", gpu_memory_gb=2, model="phi-4", technique="lora"), "model", "leanest", "a smaller model"),
-    (dict(compute="azureml", hardware="mps"), "hardware", "Azure ML", "hardware=cuda"),
-])
+@pytest.mark.parametrize(
+    "answers, key, words, alternative",
+    [
+        ({"hardware": "mps", "technique": "qlora"}, "technique", "bitsandbytes", "technique=lora"),
+        ({"hardware": "mps", "distributed": "deepspeed-zero2"}, "distributed", "MPS", "distributed=none"),
+        ({"hardware": "cpu", "distributed": "fsdp"}, "distributed", "FSDP", "distributed=ddp"),
+        (
+            {"hardware": "cpu", "distributed": "deepspeed-zero3-offload"},
+            "distributed",
+            "offload",
+            "distributed=deepspeed-zero3",
+        ),
+        ({"hardware": "cuda", "distributed": "ddp", "gpu_count": 1}, "distributed", "only one", "distributed=none"),
+        ({"hardware": "cuda", "gpu_count": 4, "distributed": "none"}, "distributed", "4 devices", "distributed=ddp"),
+        (
+            {"compute": "foundry-serverless", "model": "qwen2.5-7b-instruct"},
+            "compute",
+            "does not offer",
+            "model=phi-3-mini-4k-instruct",
+        ),
+        (
+            {"compute": "foundry-serverless", "model": "phi-3-mini-4k-instruct", "technique": "dora"},
+            "technique",
+            "own LoRA",
+            "technique=lora",
+        ),
+        ({"compute": "kaito", "model": "llama-3.2-1b-instruct"}, "compute", "no tuning preset", "compute=local"),
+        (
+            {"compute": "kaito", "model": "phi-3-mini-4k-instruct", "technique": "full"},
+            "technique",
+            "only lora and qlora",
+            "technique=lora",
+        ),
+        (
+            {"targets": "kaito", "model": "qwen2.5-0.5b-instruct"},
+            "targets",
+            "no inference preset",
+            "targets=azureml-endpoint",
+        ),
+        (
+            {"adapter_export": "adapters", "technique": "dora"},
+            "adapter_export",
+            "cannot be exported",
+            "adapter_export=merged",
+        ),
+        (
+            {"adapter_export": "adapters", "targets": "pytorch"},
+            "adapter_export",
+            "need an ONNX target",
+            "targets=onnx-cpu",
+        ),
+        ({"max_length": 100000, "model": "qwen2.5-0.5b-instruct"}, "max_length", "at most", "max_length=32768"),
+        (
+            {"hardware": "cuda", "gpu_memory_gb": 2, "model": "phi-4", "technique": "lora"},
+            "model",
+            "leanest",
+            "a smaller model",
+        ),
+        ({"compute": "azureml", "hardware": "mps"}, "hardware", "Azure ML", "hardware=cuda"),
+    ],
+)
 def test_impossible_combinations_say_why_and_what_works(answers, key, words, alternative):
     plan = plan_for(**answers)
     problems = [p for p in plan.problems if p.key == key]
@@ -40,10 +83,17 @@ def test_impossible_combinations_say_why_and_what_works(answers, key, words, alt
     assert any(alternative in a for a in problems[0].alternatives), problems[0].alternatives
 
 
-@pytest.mark.parametrize("answers", [
-    dict(hardware="cpu", gpu_memory_gb=16, model="smollm3-3b"),  # on a CPU, QLoRA loads the weights in fp32 first
-    dict(hardware="cuda", gpu_memory_gb=8, model="qwen3-32b"),
-])
+@pytest.mark.parametrize(
+    "answers",
+    [
+        {
+            "hardware": "cpu",
+            "gpu_memory_gb": 16,
+            "model": "smollm3-3b",
+        },  # on a CPU, QLoRA loads the weights in fp32 first
+        {"hardware": "cuda", "gpu_memory_gb": 8, "model": "qwen3-32b"},
+    ],
+)
 def test_what_cannot_fit_names_options_that_save_memory_and_smaller_models_that_fit(answers):
     plan = plan_for(**answers)
     problem = next(p for p in plan.problems if p.key == "model")
@@ -101,8 +151,13 @@ def test_a_gpu_too_small_for_lora_defaults_to_qlora_and_says_why():
 
 
 def test_what_would_fit_when_the_choice_does_not():
-    plan = plan_for(hardware="cuda", gpu_memory_gb=16, model="llama-3.1-8b-instruct", technique="lora",
-                    per_device_train_batch_size=8)
+    plan = plan_for(
+        hardware="cuda",
+        gpu_memory_gb=16,
+        model="llama-3.1-8b-instruct",
+        technique="lora",
+        per_device_train_batch_size=8,
+    )
     assert not plan.fits and not plan.problems
     assert plan.suggestions
     for suggestion in plan.suggestions:
@@ -128,9 +183,20 @@ def test_unknown_hub_id_offline_says_why():
 def test_local_model_folder_gives_the_architecture(tmp_path):
     import json
 
-    (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "llama", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8,
-        "num_key_value_heads": 4, "intermediate_size": 512, "vocab_size": 1000, "max_position_embeddings": 1024}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "hidden_size": 256,
+                "num_hidden_layers": 4,
+                "num_attention_heads": 8,
+                "num_key_value_heads": 4,
+                "intermediate_size": 512,
+                "vocab_size": 1000,
+                "max_position_embeddings": 1024,
+            }
+        )
+    )
     plan = plan_for(model=str(tmp_path))
     assert plan.facts["architecture"] == "llama" and plan.facts["source"] == "local"
     assert plan.facts["lora_target_modules"][0] == "q_proj"
@@ -154,8 +220,12 @@ def test_rocm_gpus_and_their_memory_come_from_rocm_smi_or_are_said_unknown(tmp_p
     from tuneforge import hardware
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi here: only the fake rocm-smi
-    _fake_tool(tmp_path, "rocm-smi", '{"card0": {"VRAM Total Memory (B)": "206141652992", "VRAM Total Used Memory (B)": "0"},'
-                                     ' "card1": {"VRAM Total Memory (B)": "206141652992", "VRAM Total Used Memory (B)": "0"}}')
+    _fake_tool(
+        tmp_path,
+        "rocm-smi",
+        '{"card0": {"VRAM Total Memory (B)": "206141652992", "VRAM Total Used Memory (B)": "0"},'
+        ' "card1": {"VRAM Total Memory (B)": "206141652992", "VRAM Total Used Memory (B)": "0"}}',
+    )
     assert hardware.detect() == {"hardware": "rocm", "gpu_count": 2, "gpu_memory_gb": 192.0}
     _fake_tool(tmp_path, "rocm-smi", "WARNING: no JSON from this driver")
     machine = hardware.detect()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,25 +13,29 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
 from helpers.platform_rules import kaito_admission_errors, schema_errors, training_config_of
 from helpers.workspace import jsonc
 from tuneforge import catalog
 
-GPU = dict(hardware="cuda", gpu_memory_gb=80)
+GPU = {"hardware": "cuda", "gpu_memory_gb": 80}
 KAITO_PRESETS = {f["kaito"]["preset"] for f in catalog.load("models").values() if f.get("kaito")}
 
 
 def run_python(workspace: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=workspace, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, *args], cwd=workspace, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
-@pytest.mark.parametrize("answers, command, nodes", [
-    (dict(), "python train.py", 1),
-    (dict(gpu_count=4, distributed="ddp"), "bash launch.sh", 1),
-    (dict(gpu_count=4, num_nodes=2, distributed="deepspeed-zero3"), "bash launch.sh", 2),
-    (dict(gpu_count=8, num_nodes=4, distributed="fsdp", technique="full"), "bash launch.sh", 4),
-])
+@pytest.mark.parametrize(
+    "answers, command, nodes",
+    [
+        ({}, "python train.py", 1),
+        ({"gpu_count": 4, "distributed": "ddp"}, "bash launch.sh", 1),
+        ({"gpu_count": 4, "num_nodes": 2, "distributed": "deepspeed-zero3"}, "bash launch.sh", 2),
+        ({"gpu_count": 8, "num_nodes": 4, "distributed": "fsdp", "technique": "full"}, "bash launch.sh", 4),
+    ],
+)
 def test_azureml_job_loads_with_the_answers_distribution(new_workspace, answers, command, nodes):
     from azure.ai.ml import load_job
 
@@ -51,8 +54,11 @@ def test_azureml_job_loads_with_the_answers_distribution(new_workspace, answers,
     assert set(job.outputs) == {"model", "merged"}
     conda = yaml.safe_load((workspace / "deploy" / "azureml" / "conda.yml").read_text())
     pins = conda["dependencies"][-1]["pip"]
-    requirements = [line.split("  #")[0] for line in (workspace / "requirements.txt").read_text().splitlines()
-                    if line and not line.startswith(("#", "pytest", "azure-"))]
+    requirements = [
+        line.split("  #")[0]
+        for line in (workspace / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith(("#", "pytest", "azure-"))
+    ]
     assert pins == requirements  # the job runs with exactly the workspace's pins
     dry = run_python(workspace, "deploy/azureml/submit.py", "train", "--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -63,8 +69,14 @@ def test_azureml_submit_finds_the_data_from_any_folder_through_the_sdks_own_chec
     workspace = new_workspace(compute="azureml", hardware="cuda", gpu_memory_gb=80)
     data = (workspace / "data" / "sample.jsonl").resolve()
     for cwd in (workspace, workspace / "deploy" / "azureml", workspace.parent):
-        dry = subprocess.run([sys.executable, str(workspace / "deploy" / "azureml" / "submit.py"), "train", "--dry-run"],
-                             cwd=cwd, capture_output=True, text=True, timeout=300)
+        dry = subprocess.run(
+            [sys.executable, str(workspace / "deploy" / "azureml" / "submit.py"), "train", "--dry-run"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert dry.returncode == 0, dry.stderr
         assert f"data {data}" in dry.stdout
     data.unlink()
@@ -105,7 +117,9 @@ def test_the_scoring_script_answers_and_rejects_bad_requests(new_workspace, tmp_
         from finetune.tiny import save_tiny_model
 
         spec = yaml.safe_load((workspace / "configs" / "smoke.yaml").read_text())
-        save_tiny_model(spec["tiny_model"], str(workspace / "data" / "sample.jsonl"), 400, tmp_path / "model" / "merged" / "1")
+        save_tiny_model(
+            spec["tiny_model"], str(workspace / "data" / "sample.jsonl"), 400, tmp_path / "model" / "merged" / "1"
+        )
     finally:
         sys.path.remove(str(workspace))
         for name in [m for m in sys.modules if m == "finetune" or m.startswith("finetune.")]:
@@ -119,27 +133,45 @@ def test_the_scoring_script_answers_and_rejects_bad_requests(new_workspace, tmp_
     assert answer["choices"][0]["message"]["role"] == "assistant"
     assert isinstance(answer["choices"][0]["message"]["content"], str)
     assert 1 <= answer["usage"]["completion_tokens"] <= 5 and answer["usage"]["prompt_tokens"] > 3
-    for bad, reason in [("not json", "Expecting value"), ("[]", "JSON object"), ('{"messages": []}', "non-empty list"),
-                        ('{"messages": [{"role": "robot", "content": "hi"}]}', "role"),
-                        ('{"messages": [{"role": "user", "content": "hi"}], "max_new_tokens": 0}', "max_new_tokens")]:
+    for bad, reason in [
+        ("not json", "Expecting value"),
+        ("[]", "JSON object"),
+        ('{"messages": []}', "non-empty list"),
+        ('{"messages": [{"role": "robot", "content": "hi"}]}', "role"),
+        ('{"messages": [{"role": "user", "content": "hi"}], "max_new_tokens": 0}', "max_new_tokens"),
+    ]:
         assert reason in score.run(bad)["error"], bad
 
 
 def test_foundry_job_loads_and_export_chat_writes_checked_data(new_workspace):
     from azure.ai.ml import load_job
 
-    workspace = new_workspace(**GPU, model="phi-3.5-mini-instruct", technique="lora", compute="foundry-serverless",
-                              targets="pytorch", scenario="classification", learning_rate=1e-4, num_train_epochs=2)
+    workspace = new_workspace(
+        **GPU,
+        model="phi-3.5-mini-instruct",
+        technique="lora",
+        compute="foundry-serverless",
+        targets="pytorch",
+        scenario="classification",
+        learning_rate=1e-4,
+        num_train_epochs=2,
+    )
     export = run_python(workspace, "export_chat.py")
     assert export.returncode == 0, export.stderr
     rows = [json.loads(line) for line in (workspace / "outputs" / "chat" / "train.jsonl").read_text().splitlines()]
-    assert len(rows) == 29 and all(r["messages"][0]["role"] == "system" and r["messages"][-1]["role"] == "assistant" for r in rows)
+    assert len(rows) == 29 and all(
+        r["messages"][0]["role"] == "system" and r["messages"][-1]["role"] == "assistant" for r in rows
+    )
     assert rows[0]["messages"][1]["content"].startswith("Label this customer message as one of:")
     job = load_job(workspace / "deploy" / "foundry" / "finetune.yml")
     assert type(job).__name__ == "CustomModelFineTuningJob"
     assert job.task == "chatCompletion"
     assert job.model.path == "azureml://registries/azureml/models/Phi-3.5-mini-instruct/labels/latest"
-    assert job.hyperparameters == {"num_train_epochs": "2", "per_device_train_batch_size": "4", "learning_rate": "0.0001"}
+    assert job.hyperparameters == {
+        "num_train_epochs": "2",
+        "per_device_train_batch_size": "4",
+        "learning_rate": "0.0001",
+    }
     folder = workspace / "deploy" / "foundry"
     assert (folder / job.training_data.path).resolve() == (workspace / "outputs" / "chat" / "train.jsonl").resolve()
     dry = run_python(workspace, "deploy/foundry/submit.py", "--dry-run")
@@ -147,30 +179,61 @@ def test_foundry_job_loads_and_export_chat_writes_checked_data(new_workspace):
 
 
 def test_export_chat_names_what_the_services_would_reject(new_workspace):
-    workspace = new_workspace(**GPU, model="phi-3.5-mini-instruct", technique="lora", compute="foundry-serverless", targets="pytorch")
+    workspace = new_workspace(
+        **GPU, model="phi-3.5-mini-instruct", technique="lora", compute="foundry-serverless", targets="pytorch"
+    )
     sample = workspace / "data" / "sample.jsonl"
     lines = sample.read_text().splitlines()
     sample.write_text("\n".join(lines[:6]) + "\n")
     few = run_python(workspace, "export_chat.py")
     assert few.returncode == 2 and "training examples; the service needs at least 10" in few.stderr
-    bad = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "system", "content": "late"}]}
+    bad = {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello"},
+            {"role": "system", "content": "late"},
+        ]
+    }
     sample.write_text("\n".join(lines[:20] + [json.dumps(bad)]) + "\n")
     late = run_python(workspace, "export_chat.py")
     assert late.returncode == 2 and "data/sample.jsonl:21: a system message may only come first" in late.stderr
 
 
 def test_foundry_refuses_plain_text(capsys, tmp_path):
-    from conftest import tuneforge
+    from helpers.project import tuneforge
 
-    assert tuneforge("new", tmp_path / "x", "--defaults", "--set", "hardware=cuda", "--set", "model=phi-3.5-mini-instruct",
-                     "--set", "compute=foundry-serverless", "--set", "technique=lora", "--set", "dataset_format=text") == 2
+    assert (
+        tuneforge(
+            "new",
+            tmp_path / "x",
+            "--defaults",
+            "--set",
+            "hardware=cuda",
+            "--set",
+            "model=phi-3.5-mini-instruct",
+            "--set",
+            "compute=foundry-serverless",
+            "--set",
+            "technique=lora",
+            "--set",
+            "dataset_format=text",
+        )
+        == 2
+    )
     assert "serverless fine-tuning takes chat examples" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("technique", ["lora", "qlora"])
 def test_kaito_workspaces_pass_the_crd_schema_and_admission_rules(new_workspace, technique):
-    workspace = new_workspace(**GPU, model="phi-3.5-mini-instruct", technique=technique, compute="kaito", targets="pytorch,kaito",
-                              lora_r=8, learning_rate=5e-5)
+    workspace = new_workspace(
+        **GPU,
+        model="phi-3.5-mini-instruct",
+        technique=technique,
+        compute="kaito",
+        targets="pytorch,kaito",
+        lora_r=8,
+        learning_rate=5e-5,
+    )
     folder = workspace / "deploy" / "kaito"
     configmap = yaml.safe_load((folder / "tuning-config.yaml").read_text())
     training = training_config_of(configmap)["training_config"]
@@ -186,7 +249,9 @@ def test_kaito_workspaces_pass_the_crd_schema_and_admission_rules(new_workspace,
 
 
 def test_the_kaito_checks_catch_what_kaito_would_reject(new_workspace):
-    workspace = new_workspace(**GPU, model="phi-3.5-mini-instruct", technique="qlora", compute="kaito", targets="pytorch")
+    workspace = new_workspace(
+        **GPU, model="phi-3.5-mini-instruct", technique="qlora", compute="kaito", targets="pytorch"
+    )
     folder = workspace / "deploy" / "kaito"
     tuning = yaml.safe_load((folder / "tuning-workspace.yaml").read_text())
     config = training_config_of(yaml.safe_load((folder / "tuning-config.yaml").read_text()))
@@ -195,10 +260,14 @@ def test_the_kaito_checks_catch_what_kaito_would_reject(new_workspace):
     assert "tuning.input needs exactly one" in kaito_admission_errors(two_inputs, config, KAITO_PRESETS)[0]
     no_bits = copy.deepcopy(config)
     del no_bits["training_config"]["QuantizationConfig"]
-    assert kaito_admission_errors(tuning, no_bits, KAITO_PRESETS) == ["qlora needs QuantizationConfig with load_in_4bit or load_in_8bit"]
+    assert kaito_admission_errors(tuning, no_bits, KAITO_PRESETS) == [
+        "qlora needs QuantizationConfig with load_in_4bit or load_in_8bit"
+    ]
     as_lora = copy.deepcopy(tuning)
     as_lora["tuning"]["method"] = "lora"
-    assert kaito_admission_errors(as_lora, config, KAITO_PRESETS) == ["lora must not load the model in 4 or 8 bits (that is qlora)"]
+    assert kaito_admission_errors(as_lora, config, KAITO_PRESETS) == [
+        "lora must not load the model in 4 or 8 bits (that is qlora)"
+    ]
     unknown = copy.deepcopy(tuning)
     unknown["tuning"]["preset"]["name"] = "gpt-5"
     assert "preset 'gpt-5' is not one of KAITO's presets" in kaito_admission_errors(unknown, config, KAITO_PRESETS)
@@ -215,9 +284,18 @@ def test_dev_container_passes_its_schema(new_workspace, hardware):
 
 
 def test_readme_has_a_section_per_platform(new_workspace):
-    workspace = new_workspace(**GPU, model="phi-3.5-mini-instruct", technique="lora", compute="kaito", targets="pytorch,kaito,azureml-endpoint")
+    workspace = new_workspace(
+        **GPU,
+        model="phi-3.5-mini-instruct",
+        technique="lora",
+        compute="kaito",
+        targets="pytorch,kaito,azureml-endpoint",
+    )
     readme = (workspace / "README.md").read_text()
     assert "## Azure ML online endpoint" in readme and "## KAITO on AKS" in readme and "quota" in readme.lower()
-    for command in ("python deploy/azureml/submit.py deploy", "envsubst < deploy/kaito/tuning-workspace.yaml | kubectl apply -f -",
-                    "envsubst < deploy/kaito/inference-workspace.yaml | kubectl apply -f -"):
+    for command in (
+        "python deploy/azureml/submit.py deploy",
+        "envsubst < deploy/kaito/tuning-workspace.yaml | kubectl apply -f -",
+        "envsubst < deploy/kaito/inference-workspace.yaml | kubectl apply -f -",
+    ):
         assert command in readme

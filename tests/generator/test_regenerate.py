@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
-
-from conftest import ROOT, git, sets, tuneforge
+from helpers.project import ROOT, git, tuneforge
 
 
 def update(dest, *args) -> int:
@@ -98,7 +96,9 @@ def test_update_after_the_template_changed(new_workspace, tmp_path, monkeypatch)
     git(dest, "commit", "-qam", "ours")
     old_commit = (dest / ".copier-answers.yml").read_text().split("_commit: ")[1].split("\n")[0]
     merge = template / "workspace" / "merge.py"
-    merge.write_text(merge.read_text().replace('"""Merge the trained adapter', '"""Merge (new in this version) the trained adapter'))
+    merge.write_text(
+        merge.read_text().replace('"""Merge the trained adapter', '"""Merge (new in this version) the trained adapter')
+    )
     assert update(dest) == 0
     assert "new in this version" in (dest / "merge.py").read_text()
     assert "Our own line." in readme.read_text()
@@ -119,8 +119,14 @@ def test_editor_settings_and_tasks_keep_the_users_edits_through_an_update(new_wo
     dest = new_workspace(targets="pytorch")
     settings, tasks = dest / ".vscode" / "settings.json", dest / ".vscode" / "tasks.json"
     settings.write_text(settings.read_text().replace("{\n", '{\n  "editor.rulers": [100],\n', 1))
-    tasks.write_text(tasks.read_text().replace('"tasks": [\n', '"tasks": [\n    {"label": "our lint", "type": "shell", '
-                                                                 '"command": "ruff check .", "problemMatcher": []},\n', 1))
+    tasks.write_text(
+        tasks.read_text().replace(
+            '"tasks": [\n',
+            '"tasks": [\n    {"label": "our lint", "type": "shell", '
+            '"command": "ruff check .", "problemMatcher": []},\n',
+            1,
+        )
+    )
     git(dest, "commit", "-qam", "our editor set-up")
     assert update(dest, "--set", "targets=pytorch,onnx-cpu") == 0
     merged_settings = json.loads(settings.read_text())

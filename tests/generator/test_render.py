@@ -7,28 +7,63 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
-from conftest import ROOT
 from helpers.combos import all_pairs, every_pair, pairs_of, plan_or_none, random_valid_rows, row_id
+from helpers.project import ROOT
 from tuneforge import catalog, render
 from tuneforge.answers import DERIVED_KEYS, KEYS
 
 ROWS = {row_id(r): r for r in all_pairs()[0]}
-ALWAYS = {".copier-answers.yml", ".gitignore", "README.md", "requirements.txt", "train.py", "merge.py", "smoke.py",
-          "chat.py", "eval.py", "ruff.toml", "configs/train.yaml", "configs/smoke.yaml", "data/sample.jsonl", "data/README.md",
-          "finetune/__init__.py", "finetune/config.py", "finetune/data.py", "finetune/modeling.py", "finetune/plot.py",
-          "finetune/tiny.py", "finetune/inference.py", "finetune/metrics.py", "finetune/scoring.py", "finetune/trainer.py",
-          "finetune/files.py", "finetune/hub.py", "finetune/doctor.py", "finetune/quiet.py", "check_data.py",
-          "finetune/preference.py", "finetune/preference_trainer.py", "finetune/losses.py", "finetune/encoding.py",
-          "finetune/batching.py",
-          "tests/test_workspace.py", "pytest.ini",
-          ".vscode/launch.json", ".vscode/tasks.json", ".vscode/extensions.json", ".vscode/settings.json",
-          ".devcontainer/devcontainer.json", "setup.sh", "setup.ps1"}
+ALWAYS = {
+    ".copier-answers.yml",
+    ".gitignore",
+    "README.md",
+    "requirements.txt",
+    "train.py",
+    "merge.py",
+    "smoke.py",
+    "chat.py",
+    "eval.py",
+    "ruff.toml",
+    "configs/train.yaml",
+    "configs/smoke.yaml",
+    "data/sample.jsonl",
+    "data/README.md",
+    "finetune/__init__.py",
+    "finetune/config.py",
+    "finetune/data.py",
+    "finetune/modeling.py",
+    "finetune/plot.py",
+    "finetune/tiny.py",
+    "finetune/inference.py",
+    "finetune/metrics.py",
+    "finetune/scoring.py",
+    "finetune/trainer.py",
+    "finetune/files.py",
+    "finetune/hub.py",
+    "finetune/doctor.py",
+    "finetune/quiet.py",
+    "check_data.py",
+    "finetune/preference.py",
+    "finetune/preference_trainer.py",
+    "finetune/losses.py",
+    "finetune/encoding.py",
+    "finetune/batching.py",
+    "tests/test_workspace.py",
+    "pytest.ini",
+    ".vscode/launch.json",
+    ".vscode/tasks.json",
+    ".vscode/extensions.json",
+    ".vscode/settings.json",
+    ".devcontainer/devcontainer.json",
+    "setup.sh",
+    "setup.ps1",
+}
 
 
 def expected_files(values: dict) -> set[str]:
@@ -41,8 +76,14 @@ def expected_files(values: dict) -> set[str]:
     if values["distributed"] != "none":
         files.add("launch.sh")
     if onnx or "gguf" in values["targets"]:
-        files |= {"optimize.py", "serve.py", "benchmark.py", "playground/index.html", "playground/playground.js",
-                  "playground/playground.css"}
+        files |= {
+            "optimize.py",
+            "serve.py",
+            "benchmark.py",
+            "playground/index.html",
+            "playground/playground.js",
+            "playground/playground.css",
+        }
     if "gguf" in values["targets"]:
         files |= {"finetune/gguf.py", "finetune/modelfile.py"}
     if onnx:
@@ -74,8 +115,11 @@ def render_plan(plan, dest: Path) -> set[str]:
 
 SOURCE = ROOT / "templates" / "workspace"
 # a Jinja expression or statement that reads an answer or a derived value (chat templates read only their own names)
-OUR_SYNTAX = re.compile(r"(\{\{|\{%)-?\s*(?:if |elif |for \w+ in |set \w+ = )?(?:not )?("
-                        + "|".join(map(re.escape, [*KEYS, *DERIVED_KEYS, "_copier_conf"])) + r")\b")
+OUR_SYNTAX = re.compile(
+    r"(\{\{|\{%)-?\s*(?:if |elif |for \w+ in |set \w+ = )?(?:not )?("
+    + "|".join(map(re.escape, [*KEYS, *DERIVED_KEYS, "_copier_conf"]))
+    + r")\b"
+)
 
 
 def rendered_name(source: Path) -> str:
@@ -131,16 +175,27 @@ def test_render_combination(row, tmp_path):
         launcher = {"ddp": "torchrun", "fsdp": "accelerate launch"}.get(plan.values["distributed"], "deepspeed")
         if plan.values["distributed"].startswith("deepspeed") and plan.values["num_nodes"] > 1:
             launcher = "torchrun"
-        assert f"exec {launcher}" in launch and ("--node_rank" in launch or "--machine_rank" in launch) == (plan.values["num_nodes"] > 1)
-    assert train["training"].get("deepspeed") == ("configs/deepspeed.json" if plan.values["distributed"].startswith("deepspeed") else None)
+        assert f"exec {launcher}" in launch and ("--node_rank" in launch or "--machine_rank" in launch) == (
+            plan.values["num_nodes"] > 1
+        )
+    assert train["training"].get("deepspeed") == (
+        "configs/deepspeed.json" if plan.values["distributed"].startswith("deepspeed") else None
+    )
 
 
 def test_the_matrix_covers_every_technique_hardware_and_distributed_mode():
     rows = ROWS.values()
     assert {r["technique"] for r in rows} == {"lora", "qlora", "dora", "rslora", "ia3", "full"}
     assert {r["hardware"] for r in rows} == {"cpu", "cuda", "rocm", "mps"}
-    assert {r["distributed"] for r in rows} >= {"none", "ddp", "deepspeed-zero1", "deepspeed-zero2", "deepspeed-zero3",
-                                                 "deepspeed-zero3-offload", "fsdp"}
+    assert {r["distributed"] for r in rows} >= {
+        "none",
+        "ddp",
+        "deepspeed-zero1",
+        "deepspeed-zero2",
+        "deepspeed-zero3",
+        "deepspeed-zero3-offload",
+        "fsdp",
+    }
 
 
 def test_all_pairs_drops_no_pair_a_valid_workspace_can_hold():
@@ -154,8 +209,11 @@ def test_all_pairs_drops_no_pair_a_valid_workspace_can_hold():
         assert plan_or_none({a: va, b: vb}) is None, f"{a}={va}, {b}={vb} is valid on its own but in no row"
     missed = {pair for row in random_valid_rows(300) for pair in pairs_of(row)} - covered
     assert not missed, sorted(missed)[:5]
-    for pair in [(("technique", "ia3"), ("hardware", "cpu")), (("technique", "lora"), ("distributed", "ddp")),
-                 (("technique", "full"), ("distributed", "fsdp"))]:
+    for pair in [
+        (("technique", "ia3"), ("hardware", "cpu")),
+        (("technique", "lora"), ("distributed", "ddp")),
+        (("technique", "full"), ("distributed", "fsdp")),
+    ]:
         assert pair in covered
 
 
@@ -169,8 +227,10 @@ def test_the_leftover_check_tells_our_template_syntax_from_a_chat_template():
 
 def rows_holding_every_python_file() -> list[dict]:
     """Few rows whose workspaces hold, together, every Python file a workspace can have (greedy cover)."""
-    files = {name: {f for f in expected_files(plan_or_none(row).values) if f.endswith((".py", ".toml"))}
-             for name, row in ROWS.items()}
+    files = {
+        name: {f for f in expected_files(plan_or_none(row).values) if f.endswith((".py", ".toml"))}
+        for name, row in ROWS.items()
+    }
     left, chosen = set().union(*files.values()), []
     while left:
         name = max(sorted(files), key=lambda n: len(files[n] & left))

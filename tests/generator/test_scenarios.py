@@ -8,12 +8,16 @@ import json
 import pytest
 import yaml
 
-from conftest import ROOT, tuneforge
+from helpers.project import ROOT, tuneforge
 from tuneforge import catalog
 
 SCENARIOS = catalog.load("scenarios")
-METRIC_LIBRARIES = {"classification": ["scikit-learn"], "ner": ["scikit-learn", "seqeval"], "translation": ["sacrebleu"],
-                    "summarization": ["rouge-score"]}
+METRIC_LIBRARIES = {
+    "classification": ["scikit-learn"],
+    "ner": ["scikit-learn", "seqeval"],
+    "translation": ["sacrebleu"],
+    "summarization": ["rouge-score"],
+}
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
@@ -40,8 +44,16 @@ def test_each_scenario_renders_its_sample_prompt_metric_and_readme(new_workspace
     assert smoke["chat_prompt"] == facts["chat_prompt"]
 
 
-@pytest.mark.parametrize("scenario, fmt", [("ner", "messages"), ("classification", "text"), ("domain", "prompt-completion"),
-                                           ("translation", "qa"), ("chat", "ner")])
+@pytest.mark.parametrize(
+    "scenario, fmt",
+    [
+        ("ner", "messages"),
+        ("classification", "text"),
+        ("domain", "prompt-completion"),
+        ("translation", "qa"),
+        ("chat", "ner"),
+    ],
+)
 def test_a_format_that_cannot_express_the_scenario_is_refused(tmp_path, capsys, scenario, fmt):
     dest = tmp_path / "ws"
     assert tuneforge("new", dest, "--defaults", "--set", f"scenario={scenario}", "--set", f"dataset_format={fmt}") == 2
@@ -63,7 +75,10 @@ def test_every_allowed_format_renders_matching_sample_data(new_workspace):
 def test_plan_says_the_format_default_comes_from_the_scenario(capsys):
     assert tuneforge("plan", "--defaults", "--json", "--set", "scenario=translation") == 0
     plan = json.loads(capsys.readouterr().out)
-    assert plan["answers"]["dataset_format"] == {"value": "translation", "origin": "default: suits scenario=translation"}
+    assert plan["answers"]["dataset_format"] == {
+        "value": "translation",
+        "origin": "default: suits scenario=translation",
+    }
     assert tuneforge("plan", "--defaults", "--json", "--set", "dataset_format=text") == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["answers"]["scenario"] == {"value": "domain", "origin": "default: suits dataset_format=text"}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import sets, tuneforge
+from helpers.project import sets, tuneforge
 from helpers.servers import form_server
 from tuneforge import catalog, hardware
 from tuneforge.answers import BY_KEY, Given
@@ -35,6 +35,7 @@ def request(port: int, method: str, path: str, body=None, headers: dict | None =
 def new_form(tmp_path):
     def make(dest: Path | None = None) -> Form:
         return Form(dict(hardware.TYPICAL), dest)
+
     return make
 
 
@@ -51,7 +52,9 @@ def test_questions_are_the_terminal_forms_in_its_order_with_its_help(new_form):
 
 def test_a_small_gpu_does_not_fit_and_a_suggestion_does(new_form):
     with form_server(new_form()) as port:
-        status, plan = request(port, "POST", "/api/plan", {"answers": {"hardware": "cuda", "gpu_memory_gb": "8"}, "files": False})
+        status, plan = request(
+            port, "POST", "/api/plan", {"answers": {"hardware": "cuda", "gpu_memory_gb": "8"}, "files": False}
+        )
         assert status == 200
         assert not plan["fits"] and plan["verdict"].startswith("does not fit") and plan["suggestions"]
         parts = plan["memory"]["parts"]
@@ -66,7 +69,9 @@ def test_a_small_gpu_does_not_fit_and_a_suggestion_does(new_form):
 
 def test_each_bad_answer_gets_the_clis_message_beside_its_field(new_form, capsys):
     with form_server(new_form()) as port:
-        status, plan = request(port, "POST", "/api/plan", {"answers": {"lora_r": "x", "targets": "onnx-cpuu", "seed": "7"}})
+        status, plan = request(
+            port, "POST", "/api/plan", {"answers": {"lora_r": "x", "targets": "onnx-cpuu", "seed": "7"}}
+        )
     assert status == 200
     assert tuneforge("plan", "--set", "lora_r=x") == 2
     assert plan["errors"]["lora_r"] == capsys.readouterr().err.removeprefix("error: ").strip()
@@ -98,9 +103,9 @@ def test_create_writes_what_tuneforge_new_writes_and_nothing_before(new_form, tm
         assert request(port, "GET", "/api/form")[1]["mode"] == "update"
     cli = tmp_path / "cli" / "project-x"
     assert tuneforge("new", cli, "--defaults", *sets(answers)) == 0
-    read = lambda root: yaml.safe_load((root / ".copier-answers.yml").read_text())  # noqa: E731
+    read = lambda root: yaml.safe_load((root / ".copier-answers.yml").read_text())
     assert read(dest) == read(cli)
-    listed = lambda root: sorted(git(root, "ls-files").split())  # noqa: E731
+    listed = lambda root: sorted(git(root, "ls-files").split())
     assert listed(dest) == listed(cli)
     assert git(dest, "rev-list", "--count", "HEAD").strip() == "1"
 
@@ -129,14 +134,17 @@ def test_update_previews_the_merge_on_a_copy_then_applies_it_keeping_edits(new_w
     assert "My own notes." in readme.read_text()
 
 
-@pytest.mark.parametrize("headers, body, status", [
-    ({"Content-Type": "text/plain"}, b"{}", 415),
-    ({}, b"{not json", 400),
-    ({}, b"[1, 2]", 400),
-    ({}, {"answers": [1]}, 400),
-    ({"Host": "evil.example:80"}, {"answers": {}}, 403),
-    ({"Origin": "http://evil.example"}, {"answers": {}}, 403),
-])
+@pytest.mark.parametrize(
+    "headers, body, status",
+    [
+        ({"Content-Type": "text/plain"}, b"{}", 415),
+        ({}, b"{not json", 400),
+        ({}, b"[1, 2]", 400),
+        ({}, {"answers": [1]}, 400),
+        ({"Host": "evil.example:80"}, {"answers": {}}, 403),
+        ({"Origin": "http://evil.example"}, {"answers": {}}, 403),
+    ],
+)
 def test_requests_that_are_not_the_pages_get_4xx(new_form, headers, body, status):
     with form_server(new_form()) as port:
         got, payload = request(port, "POST", "/api/plan", body, headers)
@@ -172,8 +180,13 @@ def test_the_file_list_is_the_render_of_each_plan(new_form):
     from tuneforge.render import render_files
 
     form = new_form()
-    for answers in ({"lora_r": 8}, {"lora_r": 64, "scenario": "classification"}, {"targets": "pytorch,onnx-cuda"},
-                    {"targets": "pytorch,gguf"}, {"targets": "pytorch,gguf", "technique": "full"}):
+    for answers in (
+        {"lora_r": 8},
+        {"lora_r": 64, "scenario": "classification"},
+        {"targets": "pytorch,onnx-cuda"},
+        {"targets": "pytorch,gguf"},
+        {"targets": "pytorch,gguf", "technique": "full"},
+    ):
         plan, errors = form.plan(answers)
         assert not errors and form.files(plan) == render_files(plan.copier_data())
 
@@ -185,11 +198,16 @@ def test_tuneforge_ui_serves_the_page_on_the_loopback_and_prints_where(tmp_path)
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers.project import ROOT
 
     env = {**os.environ, "PYTHONPATH": str(ROOT / "generator")}
-    server = subprocess.Popen([sys.executable, "-m", "tuneforge", "ui", str(tmp_path / "new-one"), "--no-browser",
-                               "--no-detect"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tuneforge", "ui", str(tmp_path / "new-one"), "--no-browser", "--no-detect"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = server.stdout.readline()
         assert line.startswith("tuneforge form on http://127.0.0.1:"), line + server.stderr.read()
@@ -202,7 +220,10 @@ def test_tuneforge_ui_serves_the_page_on_the_loopback_and_prints_where(tmp_path)
             assert "default-src 'self'" in response.getheader("Content-Security-Policy")
             response.read()
         connection.close()
-        assert request(port, "POST", "/api/plan", {"answers": {}, "files": False})[1]["values"]["project_name"] == "new-one"
+        assert (
+            request(port, "POST", "/api/plan", {"answers": {}, "files": False})[1]["values"]["project_name"]
+            == "new-one"
+        )
     finally:
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=30) == 0

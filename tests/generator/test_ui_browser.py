@@ -23,14 +23,20 @@ def test_the_form_in_a_browser_from_does_not_fit_to_a_workspace_on_disk(tmp_path
     dest = tmp_path / "gpu-project"
     with form_server(Form(dict(hardware.TYPICAL), dest)) as port, chrome() as driver:
         driver.get(f"http://127.0.0.1:{port}/")
-        text = lambda id_: driver.find_element(By.ID, id_).text  # noqa: E731
+        text = lambda id_: driver.find_element(By.ID, id_).text
         wait_for(driver, lambda d: text("verdict").startswith("fits"))
         assert driver.find_element(By.ID, "dest").get_attribute("value") == str(dest)
         assert not driver.find_element(By.ID, "q-gpu_memory_gb").is_displayed()  # a CPU has no GPU memory to ask
 
         Select(driver.find_element(By.ID, "hardware")).select_by_value("cuda")
-        memory = wait_for(driver, lambda d: d.find_element(By.ID, "gpu_memory_gb") if d.find_element(
-            By.ID, "q-gpu_memory_gb").is_displayed() else None)
+        memory = wait_for(
+            driver,
+            lambda d: (
+                d.find_element(By.ID, "gpu_memory_gb")
+                if d.find_element(By.ID, "q-gpu_memory_gb").is_displayed()
+                else None
+            ),
+        )
         memory.send_keys(Keys.CONTROL, "a")
         memory.send_keys("8")
         wait_for(driver, lambda d: text("verdict").startswith("does not fit") and "8 GB given" in text("verdict"))
@@ -61,7 +67,9 @@ def test_the_form_in_a_browser_from_does_not_fit_to_a_workspace_on_disk(tmp_path
 
         driver.find_element(By.ID, "create").click()
         wait_for(driver, lambda d: text("message").startswith("created"))
-        assert driver.find_element(By.ID, "open").is_displayed() and driver.find_element(By.ID, "preview").is_displayed()
+        assert (
+            driver.find_element(By.ID, "open").is_displayed() and driver.find_element(By.ID, "preview").is_displayed()
+        )
 
     answers = yaml.safe_load((dest / ".copier-answers.yml").read_text())
     assert answers["hardware"] == "cuda" and answers["gpu_memory_gb"] == 8 and answers["lora_r"] == 16
@@ -79,7 +87,7 @@ def test_the_workspace_form_previews_an_update_then_applies_it(new_workspace):
     form = Form.for_workspace(workspace, dict(hardware.TYPICAL), Given())
     with form_server(form) as port, chrome() as driver:
         driver.get(f"http://127.0.0.1:{port}/")
-        text = lambda id_: driver.find_element(By.ID, id_).text  # noqa: E731
+        text = lambda id_: driver.find_element(By.ID, id_).text
         wait_for(driver, lambda d: text("verdict"))
         assert text("mode") == f"updating {workspace}" and not driver.find_element(By.ID, "create").is_displayed()
         driver.find_element(By.ID, "targets-gguf").click()

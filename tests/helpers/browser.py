@@ -12,8 +12,9 @@ import pytest
 
 
 def chromedriver() -> str:
-    found = shutil.which("chromedriver") or next((p for p in ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
-                                                  if os.path.exists(p)), None)
+    found = shutil.which("chromedriver") or next(
+        (p for p in ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver") if os.path.exists(p)), None
+    )
     if found is None:
         message = "no chromedriver: apt-get install chromium chromium-driver (make test does)"
         if os.environ.get("CI"):

@@ -15,8 +15,13 @@ from tuneforge.answers import DISTRIBUTED, AnswerError, Given
 from tuneforge.plan import resolve
 
 DIMENSIONS = {
-    "model": ["phi-3-mini-4k-instruct", "phi-4-mini-instruct", "llama-3.2-1b-instruct", "mistral-7b-v0.3",
-              "qwen2.5-0.5b-instruct"],
+    "model": [
+        "phi-3-mini-4k-instruct",
+        "phi-4-mini-instruct",
+        "llama-3.2-1b-instruct",
+        "mistral-7b-v0.3",
+        "qwen2.5-0.5b-instruct",
+    ],
     "technique": list(catalog.load("techniques")),
     "hardware": list(catalog.load("hardware")),
     "distributed": DISTRIBUTED,
@@ -53,7 +58,7 @@ def problems(row: dict) -> tuple[str, ...]:
     return _problems(tuple(sorted(row.items())))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _problems(items: tuple) -> tuple[str, ...]:
     given = Given()
     given.add(answers_for(dict(items)), "test")
@@ -83,7 +88,9 @@ def pairs_of(row: dict) -> set:
 
 
 def every_pair() -> set:
-    return {((a, va), (b, vb)) for a, b in itertools.combinations(KEYS, 2) for va in DIMENSIONS[a] for vb in DIMENSIONS[b]}
+    return {
+        ((a, va), (b, vb)) for a, b in itertools.combinations(KEYS, 2) for va in DIMENSIONS[a] for vb in DIMENSIONS[b]
+    }
 
 
 @functools.cache
@@ -121,7 +128,8 @@ def _grow(row: dict, uncovered: set, rng: random.Random) -> dict:
     """Take each answer the plan derived, in random order, as the value that covers the most new pairs and keeps
     the row valid (the derived value where none does better)."""
     for key in rng.sample(KEYS, len(KEYS)):
-        def gain(value, key=key):
+
+        def gain(value, key=key, row=row):
             return len(pairs_of({**row, key: value}) & uncovered)
 
         for value in sorted(DIMENSIONS[key], key=gain, reverse=True):

@@ -18,10 +18,20 @@ from pathlib import Path
 
 # name -> (vocabulary file, chat template file, eos, pad, generation's end tokens)
 TOKENIZERS = {
-    "qwen2": ("ggml-vocab-qwen2.gguf", "Qwen-Qwen2.5-7B-Instruct.jinja", "<|im_end|>", "<|endoftext|>",
-              ["<|im_end|>", "<|endoftext|>"]),
-    "phi-3": ("ggml-vocab-phi-3.gguf", "microsoft-Phi-3.5-mini-instruct.jinja", "<|end|>", "<|endoftext|>",
-              ["<|endoftext|>", "<|end|>"]),
+    "qwen2": (
+        "ggml-vocab-qwen2.gguf",
+        "Qwen-Qwen2.5-7B-Instruct.jinja",
+        "<|im_end|>",
+        "<|endoftext|>",
+        ["<|im_end|>", "<|endoftext|>"],
+    ),
+    "phi-3": (
+        "ggml-vocab-phi-3.gguf",
+        "microsoft-Phi-3.5-mini-instruct.jinja",
+        "<|end|>",
+        "<|endoftext|>",
+        ["<|endoftext|>", "<|end|>"],
+    ),
 }
 SENTENCEPIECE_SIZE = {"phi-3": 32000}
 
@@ -30,7 +40,9 @@ def extract(archive: Path, names: list[str], into: Path) -> None:
     """The files named (by their base name) from vendor/llama.cpp/models/ of the archive, into one folder."""
     into.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as source:
-        members = [m for m in source.getmembers() if "/vendor/llama.cpp/models/" in m.name and Path(m.name).name in names]
+        members = [
+            m for m in source.getmembers() if "/vendor/llama.cpp/models/" in m.name and Path(m.name).name in names
+        ]
         for member in members:
             member.name = Path(member.name).name
         source.extractall(into, members=members, filter="data")
@@ -50,7 +62,12 @@ def sentencepiece(vocabulary: Path, size: int, out: Path):
     model.trainer_spec.model_type = model_pb2.TrainerSpec.BPE
     model.trainer_spec.vocab_size = size
     model.trainer_spec.byte_fallback = True
-    model.trainer_spec.unk_id, model.trainer_spec.bos_id, model.trainer_spec.eos_id, model.trainer_spec.pad_id = 0, 1, 2, -1
+    model.trainer_spec.unk_id, model.trainer_spec.bos_id, model.trainer_spec.eos_id, model.trainer_spec.pad_id = (
+        0,
+        1,
+        2,
+        -1,
+    )
     model.normalizer_spec.name = "identity"
     model.normalizer_spec.add_dummy_prefix = True
     model.normalizer_spec.remove_extra_whitespaces = False
@@ -60,8 +77,10 @@ def sentencepiece(vocabulary: Path, size: int, out: Path):
         piece.piece, piece.score, piece.type = tokens[i], scores[i], {0: 2, 1: 3, 2: 3}.get(i, types[i])
     out.mkdir(parents=True, exist_ok=True)
     (out / "tokenizer.model").write_bytes(model.SerializeToString())
-    (out / "tokenizer_config.json").write_text('{"tokenizer_class": "LlamaTokenizer", "legacy": false, "bos_token": "<s>", '
-                                               '"eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": true}')
+    (out / "tokenizer_config.json").write_text(
+        '{"tokenizer_class": "LlamaTokenizer", "legacy": false, "bos_token": "<s>", '
+        '"eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": true}'
+    )
     tokenizer = AutoTokenizer.from_pretrained(out)
     added = [t for i, t in enumerate(tokens[size:], start=size) if types[i] == 3]  # control: <|end|>, <|user|>, ...
     tokenizer.add_special_tokens({"additional_special_tokens": added})

@@ -15,7 +15,9 @@ def run(workspace: Path, *args: str, timeout: int = 600) -> subprocess.Completed
     """python ARGS in the workspace, with this interpreter (the suite's .venv) first on PATH."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("PYTHONPATH", None)
-    return subprocess.run([sys.executable, *args], cwd=workspace, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=workspace, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def run_json(workspace: Path, code: str, *args: str, timeout: int = 600):
@@ -27,18 +29,43 @@ def run_json(workspace: Path, code: str, *args: str, timeout: int = 600):
 
 # train.py on the tiny base of save_tiny_base long and fast enough for the tuned model to answer unlike its random
 # base (tests that compare what models answer)
-QUICK_TRAINING = ["model.name_or_path=outputs/smoke/base", "model.torch_dtype=float32", "training.max_steps=30",
-                  "training.learning_rate=0.005", "training.per_device_train_batch_size=4",
-                  "training.gradient_accumulation_steps=1", "training.eval_strategy=no", "training.save_strategy=no",
-                  "training.report_to=none", "training.bf16=false", "data.max_length=256"]
+QUICK_TRAINING = [
+    "model.name_or_path=outputs/smoke/base",
+    "model.torch_dtype=float32",
+    "training.max_steps=30",
+    "training.learning_rate=0.005",
+    "training.per_device_train_batch_size=4",
+    "training.gradient_accumulation_steps=1",
+    "training.eval_strategy=no",
+    "training.save_strategy=no",
+    "training.report_to=none",
+    "training.bf16=false",
+    "data.max_length=256",
+]
 
 
 def save_tiny_base(workspace: Path, folder: str = "outputs/smoke/base") -> None:
-    """A tiny random model of the workspace's architecture in workspace/folder, as smoke.py makes it."""
-    tiny = run(workspace, "-c", "import sys, yaml; from pathlib import Path; from finetune.tiny import save_tiny_model; "
-                                "s = yaml.safe_load(open('configs/smoke.yaml')); "
-                                "save_tiny_model(s['tiny_model'], 'data/sample.jsonl', 512, Path(sys.argv[1]))", folder)
-    assert tiny.returncode == 0, tiny.stderr[-3000:]
+    """A tiny random model of the workspace's architecture in workspace/folder, as smoke.py makes it (built once per
+    test run for the same architecture, data and code, then copied)."""
+    import yaml
+
+    from helpers import cache
+
+    spec = yaml.safe_load((workspace / "configs" / "smoke.yaml").read_text())["tiny_model"]
+    key = cache.key_of(spec, workspace / "data" / "sample.jsonl", workspace / "finetune" / "tiny.py")
+
+    def build(out: Path) -> None:
+        tiny = run(
+            workspace,
+            "-c",
+            "import sys, yaml; from pathlib import Path; from finetune.tiny import save_tiny_model; "
+            "s = yaml.safe_load(open('configs/smoke.yaml')); "
+            "save_tiny_model(s['tiny_model'], 'data/sample.jsonl', 512, Path(sys.argv[1]))",
+            str(out),
+        )
+        assert tiny.returncode == 0, tiny.stderr[-3000:]
+
+    cache.copy_of(cache.cached("tiny-base", key, build), workspace / folder)
 
 
 def losses(run_dir: Path) -> list[float]:
@@ -58,8 +85,14 @@ def serving(workspace: Path, *args: str):
     """serve.py ARGS on a free port, until the block ends; yields its base URL (http://127.0.0.1:PORT)."""
     env = {**os.environ}
     env.pop("PYTHONPATH", None)
-    server = subprocess.Popen([sys.executable, "serve.py", "--port", "0", *args], cwd=workspace, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "serve.py", "--port", "0", *args],
+        cwd=workspace,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = server.stdout.readline()
         assert "serving" in line, line + server.stderr.read()[-3000:]

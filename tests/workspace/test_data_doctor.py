@@ -8,12 +8,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "templates" / "workspace"))
-
-from finetune.data import DataError  # noqa: E402
-from finetune.doctor import describe, examine, histogram  # noqa: E402
+from finetune.data import DataError
+from finetune.doctor import describe, examine, histogram
+from helpers.project import ROOT
 
 SAMPLES = ROOT / "templates" / "includes" / "samples" / "chat" / "messages.jsonl"
 
@@ -32,8 +29,11 @@ def chat(question: str, answer: str) -> dict:
 def dataset(tmp_path, rows, raw: bytes | None = None, **data) -> dict:
     path = tmp_path / "data.jsonl"
     path.write_bytes(raw if raw is not None else "".join(json.dumps(r) + "\n" for r in rows).encode())
-    return {"data": {"path": str(path), "format": "messages", "max_length": 256, "eval_fraction": 0.0, **data},
-            "training": {"seed": 42}, "task": {"scenario": "chat"}}
+    return {
+        "data": {"path": str(path), "format": "messages", "max_length": 256, "eval_fraction": 0.0, **data},
+        "training": {"seed": 42},
+        "task": {"scenario": "chat"},
+    }
 
 
 GOOD = [chat(f"How often should I water plant number {i}?", f"About once a week, number {i}.") for i in range(12)]
@@ -81,18 +81,26 @@ def test_a_chat_template_that_never_ends_the_answer_is_fatal(tmp_path, tokenizer
     import copy
 
     broken = copy.deepcopy(tokenizer)
-    broken.chat_template = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
-                            "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
+    broken.chat_template = (
+        "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
+    )
     with pytest.raises(DataError, match=r"data.jsonl:1: no example teaches the model to end its answer"):
         examine(dataset(tmp_path, GOOD), broken)
 
 
-@pytest.mark.parametrize("raw, message", [
-    (b'{"messages": [}\n', r"data.jsonl:1: not valid JSON"),
-    (json.dumps(GOOD[0]).encode() + b'\n{"text": "caf\xe9"}\n', r"data.jsonl:2: not UTF-8"),
-    (json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode() + b"\n", r"data.jsonl:1: no assistant turn"),
-    (json.dumps(chat("hi", " ")).encode() + b"\n", r"data.jsonl:1: empty assistant turn"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b'{"messages": [}\n', r"data.jsonl:1: not valid JSON"),
+        (json.dumps(GOOD[0]).encode() + b'\n{"text": "caf\xe9"}\n', r"data.jsonl:2: not UTF-8"),
+        (
+            json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode() + b"\n",
+            r"data.jsonl:1: no assistant turn",
+        ),
+        (json.dumps(chat("hi", " ")).encode() + b"\n", r"data.jsonl:1: empty assistant turn"),
+    ],
+)
 def test_unreadable_examples_are_fatal_with_file_and_line(tmp_path, tokenizer, raw, message):
     with pytest.raises(DataError, match=message):
         examine(dataset(tmp_path, [], raw=raw), tokenizer)
@@ -102,7 +110,15 @@ def test_check_data_py_exits_2_on_a_fatal_problem(tmp_path):
     import subprocess
 
     config = tmp_path / "train.yaml"
-    config.write_text(json.dumps({**dataset(tmp_path, [], raw=b"{oops\n"), "model": {"name_or_path": str(tmp_path / "nope")}}))
-    result = subprocess.run([sys.executable, "check_data.py", "--config", str(config)], cwd=ROOT / "templates" / "workspace",
-                            capture_output=True, text=True, timeout=120)
+    config.write_text(
+        json.dumps({**dataset(tmp_path, [], raw=b"{oops\n"), "model": {"name_or_path": str(tmp_path / "nope")}})
+    )
+    result = subprocess.run(
+        [sys.executable, "check_data.py", "--config", str(config)],
+        cwd=ROOT / "templates" / "workspace",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr and "error: model folder" in result.stderr

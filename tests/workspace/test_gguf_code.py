@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import tarfile
 
 import pytest
 
-from conftest import ROOT
+from helpers.project import ROOT
 from helpers.workspace import template_module
 
-sys.path.insert(0, str(ROOT / "templates" / "workspace"))
 FINETUNE = ROOT / "templates" / "workspace" / "finetune"
 gguf = template_module(FINETUNE / "{% if include.gguf %}gguf.py{% endif %}", "gguf")
 unpack = gguf.unpack
@@ -23,8 +21,14 @@ modelfile, read_turns = _modelfile.modelfile, _modelfile.read_turns
 FIXTURES = ROOT / "tests" / "fixtures"
 CONVERSATIONS = [
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
-     {"role": "user", "content": "Water?"}, {"role": "assistant", "content": "Weekly."}, {"role": "user", "content": "Light?"}],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Water?"},
+        {"role": "assistant", "content": "Weekly."},
+        {"role": "user", "content": "Light?"},
+    ],
 ]
 
 
@@ -49,22 +53,37 @@ def test_the_ollama_template_renders_what_the_chat_template_renders(tokenizer, t
     turns = read_turns(tok, [tok.eos_token_id], kwargs)
     assert turns is not None and turns.stops == ("<|im_end|>",) and turns.end == "<|im_end|>\n"
     for messages in CONVERSATIONS:
-        assert turns.render(messages) == tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
+        assert turns.render(messages) == tok.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, **kwargs
+        )
     if kwargs:  # thinking off: the generation prompt closes an empty reasoning block, as the template's switch does
         assert turns.prompt == "<|im_start|>assistant\n<think>\n\n</think>\n\n"
 
 
 def test_the_modelfile_says_each_fact_in_ollama_syntax(tokenizer):
     turns = read_turns(tokenizer, [tokenizer.eos_token_id])
-    text = modelfile("m-Q8_0.gguf", turns, "Be brief.", {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 64,
-                                                         "repetition_penalty": 1.1}, 4096)
+    text = modelfile(
+        "m-Q8_0.gguf",
+        turns,
+        "Be brief.",
+        {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 64, "repetition_penalty": 1.1},
+        4096,
+    )
     assert text.splitlines()[1:] == [
         "FROM ./m-Q8_0.gguf",
-        'TEMPLATE """{{- range .Messages }}{{- if eq .Role "system" }}{{ "<|im_start|>system\\n" }}'
-        '{{- else if eq .Role "user" }}{{ "<|im_start|>user\\n" }}{{- else if eq .Role "assistant" }}'
-        '{{ "<|im_start|>assistant\\n" }}{{- end }}{{ .Content }}{{ "<|im_end|>\\n" }}{{- end }}{{ "<|im_start|>assistant\\n" }}"""',
-        'PARAMETER stop "<|im_end|>"', 'SYSTEM """Be brief."""', "PARAMETER temperature 0.7", "PARAMETER top_p 0.9",
-        "PARAMETER repeat_penalty 1.1", "PARAMETER num_ctx 4096", "PARAMETER num_predict 64"]
+        (
+            'TEMPLATE """{{- range .Messages }}{{- if eq .Role "system" }}{{ "<|im_start|>system\\n" }}'
+            '{{- else if eq .Role "user" }}{{ "<|im_start|>user\\n" }}{{- else if eq .Role "assistant" }}'
+            '{{ "<|im_start|>assistant\\n" }}{{- end }}{{ .Content }}{{ "<|im_end|>\\n" }}{{- end }}{{ "<|im_start|>assistant\\n" }}"""'
+        ),
+        'PARAMETER stop "<|im_end|>"',
+        'SYSTEM """Be brief."""',
+        "PARAMETER temperature 0.7",
+        "PARAMETER top_p 0.9",
+        "PARAMETER repeat_penalty 1.1",
+        "PARAMETER num_ctx 4096",
+        "PARAMETER num_predict 64",
+    ]
 
 
 def test_the_adapter_modelfile_loads_the_base_and_the_lora_file(tokenizer):
@@ -74,15 +93,19 @@ def test_the_adapter_modelfile_loads_the_base_and_the_lora_file(tokenizer):
     assert adapter[1:3] == ["FROM ./m-Q8_0.gguf", "ADAPTER ./m-tuned-LoRA-F16.gguf"] and adapter[3:] == merged[2:]
 
 
-@pytest.mark.parametrize("settings, why", [
-    ({"peft_type": "LORA", "r": 8, "lora_alpha": 16}, None),
-    ({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "use_rslora": True}, None),
-    ({"peft_type": "IA3"}, "a IA3 adapter is not a LoRA"),
-    ({"peft_type": "LORA", "use_dora": True}, "DoRA's magnitude vectors"),
-    ({"peft_type": "LORA", "modules_to_save": ["lm_head"]}, "modules_to_save"),
-    ({"peft_type": "LORA", "rank_pattern": {"q_proj": 4}}, "differs between modules"),
-    ({"peft_type": "LORA", "target_parameters": ["mlp.experts.gate_up_proj"]}, "experts' fused weights"),
-    ({"peft_type": "LORA", "exclude_modules": "(.*\\.)?(vision_tower)(\\..*)?"}, "image-text checkpoint")])
+@pytest.mark.parametrize(
+    "settings, why",
+    [
+        ({"peft_type": "LORA", "r": 8, "lora_alpha": 16}, None),
+        ({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "use_rslora": True}, None),
+        ({"peft_type": "IA3"}, "a IA3 adapter is not a LoRA"),
+        ({"peft_type": "LORA", "use_dora": True}, "DoRA's magnitude vectors"),
+        ({"peft_type": "LORA", "modules_to_save": ["lm_head"]}, "modules_to_save"),
+        ({"peft_type": "LORA", "rank_pattern": {"q_proj": 4}}, "differs between modules"),
+        ({"peft_type": "LORA", "target_parameters": ["mlp.experts.gate_up_proj"]}, "experts' fused weights"),
+        ({"peft_type": "LORA", "exclude_modules": "(.*\\.)?(vision_tower)(\\..*)?"}, "image-text checkpoint"),
+    ],
+)
 def test_llama_cpp_takes_plain_lora_adapters_only(settings, why):
     found = gguf.lora_refusal(settings)
     assert found == why if why is None else why in found
@@ -97,12 +120,19 @@ def test_an_rslora_adapter_reaches_the_converter_with_llama_cpp_scale(tmp_path):
     (adapter / "adapter_model.safetensors").write_bytes(b"weights")
     converter = tmp_path / "llama.cpp" / "convert_lora_to_gguf.py"  # a stand-in: writes what it was given
     converter.parent.mkdir()
-    converter.write_text("import json, sys; from pathlib import Path\n"
-                         "src, out, base = Path(sys.argv[1]), sys.argv[sys.argv.index('--outfile') + 1], sys.argv[sys.argv.index('--base') + 1]\n"
-                         "Path(out).write_text(json.dumps({'config': json.loads((src / 'adapter_config.json').read_text()), 'base': base,"
-                         " 'weights': (src / 'adapter_model.safetensors').read_text(), 'type': sys.argv[sys.argv.index('--outtype') + 1]}))\n")
-    out = gguf.convert_lora(adapter, tmp_path / "merged", tmp_path / "gguf" / "lora.gguf", converter.with_name("convert_hf_to_gguf.py"),
-                            tmp_path / "log")
+    converter.write_text(
+        "import json, sys; from pathlib import Path\n"
+        "src, out, base = Path(sys.argv[1]), sys.argv[sys.argv.index('--outfile') + 1], sys.argv[sys.argv.index('--base') + 1]\n"
+        "Path(out).write_text(json.dumps({'config': json.loads((src / 'adapter_config.json').read_text()), 'base': base,"
+        " 'weights': (src / 'adapter_model.safetensors').read_text(), 'type': sys.argv[sys.argv.index('--outtype') + 1]}))\n"
+    )
+    out = gguf.convert_lora(
+        adapter,
+        tmp_path / "merged",
+        tmp_path / "gguf" / "lora.gguf",
+        converter.with_name("convert_hf_to_gguf.py"),
+        tmp_path / "log",
+    )
     given = json.loads(out.read_text())
     assert given["config"]["lora_alpha"] == pytest.approx(32 * 4) and "use_rslora" not in given["config"]
     assert given["base"] == str(tmp_path / "merged") and given["weights"] == "weights" and given["type"] == "f16"
@@ -131,12 +161,28 @@ def _archive(path, names: list[str]) -> None:
 
 def test_the_converter_comes_out_of_the_source_archive_alone(tmp_path):
     vendor = "llama_cpp_python-0.3.36/vendor/llama.cpp/"
-    _archive(tmp_path / "src.tar.gz", [vendor + "convert_hf_to_gguf.py", vendor + "convert_lora_to_gguf.py", vendor + "conversion/__init__.py",
-                                       vendor + "gguf-py/gguf/__init__.py", vendor + "models/ggml-vocab-qwen2.gguf",
-                                       vendor + "src/llama.cpp", "llama_cpp_python-0.3.36/../../escape.py"])
+    _archive(
+        tmp_path / "src.tar.gz",
+        [
+            vendor + "convert_hf_to_gguf.py",
+            vendor + "convert_lora_to_gguf.py",
+            vendor + "conversion/__init__.py",
+            vendor + "gguf-py/gguf/__init__.py",
+            vendor + "models/ggml-vocab-qwen2.gguf",
+            vendor + "src/llama.cpp",
+            "llama_cpp_python-0.3.36/../../escape.py",
+        ],
+    )
     unpack(tmp_path / "src.tar.gz", tmp_path / "converter")
-    found = sorted(str(p.relative_to(tmp_path / "converter")) for p in (tmp_path / "converter").rglob("*") if p.is_file())
-    assert found == ["conversion/__init__.py", "convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "gguf-py/gguf/__init__.py"]
+    found = sorted(
+        str(p.relative_to(tmp_path / "converter")) for p in (tmp_path / "converter").rglob("*") if p.is_file()
+    )
+    assert found == [
+        "conversion/__init__.py",
+        "convert_hf_to_gguf.py",
+        "convert_lora_to_gguf.py",
+        "gguf-py/gguf/__init__.py",
+    ]
     assert not (tmp_path.parent / "escape.py").exists()
     _archive(tmp_path / "other.tar.gz", ["something/setup.py"])
     with pytest.raises(FileNotFoundError, match="is it llama-cpp-python's source archive"):

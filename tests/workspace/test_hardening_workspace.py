@@ -3,7 +3,6 @@ mid-save, non-UTF-8 data, and the server's request checks. Imported straight fro
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import subprocess
@@ -12,35 +11,47 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from helpers.project import ROOT
 from helpers.workspace import template_module
 
 WORKSPACE = ROOT / "templates" / "workspace"
-sys.path.insert(0, str(WORKSPACE))
 
-from finetune.config import ConfigError, apply_overrides, check_ranges  # noqa: E402
-from finetune.data import DataError, read_examples  # noqa: E402
-
+from finetune.config import ConfigError, apply_overrides, check_ranges
+from finetune.data import DataError, read_examples
 
 # serve.py as the template holds it (its file name carries the condition that renders it)
 serve = template_module(WORKSPACE / "{% if include.local_runtime %}serve.py{% endif %}", "serve")
 
-CONFIG = {"training": {"learning_rate": 2e-4, "max_steps": -1, "per_device_train_batch_size": 2, "seed": 42,
-                       "bf16": False, "report_to": "auto", "num_train_epochs": 3.0},
-          "peft": {"lora_dropout": 0.05, "target_modules": ["q_proj"]}, "eval": {"limit": None}}
+CONFIG = {
+    "training": {
+        "learning_rate": 2e-4,
+        "max_steps": -1,
+        "per_device_train_batch_size": 2,
+        "seed": 42,
+        "bf16": False,
+        "report_to": "auto",
+        "num_train_epochs": 3.0,
+    },
+    "peft": {"lora_dropout": 0.05, "target_modules": ["q_proj"]},
+    "eval": {"limit": None},
+}
 
 
 # -- 4. overrides of the wrong type or out of range ---------------------------------------------
 
-@pytest.mark.parametrize("override, words", [
-    ("training.learning_rate=abc", ["training.learning_rate", "number"]),
-    ("training.max_steps=ten", ["training.max_steps", "whole number"]),
-    ("training.max_steps=1.5", ["training.max_steps", "whole number"]),
-    ("training.bf16=maybe", ["training.bf16", "true or false"]),
-    ("training=5", ["training is a section", "training.learning_rate=..."]),
-    ("peft.target_modules=q_proj", ["peft.target_modules", "list"]),
-    ("training.report_to={a: 1}", ["training.report_to", "single value"]),
-])
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("training.learning_rate=abc", ["training.learning_rate", "number"]),
+        ("training.max_steps=ten", ["training.max_steps", "whole number"]),
+        ("training.max_steps=1.5", ["training.max_steps", "whole number"]),
+        ("training.bf16=maybe", ["training.bf16", "true or false"]),
+        ("training=5", ["training is a section", "training.learning_rate=..."]),
+        ("peft.target_modules=q_proj", ["peft.target_modules", "list"]),
+        ("training.report_to={a: 1}", ["training.report_to", "single value"]),
+    ],
+)
 def test_an_override_of_the_wrong_type_names_the_key(override, words):
     with pytest.raises(ConfigError) as error:
         apply_overrides(CONFIG, [override])
@@ -48,14 +59,17 @@ def test_an_override_of_the_wrong_type_names_the_key(override, words):
         assert word in str(error.value)
 
 
-@pytest.mark.parametrize("override, words", [
-    ("training.per_device_train_batch_size=0", ["per_device_train_batch_size", "from 1"]),
-    ("training.learning_rate=0", ["learning_rate", "above 0"]),
-    ("training.learning_rate=.nan", ["learning_rate"]),
-    ("training.num_train_epochs=.inf", ["num_train_epochs"]),
-    ("training.seed=-1", ["training.seed"]),
-    ("peft.lora_dropout=1.5", ["lora_dropout", "at most 0.9"]),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("training.per_device_train_batch_size=0", ["per_device_train_batch_size", "from 1"]),
+        ("training.learning_rate=0", ["learning_rate", "above 0"]),
+        ("training.learning_rate=.nan", ["learning_rate"]),
+        ("training.num_train_epochs=.inf", ["num_train_epochs"]),
+        ("training.seed=-1", ["training.seed"]),
+        ("peft.lora_dropout=1.5", ["lora_dropout", "at most 0.9"]),
+    ],
+)
 def test_an_override_out_of_range_names_the_key_and_the_range(override, words):
     config = apply_overrides(CONFIG, [override])
     with pytest.raises(ConfigError) as error:
@@ -65,15 +79,27 @@ def test_an_override_out_of_range_names_the_key_and_the_range(override, words):
 
 
 def test_lora_on_expert_parameters_takes_no_dropout():
-    experts = {**CONFIG, "peft": {**CONFIG["peft"], "target_parameters": ["mlp.experts.down_proj"], "lora_dropout": 0.05}}
+    experts = {
+        **CONFIG,
+        "peft": {**CONFIG["peft"], "target_parameters": ["mlp.experts.down_proj"], "lora_dropout": 0.05},
+    }
     with pytest.raises(ConfigError, match="peft.lora_dropout must be 0 with peft.target_parameters"):
         check_ranges(experts)
     check_ranges({**experts, "peft": {**experts["peft"], "lora_dropout": 0}})
 
 
 def test_good_overrides_still_pass():
-    config = apply_overrides(CONFIG, ["training.learning_rate=1e-4", "training.num_train_epochs=1", "training.max_steps=5",
-                                      "training.report_to=none", "eval.limit=3", "peft.target_modules=[a, b]"])
+    config = apply_overrides(
+        CONFIG,
+        [
+            "training.learning_rate=1e-4",
+            "training.num_train_epochs=1",
+            "training.max_steps=5",
+            "training.report_to=none",
+            "eval.limit=3",
+            "peft.target_modules=[a, b]",
+        ],
+    )
     check_ranges(config)
     assert config["training"]["num_train_epochs"] == 1 and config["eval"]["limit"] == 3
 
@@ -81,17 +107,30 @@ def test_good_overrides_still_pass():
 def test_train_py_exits_2_naming_the_key(tmp_path):
     config = tmp_path / "train.yaml"
     config.write_text(json.dumps(CONFIG))
-    for override in ["training.learning_rate=abc", "training.max_steps=ten", "training.per_device_train_batch_size=0",
-                     "training=5"]:
-        result = subprocess.run([sys.executable, "train.py", "--config", str(config), override], cwd=WORKSPACE,
-                                capture_output=True, text=True, timeout=120)
+    for override in [
+        "training.learning_rate=abc",
+        "training.max_steps=ten",
+        "training.per_device_train_batch_size=0",
+        "training=5",
+    ]:
+        result = subprocess.run(
+            [sys.executable, "train.py", "--config", str(config), override],
+            cwd=WORKSPACE,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr and override.split("=")[0] in result.stderr
 
 
 # -- 2. resume picks the newest complete checkpoint ----------------------------------------------
 
-def _checkpoint(folder: Path, step: int, state: str | None = '{"global_step": 1}', weights=True, optimizer=True) -> Path:
+
+def _checkpoint(
+    folder: Path, step: int, state: str | None = '{"global_step": 1}', weights=True, optimizer=True
+) -> Path:
     path = folder / f"checkpoint-{step}"
     path.mkdir(parents=True)
     if state is not None:
@@ -134,10 +173,9 @@ def test_results_are_written_whole_or_not_at_all(tmp_path):
     assert (tmp_path / "metrics.json").read_text() == "{}" and not list(tmp_path.glob(".*partial"))
     (tmp_path / "merged").mkdir()
     (tmp_path / "merged" / "old.txt").write_text("old")
-    with pytest.raises(KeyboardInterrupt):
-        with new_folder(tmp_path / "merged") as partial:
-            (partial / "half.bin").write_text("x")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), new_folder(tmp_path / "merged") as partial:
+        (partial / "half.bin").write_text("x")
+        raise KeyboardInterrupt
     assert [p.name for p in (tmp_path / "merged").iterdir()] == ["old.txt"]
     with new_folder(tmp_path / "merged") as partial:
         (partial / "new.txt").write_text("new")
@@ -146,6 +184,7 @@ def test_results_are_written_whole_or_not_at_all(tmp_path):
 
 
 # -- 5. a dataset that is not UTF-8 is named by file and line ------------------------------------
+
 
 def test_non_utf8_data_is_named_by_file_and_line(tmp_path):
     path = tmp_path / "data.jsonl"
@@ -159,6 +198,7 @@ def test_non_utf8_data_is_named_by_file_and_line(tmp_path):
 
 # -- 3. the server checks each request before any work -------------------------------------------
 
+
 def _headers(**values):
     from email.message import Message
 
@@ -168,13 +208,16 @@ def _headers(**values):
     return message
 
 
-@pytest.mark.parametrize("headers, body, status, code", [
-    ({"Content_Type": "text/plain", "Content_Length": "2"}, b"{}", 415, "unsupported_content_type"),
-    ({"Content_Type": "application/json", "Content_Length": "-1"}, b"", 400, None),
-    ({"Content_Type": "application/json"}, b"{}", 411, None),
-    ({"Content_Type": "application/json", "Content_Length": str(2 << 20)}, b"", 413, None),
-    ({"Content_Type": "application/json", "Content_Length": "100"}, b"{}", 408, None),
-])
+@pytest.mark.parametrize(
+    "headers, body, status, code",
+    [
+        ({"Content_Type": "text/plain", "Content_Length": "2"}, b"{}", 415, "unsupported_content_type"),
+        ({"Content_Type": "application/json", "Content_Length": "-1"}, b"", 400, None),
+        ({"Content_Type": "application/json"}, b"{}", 411, None),
+        ({"Content_Type": "application/json", "Content_Length": str(2 << 20)}, b"", 413, None),
+        ({"Content_Type": "application/json", "Content_Length": "100"}, b"{}", 408, None),
+    ],
+)
 def test_request_bodies_are_checked_before_reading(headers, body, status, code):
     with pytest.raises(serve.BadRequest) as error:
         serve.read_body(_headers(**headers), io.BytesIO(body))
@@ -182,21 +225,31 @@ def test_request_bodies_are_checked_before_reading(headers, body, status, code):
 
 
 def test_a_json_charset_is_accepted():
-    body = serve.read_body(_headers(Content_Type="application/json; charset=utf-8", Content_Length="2"), io.BytesIO(b"{}"))
+    body = serve.read_body(
+        _headers(Content_Type="application/json; charset=utf-8", Content_Length="2"), io.BytesIO(b"{}")
+    )
     assert body == b"{}"
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"temperature": 3}, "'temperature' must be a number from 0 to 2"), ({"temperature": "hot"}, "'temperature'"),
-    ({"temperature": True}, "'temperature'"), ({"top_p": 0}, "'top_p' must be a number from 0 to 1 \\(above 0\\)"),
-    ({"stream_options": []}, "'stream_options'"), ({"stream_options": {"include_usage": "yes"}}, "'stream_options'"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"temperature": 3}, "'temperature' must be a number from 0 to 2"),
+        ({"temperature": "hot"}, "'temperature'"),
+        ({"temperature": True}, "'temperature'"),
+        ({"top_p": 0}, "'top_p' must be a number from 0 to 1 \\(above 0\\)"),
+        ({"stream_options": []}, "'stream_options'"),
+        ({"stream_options": {"include_usage": "yes"}}, "'stream_options'"),
+    ],
+)
 def test_sampling_settings_a_request_may_carry_are_checked(bad, message):
     question = {"messages": [{"role": "user", "content": "x"}]}
     with pytest.raises(serve.BadRequest, match=message) as error:
         serve.parse_request(json.dumps({**question, **bad}).encode(), ["tuned"])
     assert error.value.status == 400
-    request = serve.parse_request(json.dumps({**question, "temperature": 0.7, "stream_options": {"include_usage": True}}).encode())
+    request = serve.parse_request(
+        json.dumps({**question, "temperature": 0.7, "stream_options": {"include_usage": True}}).encode()
+    )
     assert request["sampling"] == {"temperature": 0.7, "top_p": 1.0} and request["usage"] is True
     assert serve.parse_request(json.dumps({**question, "temperature": 0}).encode())["sampling"] == {}  # greedy
     assert serve.parse_request(json.dumps(question).encode())["sampling"] is None  # the server's own settings
@@ -207,10 +260,16 @@ def test_deep_json_unknown_models_and_long_prompts_are_refused():
         serve.parse_request(b"[" * 100_000, ["tuned"])
     assert error.value.status == 400
     with pytest.raises(serve.BadRequest, match="`gpt-9` does not exist") as error:
-        serve.parse_request(json.dumps({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}).encode(), ["tuned"])
+        serve.parse_request(
+            json.dumps({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}).encode(), ["tuned"]
+        )
     assert error.value.status == 404 and error.value.code == "model_not_found"
-    assert serve.parse_request(json.dumps({"model": "tuned", "messages": [{"role": "user", "content": "x"}]}).encode(),
-                               ["tuned"])["max_tokens"] == 256
+    assert (
+        serve.parse_request(
+            json.dumps({"model": "tuned", "messages": [{"role": "user", "content": "x"}]}).encode(), ["tuned"]
+        )["max_tokens"]
+        == 256
+    )
     with pytest.raises(serve.BadRequest, match="maximum context length is 512 tokens.*150000 in the messages") as error:
         serve.check_context(150_000, 256, 512)
     assert error.value.code == "context_length_exceeded"
@@ -218,6 +277,7 @@ def test_deep_json_unknown_models_and_long_prompts_are_refused():
 
 
 # -- a model the hub cannot give: one sentence at once, not a minute of retries and a traceback -----
+
 
 def test_an_unreachable_or_unknown_hub_model_is_one_sentence(monkeypatch):
     import time
@@ -232,16 +292,23 @@ def test_an_unreachable_or_unknown_hub_model_is_one_sentence(monkeypatch):
         load_tokenizer("tuneforge-tests/no-such-model")
     assert time.monotonic() - started < 30
     message = str(error.value)
-    assert message.startswith("model tuneforge-tests/no-such-model ") and "model.name_or_path=/path/to/folder" in message
+    assert (
+        message.startswith("model tuneforge-tests/no-such-model ") and "model.name_or_path=/path/to/folder" in message
+    )
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("text, words", [
-    ("You are trying to access a gated repo. 401 Client Error", ["is gated", "HF_TOKEN"]),
-    ("org/x is not a local folder and is not a valid model identifier listed on 'https://huggingface.co/models'",
-     ["was not found on the Hugging Face hub"]),
-    ("We couldn't connect to 'https://huggingface.co' to load the files", ["out of reach"]),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("You are trying to access a gated repo. 401 Client Error", ["is gated", "HF_TOKEN"]),
+        (
+            "org/x is not a local folder and is not a valid model identifier listed on 'https://huggingface.co/models'",
+            ["was not found on the Hugging Face hub"],
+        ),
+        ("We couldn't connect to 'https://huggingface.co' to load the files", ["out of reach"]),
+    ],
+)
 def test_each_hub_failure_says_why(monkeypatch, text, words):
     from finetune.hub import explain
 
@@ -261,8 +328,15 @@ def test_train_py_on_an_unreachable_hub_exits_2_at_once(new_workspace, monkeypat
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "PYTHONPATH")}
     env["HF_HOME"] = str(workspace / "empty-hf-cache")  # nothing cached, as on a new machine
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "train.py", "model.name_or_path=tuneforge-tests/no-such-model"], cwd=workspace,
-                            env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "train.py", "model.name_or_path=tuneforge-tests/no-such-model"],
+        cwd=workspace,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert "error: model tuneforge-tests/no-such-model" in result.stderr and "model.name_or_path=" in result.stderr
@@ -283,8 +357,12 @@ def test_adapter_options_are_name_equals_path_with_unique_safe_names(tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b.onnx_adapter")
     assert serve.parse_adapters([f"plants={a}", f"sundays={b}"]) == {"plants": a, "sundays": b}
     assert serve.parse_adapters([a]) == {"tuned": a}  # one bare path, as before
-    for values, message in [([f"plants={a}", f"plants={b}"], "given twice"), ([f"=${a}"], "give NAME=PATH"),
-                            ([f"my plants={a}"], "give NAME=PATH"), ([f"x=$(id)={a}"], "give NAME=PATH"),
-                            ([f"plants={tmp_path / 'missing'}"], "not found")]:
+    for values, message in [
+        ([f"plants={a}", f"plants={b}"], "given twice"),
+        ([f"=${a}"], "give NAME=PATH"),
+        ([f"my plants={a}"], "give NAME=PATH"),
+        ([f"x=$(id)={a}"], "give NAME=PATH"),
+        ([f"plants={tmp_path / 'missing'}"], "not found"),
+    ]:
         with pytest.raises(ValueError, match=message):
             serve.parse_adapters(values)

@@ -8,13 +8,19 @@ from __future__ import annotations
 import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from conftest import ROOT
 from helpers.browser import chrome, wait_for
+from helpers.project import ROOT
 from helpers.servers import in_thread
 
 PAGE = ROOT / "templates" / "workspace" / "{% if include.local_runtime %}playground{% endif %}"
-SETTINGS = {"models": ["base", "tuned"], "system": "Be brief.", "temperature": 0.7, "top_p": 0.9, "max_tokens": 32,
-            "prompt": "How often should I water a snake plant?"}
+SETTINGS = {
+    "models": ["base", "tuned"],
+    "system": "Be brief.",
+    "temperature": 0.7,
+    "top_p": 0.9,
+    "max_tokens": 32,
+    "prompt": "How often should I water a snake plant?",
+}
 TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 
 
@@ -46,7 +52,10 @@ def stand_in_api(received: list[dict]):
         def do_POST(self):
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             received.append(request)
-            events = [{"choices": [{"delta": {"content": "Weekly."}}]}, {"choices": [], "usage": {"completion_tokens": 1}}]
+            events = [
+                {"choices": [{"delta": {"content": "Weekly."}}]},
+                {"choices": [], "usage": {"completion_tokens": 1}},
+            ]
             body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
             self.reply(body.encode(), "text/event-stream")
 
@@ -66,6 +75,8 @@ def test_each_request_carries_the_pages_settings_and_the_configs_top_p():
     assert [r["model"] for r in received] == ["base", "tuned"]
     for request in received:
         assert (request["temperature"], request["top_p"], request["max_tokens"]) == (0.7, 0.9, 32)
-        assert request["messages"] == [{"role": "system", "content": "Be brief."},
-                                       {"role": "user", "content": SETTINGS["prompt"]}]
+        assert request["messages"] == [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": SETTINGS["prompt"]},
+        ]
         assert request["stream"] is True and request["stream_options"] == {"include_usage": True}

@@ -5,16 +5,12 @@ block is learnt with the answer. Checked on the tiny model's template and on Qwe
 from __future__ import annotations
 
 import copy
-import sys
 
 import pytest
 
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "templates" / "workspace"))
-
-from finetune.data import Example  # noqa: E402
-from finetune.encoding import IGNORE_INDEX, encode  # noqa: E402
+from finetune.data import Example
+from finetune.encoding import IGNORE_INDEX, encode
+from helpers.project import ROOT
 
 OFF, KEEP = {"enable_thinking": False}, {"enable_thinking": True}
 QUESTION = {"role": "user", "content": "How often should I water a cactus?"}
@@ -70,9 +66,22 @@ def test_keep_without_reasoning_learns_an_empty_block_and_the_doctor_says_so(tok
     data = tmp_path / "data.jsonl"
     import json
 
-    data.write_text("".join(json.dumps({"messages": [QUESTION, {"role": "assistant", "content": ANSWER}]}) + "\n" for _ in range(4)))
-    config = {"data": {"path": str(data), "format": "messages", "split": "train", "eval_fraction": 0, "max_length": 4096,
-                       "system_prompt": None, "chat_template_kwargs": KEEP}, "training": {"seed": 1}, "task": {"scenario": "chat"}}
+    data.write_text(
+        "".join(json.dumps({"messages": [QUESTION, {"role": "assistant", "content": ANSWER}]}) + "\n" for _ in range(4))
+    )
+    config = {
+        "data": {
+            "path": str(data),
+            "format": "messages",
+            "split": "train",
+            "eval_fraction": 0,
+            "max_length": 4096,
+            "system_prompt": None,
+            "chat_template_kwargs": KEEP,
+        },
+        "training": {"seed": 1},
+        "task": {"scenario": "chat"},
+    }
     assert any("<think>" in w for w in examine(config, tokenizer).warnings)
     config["data"]["chat_template_kwargs"] = OFF
     assert not any("<think>" in w for w in examine(config, tokenizer).warnings)
@@ -81,8 +90,12 @@ def test_keep_without_reasoning_learns_an_empty_block_and_the_doctor_says_so(tok
 def test_a_conversation_whose_template_drops_earlier_reasoning_trains_its_last_turn(tokenizer):
     """Qwen3 renders an earlier turn without its reasoning, so the turns are not prefixes of each other: the last
     turn is trained, the rest is context. A template that keeps it (SmolLM3) trains every turn."""
-    messages = [QUESTION, {"role": "assistant", "content": REASONED}, {"role": "user", "content": "Why?"},
-                {"role": "assistant", "content": REASONED}]
+    messages = [
+        QUESTION,
+        {"role": "assistant", "content": REASONED},
+        {"role": "user", "content": "Why?"},
+        {"role": "assistant", "content": REASONED},
+    ]
     row = encode(example(*messages), tokenizer, 4096, template_kwargs=KEEP)
     context, learnt = split(row, tokenizer)
     drops = tokenizer.apply_chat_template(messages, tokenize=False, **KEEP).count("Cacti store water") < 2
@@ -98,7 +111,11 @@ def test_answering_uses_the_same_switch(tokenizer, tmp_path):
 
     backend = PytorchBackend.__new__(PytorchBackend)  # prompt_ids needs only the tokenizer and the switch
     backend.tokenizer, backend.template_kwargs = tokenizer, OFF
-    assert tokenizer.decode(backend.prompt_ids([QUESTION])).rstrip("\n").endswith("<|im_start|>assistant\n<think>\n\n</think>")
+    assert (
+        tokenizer.decode(backend.prompt_ids([QUESTION]))
+        .rstrip("\n")
+        .endswith("<|im_start|>assistant\n<think>\n\n</think>")
+    )
     backend.template_kwargs = KEEP
     assert tokenizer.decode(backend.prompt_ids([QUESTION])).endswith("<|im_start|>assistant\n")
 

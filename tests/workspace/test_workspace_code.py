@@ -4,18 +4,14 @@ Bad data is named by file and line; bad config keys get a close match."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "templates" / "workspace"))
-
-from finetune.config import ConfigError, apply_overrides, load_config  # noqa: E402
-from finetune.batching import Collator  # noqa: E402
-from finetune.data import DataError, Example, read_examples  # noqa: E402
-from finetune.encoding import IGNORE_INDEX, build_datasets, encode  # noqa: E402
+from finetune.batching import Collator
+from finetune.config import ConfigError, apply_overrides, load_config
+from finetune.data import DataError, Example, read_examples
+from finetune.encoding import IGNORE_INDEX, build_datasets, encode
+from helpers.project import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -49,19 +45,28 @@ def test_missing_config_file(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("text, fmt, message", [
-    ('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n{"messages": [}\n',
-     "messages", ":2: not valid JSON"),
-    ('{"text": "x"}\n', "messages", ":1: missing 'messages'"),
-    ('{"messages": [{"role": "robot", "content": "x"}]}\n', "messages", ":1: message 1 needs a role"),
-    ('{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}]}\n', "messages",
-     ":1: empty assistant turn"),
-    ('{"messages": [{"role": "user", "content": "x"}]}\n', "messages", ":1: no assistant turn"),
-    ('{"prompt": "x"}\n', "prompt-completion", ":1: missing or empty 'completion'"),
-    ('\n\n{"instruction": "x", "output": ""}\n', "alpaca", ":3: missing or empty 'output'"),
-    ('[1, 2]', "text", "item 1: expected a JSON object"),
-    ('', "text", "the dataset is empty"),
-])
+@pytest.mark.parametrize(
+    "text, fmt, message",
+    [
+        (
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n{"messages": [}\n',
+            "messages",
+            ":2: not valid JSON",
+        ),
+        ('{"text": "x"}\n', "messages", ":1: missing 'messages'"),
+        ('{"messages": [{"role": "robot", "content": "x"}]}\n', "messages", ":1: message 1 needs a role"),
+        (
+            '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}]}\n',
+            "messages",
+            ":1: empty assistant turn",
+        ),
+        ('{"messages": [{"role": "user", "content": "x"}]}\n', "messages", ":1: no assistant turn"),
+        ('{"prompt": "x"}\n', "prompt-completion", ":1: missing or empty 'completion'"),
+        ('\n\n{"instruction": "x", "output": ""}\n', "alpaca", ":3: missing or empty 'output'"),
+        ("[1, 2]", "text", "item 1: expected a JSON object"),
+        ("", "text", "the dataset is empty"),
+    ],
+)
 def test_malformed_data_names_file_and_line(tmp_path, text, fmt, message):
     path = write(tmp_path, "data.jsonl", text)
     with pytest.raises(DataError) as error:
@@ -76,8 +81,14 @@ def test_missing_dataset_says_where_it_looked(tmp_path):
 
 
 def test_loss_is_on_the_assistant_answer_only(tokenizer):
-    example = Example("x:1", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Water?"},
-                                        {"role": "assistant", "content": "Weekly."}])
+    example = Example(
+        "x:1",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Water?"},
+            {"role": "assistant", "content": "Weekly."},
+        ],
+    )
     encoded = encode(example, tokenizer, 256)
     learned = [t for t, label in zip(encoded["input_ids"], encoded["labels"]) if label != IGNORE_INDEX]
     assert tokenizer.decode(learned).startswith("Weekly.")
@@ -100,8 +111,14 @@ def test_examples_longer_than_max_length_are_dropped_and_all_too_long_is_an_erro
 
 
 def test_eval_split_is_held_out_and_reproducible(tokenizer):
-    config = {"data": {"path": str(ROOT / "templates" / "includes" / "samples" / "chat" / "messages.jsonl"), "format": "messages",
-                       "max_length": 256, "eval_fraction": 0.1}}
+    config = {
+        "data": {
+            "path": str(ROOT / "templates" / "includes" / "samples" / "chat" / "messages.jsonl"),
+            "format": "messages",
+            "max_length": 256,
+            "eval_fraction": 0.1,
+        }
+    }
     train_a, eval_a = build_datasets(config, tokenizer, seed=1)
     train_b, eval_b = build_datasets(config, tokenizer, seed=1)
     assert (len(train_a), len(eval_a)) == (22, 2)
@@ -125,7 +142,9 @@ def test_packing_fills_rows_of_at_most_max_length():
     assert (batch["input_ids"] != 0).sum().item() == 20
     assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 0], [0, 1, 2, 3, 4, 0, 1], [0, 1, 2, 3, 0, 1, 2]]
     assert batch["labels"].tolist()[0][6] == -100
-    padded = Collator(pad_token_id=0)([{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}, {"input_ids": [8], "labels": [8]}])
+    padded = Collator(pad_token_id=0)(
+        [{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}, {"input_ids": [8], "labels": [8]}]
+    )
     assert padded["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert padded["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert padded["labels"].tolist() == [[5, 6, 7], [8, -100, -100]]
@@ -136,11 +155,22 @@ def test_packed_and_padded_batches_give_the_same_loss(tokenizer):
 
     from finetune.tiny import build_model
 
-    model = build_model({"architecture": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-                         "num_key_value_heads": 2, "intermediate_size": 64}, tokenizer)
-    rows = [{"input_ids": [10, 11, 12, 13, 14], "labels": [-100, -100, 12, 13, 14]},
-            {"input_ids": [20, 21, 22], "labels": [-100, 21, 22]},
-            {"input_ids": [30, 31], "labels": [-100, 31]}]
+    model = build_model(
+        {
+            "architecture": "llama",
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "intermediate_size": 64,
+        },
+        tokenizer,
+    )
+    rows = [
+        {"input_ids": [10, 11, 12, 13, 14], "labels": [-100, -100, 12, 13, 14]},
+        {"input_ids": [20, 21, 22], "labels": [-100, 21, 22]},
+        {"input_ids": [30, 31], "labels": [-100, 31]},
+    ]
     model.config.use_cache = False  # as train.py sets it: packing is only detected without a cache
     with torch.no_grad():
         # rows of 6: [5-token example + padding], [3 + 2]; the padding must not change the loss
@@ -158,12 +188,25 @@ def test_answer_only_loss_equals_the_full_logits_loss(tokenizer, tmp_path):
     from finetune.tiny import build_model
     from finetune.trainer import AnswerOnlyTrainer
 
-    model = build_model({"architecture": "qwen2", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-                         "num_key_value_heads": 2, "intermediate_size": 64}, tokenizer)
+    model = build_model(
+        {
+            "architecture": "qwen2",
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "intermediate_size": 64,
+        },
+        tokenizer,
+    )
     model.config.use_cache = False
-    rows = [{"input_ids": [10, 11, 12, 13, 14, 15], "labels": [-100, -100, -100, 13, 14, 15]},
-            {"input_ids": [20, 21, 22], "labels": [-100, 21, 22]}]
-    trainer = AnswerOnlyTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none"))
+    rows = [
+        {"input_ids": [10, 11, 12, 13, 14, 15], "labels": [-100, -100, -100, 13, 14, 15]},
+        {"input_ids": [20, 21, 22], "labels": [-100, 21, 22]},
+    ]
+    trainer = AnswerOnlyTrainer(
+        model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    )
     for packing in (False, True):
         batch = Collator(tokenizer.pad_token_id, packing=packing)(rows)
         with torch.no_grad():
@@ -185,7 +228,9 @@ def test_the_merged_model_keeps_the_bases_sentencepiece_model_and_image_processo
     assert (merged / "tokenizer.model").read_bytes() == b"sentencepiece"
     (base / "preprocessor_config.json").write_text('{"image_processor_type": "Gemma3ImageProcessor"}')
     keep_base_files(str(base), merged)  # an image-text model's image processor settings too
-    assert json.loads((merged / "preprocessor_config.json").read_text())["image_processor_type"] == "Gemma3ImageProcessor"
+    assert (
+        json.loads((merged / "preprocessor_config.json").read_text())["image_processor_type"] == "Gemma3ImageProcessor"
+    )
     (merged / "tokenizer.model").write_bytes(b"already here")
     keep_base_files(str(base), merged)
     assert (merged / "tokenizer.model").read_bytes() == b"already here"  # never replaced
