@@ -4,8 +4,8 @@
 
 Takes the same config and overrides as train.py and loads only the tokenizer. Reports the examples, their
 token lengths, what max_length cuts, duplicates, held-out examples that are also trained on, answers that
-never teach the model to stop, and one example with the trained tokens marked. Exit 2 on a fatal problem
-(named by file:line), 0 otherwise; warnings do not stop training.
+never teach the model to stop, and one example with the trained tokens marked: every problem in one run, errors
+first (each named by file:line). Exit 2 if there is an error, 0 otherwise; warnings do not stop training.
 """
 
 from __future__ import annotations
@@ -32,8 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print("\n".join(describe(report)))
-    return 0
+    for error in report.errors:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+    print("\n".join(describe(report)), flush=True)
+    if report.errors:
+        print(f"{len(report.errors)} error(s) above: training stops until they are fixed", file=sys.stderr)
+    return 2 if report.errors else 0
 
 
 if __name__ == "__main__":

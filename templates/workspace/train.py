@@ -148,8 +148,11 @@ def train(config: dict, resume: bool = False) -> dict:
 
 
 def check_data(config: dict, tokenizer, first: bool = True) -> None:
-    """The data doctor on the first 2000 examples: fatal problems stop here, before a model is loaded."""
+    """The data doctor on the first 2000 examples: its errors stop here, all of them named, before a model is
+    loaded."""
     report = examine(config, tokenizer, limit=2000)
+    if report.errors:
+        raise DataError("\n".join(report.errors))
     if first:
         for warning in report.warnings:
             print(f"data warning: {warning} (python check_data.py shows more)", flush=True)

@@ -1,9 +1,10 @@
-"""The data doctor (finetune/doctor.py, check_data.py) catches every fault of a set of seeded bad datasets:
-fatal ones by file:line, the rest as warnings; a clean dataset gets none."""
+"""The data doctor (finetune/doctor.py, check_data.py) catches every fault of a set of seeded bad datasets, all in
+one run: errors by file:line, the rest as warnings; a clean dataset gets none."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -34,6 +35,16 @@ def dataset(tmp_path, rows, raw: bytes | None = None, **data) -> dict:
         "training": {"seed": 42},
         "task": {"scenario": "chat"},
     }
+
+
+def errors(config: dict, tokenizer) -> str:
+    """The errors the doctor reports (a file it cannot read at all is one, raised)."""
+    try:
+        report = examine(config, tokenizer)
+    except DataError as error:
+        return str(error)
+    assert report.errors
+    return "\n".join(report.errors)
 
 
 GOOD = [chat(f"How often should I water plant number {i}?", f"About once a week, number {i}.") for i in range(12)]
@@ -73,8 +84,8 @@ def test_answers_beyond_max_length_are_counted_as_skipped(tmp_path, tokenizer):
 
 
 def test_every_answer_cut_off_is_fatal(tmp_path, tokenizer):
-    with pytest.raises(DataError, match=r"data.jsonl:1: every example is longer than data.max_length=16"):
-        examine(dataset(tmp_path, [chat("plant " * 40, "Yes.")] * 2, max_length=16), tokenizer)
+    found = errors(dataset(tmp_path, [chat("plant " * 40, "Yes.")] * 2, max_length=16), tokenizer)
+    assert "data.jsonl:1: every example is longer than data.max_length=16" in found
 
 
 def test_a_chat_template_that_never_ends_the_answer_is_fatal(tmp_path, tokenizer):
@@ -85,8 +96,7 @@ def test_a_chat_template_that_never_ends_the_answer_is_fatal(tmp_path, tokenizer
         "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
         "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}"
     )
-    with pytest.raises(DataError, match=r"data.jsonl:1: no example teaches the model to end its answer"):
-        examine(dataset(tmp_path, GOOD), broken)
+    assert "data.jsonl:1: no example teaches the model to end its answer" in errors(dataset(tmp_path, GOOD), broken)
 
 
 @pytest.mark.parametrize(
@@ -102,8 +112,28 @@ def test_a_chat_template_that_never_ends_the_answer_is_fatal(tmp_path, tokenizer
     ],
 )
 def test_unreadable_examples_are_fatal_with_file_and_line(tmp_path, tokenizer, raw, message):
-    with pytest.raises(DataError, match=message):
-        examine(dataset(tmp_path, [], raw=raw), tokenizer)
+    assert re.search(message, errors(dataset(tmp_path, [], raw=raw), tokenizer))
+
+
+def test_every_problem_is_reported_in_one_run_errors_first(tmp_path, tokenizer):
+    """An example without an answer, a duplicate, an over-long example and a line that is not JSON: all four named,
+    by file and line, in one run; the errors before the warnings; train.py stops on them, naming both."""
+    import train
+
+    rows = [json.dumps(r) for r in [*GOOD, chat("Is this answered?", " "), GOOD[2], chat("Tell me.", "plant " * 80)]]
+    config = dataset(tmp_path, [], raw=("\n".join([*rows, "{oops"]) + "\n").encode(), max_length=64)
+    report = examine(config, tokenizer)
+    assert [e.split(": ")[0].split(":")[-1] for e in report.errors] == ["13", "16"]
+    assert "empty assistant turn" in report.errors[0] and "not valid JSON" in report.errors[1]
+    assert [(a.split(":")[-1], b.split(":")[-1]) for a, b in report.duplicates] == [("14", "3")]
+    assert [s.split(":")[-1] for s in report.truncated] == ["15"]
+    warnings = [line for line in describe(report) if line.startswith("warning: ")]
+    assert any("1 duplicate example(s)" in w for w in warnings) and any(
+        "longer than data.max_length" in w for w in warnings
+    )
+    with pytest.raises(DataError) as stopped:
+        train.check_data(config, tokenizer)
+    assert str(stopped.value).splitlines() == report.errors
 
 
 def test_check_data_py_exits_2_on_a_fatal_problem(tmp_path):
@@ -122,3 +152,28 @@ def test_check_data_py_exits_2_on_a_fatal_problem(tmp_path):
         check=False,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr and "error: model folder" in result.stderr
+
+
+def test_check_data_py_prints_every_error_then_the_report_and_exits_2(tmp_path):
+    import subprocess
+
+    rows = [json.dumps(r) for r in [*GOOD, chat("Is this answered?", " "), GOOD[2]]]
+    config = tmp_path / "train.yaml"
+    data = dataset(tmp_path, [], raw=("\n".join([*rows, "{oops"]) + "\n").encode())
+    tokenizer_dir = tmp_path / "tok"
+    from finetune.tiny import build_tokenizer, corpus
+
+    build_tokenizer(corpus(str(SAMPLES)), 400).save_pretrained(tokenizer_dir)
+    config.write_text(json.dumps({**data, "model": {"name_or_path": str(tokenizer_dir)}}))
+    result = subprocess.run(
+        [sys.executable, "check_data.py", "--config", str(config)],
+        cwd=ROOT / "templates" / "workspace",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert [e.split(": ")[1].rsplit(":", 1)[-1] for e in errors] == ["13", "15"], result.stderr
+    assert "2 error(s) above" in result.stderr and "1 duplicate example(s)" in result.stdout

@@ -54,8 +54,12 @@ class Example:
         return [m for m in self.messages if m["role"] == "assistant"][-1]["content"]
 
 
-def read_examples(path: str, fmt: str, split: str = "train", task: dict | None = None) -> list[Example]:
-    """Read a local JSON/JSONL file, or a Hugging Face dataset id, into Examples."""
+def read_examples(
+    path: str, fmt: str, split: str = "train", task: dict | None = None, problems: list[str] | None = None
+) -> list[Example]:
+    """Read a local JSON/JSONL file, or a Hugging Face dataset id, into Examples. Every row is read: with a
+    problems list, each bad row's problem (file:line) is added to it and the row left out; without one, they are
+    raised together, one per line."""
     file = Path(path)
     if file.is_file():
         rows = list(_read_rows(file))
@@ -63,8 +67,19 @@ def read_examples(path: str, fmt: str, split: str = "train", task: dict | None =
         raise DataError(f"dataset {path} not found (looked for a local file at {file.resolve()})")
     else:
         rows = _read_hub(path, split)
-    examples = [to_example(row, fmt, where, task) for where, row in rows]
-    if not examples:
+    examples, found = [], []
+    for where, row in rows:
+        try:
+            if isinstance(row, DataError):  # a line that is not JSON
+                raise row
+            examples.append(to_example(row, fmt, where, task))
+        except DataError as error:
+            found.append(str(error))
+    if found and problems is None:
+        raise DataError("\n".join(found))
+    if problems is not None:
+        problems += found
+    if not examples and not found:
         raise DataError(f"{path}: the dataset is empty")
     return examples
 
@@ -97,9 +112,9 @@ def _read_rows(file: Path):
         try:
             row = json.loads(line)
         except RecursionError:
-            raise DataError(f"{file}:{number}: nested too deeply to be an example") from None
+            row = DataError(f"{file}:{number}: nested too deeply to be an example")
         except json.JSONDecodeError as error:
-            raise DataError(f"{file}:{number}: not valid JSON ({error.msg} at column {error.colno})") from None
+            row = DataError(f"{file}:{number}: not valid JSON ({error.msg} at column {error.colno})")
         yield f"{file}:{number}", row
 
 
@@ -310,13 +325,14 @@ def _need(row: dict, where: str, *keys: str) -> list[str]:
     return values
 
 
-def load_splits(config: dict, seed: int) -> tuple[list[Example], list[Example]]:
+def load_splits(config: dict, seed: int, problems: list[str] | None = None) -> tuple[list[Example], list[Example]]:
     """The data section's examples, split into training and held-out examples (the same split every time). A
     classification task without task.labels lists the training split's labels in its prompts, sorted, so that
-    training, eval.py and the data doctor show one prompt for the same data and seed."""
+    training, eval.py and the data doctor show one prompt for the same data and seed. problems: as read_examples
+    takes it (the rows that are read make the split)."""
     data = config["data"]
     task = dict(config.get("task") or {})
-    examples = read_examples(data["path"], data["format"], data.get("split", "train"), task)
+    examples = read_examples(data["path"], data["format"], data.get("split", "train"), task, problems)
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     fraction = data.get("eval_fraction", 0.0)
@@ -324,11 +340,18 @@ def load_splits(config: dict, seed: int) -> tuple[list[Example], list[Example]]:
     if n_eval == 0 and fraction > 0 and len(examples) >= 4:
         n_eval = 1
     held, trained = sorted(order[:n_eval]), sorted(order[n_eval:])
-    if task.get("scenario") == "classification":
-        labels = check_labels([examples[i] for i in trained], [examples[i] for i in held], task.get("labels"))
-        if not task.get("labels"):
+    if task.get("scenario") == "classification" and examples:
+        try:
+            labels = check_labels([examples[i] for i in trained], [examples[i] for i in held], task.get("labels"))
+        except DataError as error:
+            if problems is None:
+                raise
+            problems.append(str(error))
+            labels = sorted({examples[i].reference for i in trained})
+        if not task.get("labels"):  # the same rows again, with the labels in their prompts
+            again = None if problems is None else []
             examples = read_examples(
-                data["path"], data["format"], data.get("split", "train"), {**task, "labels": labels}
+                data["path"], data["format"], data.get("split", "train"), {**task, "labels": labels}, again
             )
     return [examples[i] for i in trained], [examples[i] for i in held]
 

@@ -3,8 +3,8 @@
 It encodes every example as training does and reports what a user cannot see in the file: how long the
 examples are in tokens, how many lose tokens to max_length (or their whole answer), duplicates, examples
 that are both trained on and held out, answers the model is never taught to end, and one example with
-its trained tokens marked. Problems that make training pointless are fatal (DataError, with file:line);
-the rest are warnings.
+its trained tokens marked. Every problem is found in one run: those that make training pointless or a row
+unreadable are errors (each with file:line), the rest warnings.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from finetune.data import DataError, Example, load_splits
+from finetune.data import Example, load_splits
 from finetune.encoding import IGNORE_INDEX, encode
 
 # end-of-turn markers of the common chat templates; the tokenizer's own EOS is always one
@@ -33,6 +33,7 @@ class Report:
     overlap: list[tuple[str, str]] = field(default_factory=list)  # (held-out, training) pairs
     unreasoned: bool = False  # thinking kept, yet no answer holds a <think> block
     sample: str = ""
+    errors: list[str] = field(default_factory=list)  # what training cannot go on with, each with file:line
 
     @property
     def warnings(self) -> list[str]:
@@ -86,10 +87,12 @@ def key(example: Example) -> str:
 
 
 def examine(config: dict, tokenizer, limit: int | None = None) -> Report:
-    """Encode the data as training does; raises DataError for what makes training pointless."""
+    """Encode the data as training does and report every problem: report.errors for what makes training pointless
+    (rows that cannot be read, no answer to learn or none that ends), warnings for the rest."""
     data = config["data"]
-    train, held_out = load_splits(config, config["training"]["seed"])
-    report = Report(examples=len(train), held_out=len(held_out), max_length=data["max_length"])
+    problems: list[str] = []
+    train, held_out = load_splits(config, config["training"]["seed"], problems)
+    report = Report(examples=len(train), held_out=len(held_out), max_length=data["max_length"], errors=problems)
     stops = stop_ids(tokenizer)
     first_seen: dict[str, str] = {}
     for example in train:
@@ -122,15 +125,15 @@ def examine(config: dict, tokenizer, limit: int | None = None) -> Report:
         if not report.sample:
             report.sample = marked(kept, tokenizer)
     if report.lengths and not trained_any_stop and report.no_stop:
-        raise DataError(
+        report.errors.append(
             f"{report.no_stop[0]}: no example teaches the model to end its answer: the chat template puts no "
             f"end-of-turn token ({', '.join(tokenizer.convert_ids_to_tokens(sorted(stops)))}) inside the "
             "trained answer, so the tuned model would never stop; fix the tokenizer's chat template"
         )
     if not report.lengths:
-        raise DataError(f"{data['path']}: no example has an answer to learn")
-    if len(report.dropped) == len(report.lengths):
-        raise DataError(
+        report.errors.append(f"{data['path']}: no example has an answer to learn")
+    elif len(report.dropped) == len(report.lengths):
+        report.errors.append(
             f"{report.dropped[0]}: every example is longer than data.max_length={data['max_length']} before "
             "its answer starts, so nothing is left to learn; raise data.max_length"
         )
@@ -175,14 +178,16 @@ def histogram(lengths: list[int], max_length: int, width: int = 40) -> list[str]
 
 
 def describe(report: Report) -> list[str]:
+    """What the data holds: the examples' lengths, the warnings and a sample (check_data.py prints the errors)."""
+    lines = []
     lengths = sorted(report.lengths)
-    lines = [
-        (
+    if lengths:
+        lines.append(
             f"{report.examples} training and {report.held_out} held-out examples; tokens per example: "
             f"min {lengths[0]}, median {lengths[len(lengths) // 2]}, max {lengths[-1]} (max_length {report.max_length})"
         )
-    ]
     lines += histogram(report.lengths, report.max_length)
     lines += [f"warning: {w}" for w in report.warnings] or ["no warnings"]
-    lines += ["one example as trained ([[...]] is what the loss is computed on):", report.sample]
+    if report.sample:
+        lines += ["one example as trained ([[...]] is what the loss is computed on):", report.sample]
     return lines
