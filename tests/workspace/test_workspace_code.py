@@ -4,6 +4,8 @@ Bad data is named by file and line; bad config keys get a close match."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import pytest
 
@@ -11,7 +13,7 @@ from finetune.batching import Collator
 from finetune.config import ConfigError, apply_overrides, load_config
 from finetune.data import DataError, Example, read_examples
 from finetune.encoding import IGNORE_INDEX, build_datasets, encode
-from helpers.project import ROOT
+from helpers.project import ROOT, WORKSPACE_TEMPLATE
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +244,17 @@ def test_the_merged_model_keeps_the_bases_sentencepiece_model_and_image_processo
     keep_base_files("microsoft/Phi-3.5-mini-instruct", elsewhere)  # not cached, hub out of reach
     keep_base_files(str(tmp_path / "no-such-folder"), elsewhere)
     assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_deepspeeds_cpu_fallback_notice_is_silenced_with_the_other_noise(quiet):
+    """DeepSpeed, which transformers imports whenever it is installed, warns on every start without a GPU."""
+    import subprocess
+
+    code = ("from finetune.quiet import quiet_libraries; quiet_libraries(); " if quiet else "") + "import deepspeed"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("DS_ACCELERATOR", None)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=WORKSPACE_TEMPLATE, env=env, capture_output=True, text=True, check=True
+    )
+    assert ("Setting accelerator to CPU" in done.stdout + done.stderr) is not quiet
