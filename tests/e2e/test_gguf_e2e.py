@@ -57,11 +57,16 @@ PARITY = (
     "    with contextlib.closing(llama_cpp.Llama(verbose=False, **files)) as model:\n"
     "        return [t for t, _ in zip(model.generate(ids, temp=0.0, top_k=1), range(20))]\n"
     "free = lambda steps: list(itertools.islice(steps(ids), 20))\n"
+    "reference = free(pytorch_steps(torch_backend))\n"
+    "def forced(**files):  # llama.cpp's greedy choice after each of PyTorch's tokens\n"
+    "    with contextlib.closing(llama_cpp.Llama(verbose=False, logits_all=True, **files)) as model:\n"
+    "        model.eval(ids + reference[:-1])\n"
+    "        return [int(row.argmax()) for row in model.scores[len(ids) - 1 : len(ids) - 1 + len(reference)]]\n"
     "print(json.dumps({'ids': gguf.prompt_ids(q) == ids, 'torch': torch_backend.generate_ids(ids, 20),"
     " 'gguf': gguf.generate_ids(ids, 20), 'text': ''.join(gguf.stream(q, 20)),"
-    " 'torch_free': free(pytorch_steps(torch_backend)), 'gguf_free': free(gguf_steps(gguf)),"
+    " 'torch_free': reference, 'gguf_free': free(gguf_steps(gguf)), 'gguf_forced': forced(model_path=merged),"
     " 'perplexity': [perplexity(torch_backend, rows), perplexity(gguf, rows)],"
-    " 'chat': ''.join(gguf.stream(system + q, 20)), 'lora': greedy(model_path=base, lora_path=lora),"
+    " 'chat': ''.join(gguf.stream(system + q, 20)), 'lora': forced(model_path=base, lora_path=lora),"
     " 'base': greedy(model_path=base)}))"
 )
 QUESTION = "How often should I water a snake plant?"
@@ -108,13 +113,15 @@ def train_merge_export(workspace: Path) -> Path:
 
 
 def assert_llama_cpp_answers_as_pytorch(result: dict) -> None:
-    """Prompt ids equal; Q8_0's perplexity on held-out rows within 3 % of PyTorch's; of 20 greedy tokens (run on past
-    the end token), at least 16 of Q8_0's are PyTorch's, and of the base's with the LoRA file; the answers end where
+    """Prompt ids equal; Q8_0's perplexity on held-out rows within 3 % of PyTorch's; at each of PyTorch's 20 greedy
+    tokens (run on past the end token), Q8_0's next-token choice given the same tokens before it is PyTorch's at least
+    18 times, and so is the base's with the LoRA file (given the same tokens, so that a near tie Q8_0's rounding flips
+    costs one token, not every one after it: the tiny models' logits are nearly uniform); the answers end where
     PyTorch's does. (A tiny model of a 151k vocabulary may repeat one token, so the perplexity is the sharper check.)"""
     reference = result["torch_free"]
     assert result["ids"] and result["perplexity"][1] == pytest.approx(result["perplexity"][0], rel=0.03), result
-    for found in (result["gguf_free"], result["lora"]):
-        assert sum(a == b for a, b in zip(found, reference)) >= 16, result
+    for found in (result["gguf_forced"], result["lora"]):
+        assert sum(a == b for a, b in zip(found, reference, strict=True)) >= 18, json.dumps(result)
     assert result["gguf"][-1:] == result["torch"][-1:], result  # both stop at the same end token (or neither does)
 
 
