@@ -62,7 +62,7 @@ def test_smoke_passes_and_each_step_did_its_part(new_workspace, name):
     recorded = yaml.safe_load((workspace / ".copier-answers.yml").read_text())
     history = losses(smoke / "run")
     assert len(history) == (60 if spec.get("thinking") else spec.get("steps", 8))
-    if spec.get("steps"):
+    if spec.get("steps") or spec.get("thinking"):  # long enough for the loss to fall
         first, last = sum(history[:5]) / 5, sum(history[-5:]) / 5
         assert last < first - 0.05, history
     assert (smoke / "run" / "loss.png").stat().st_size > 1000
