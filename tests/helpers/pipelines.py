@@ -246,13 +246,24 @@ def smoked(name: str, new_workspace) -> tuple[Path, str]:
     return folder / "ws", (folder / "smoke.log").read_text()
 
 
-def lengthen(workspace: Path, steps: int) -> None:
+def edit_smoke(workspace: Path, replacements: dict[str, str]) -> None:
+    """configs/smoke.yaml with each text replaced (each must be there)."""
     smoke = workspace / "configs" / "smoke.yaml"
-    smoke.write_text(
-        smoke.read_text()
-        .replace("training.max_steps=8", f"training.max_steps={steps}")
-        .replace("training.eval_steps=4", f"training.eval_steps={steps // 2}")
-        .replace("training.save_steps=4", f"training.save_steps={steps // 2}")
+    text = smoke.read_text()
+    for old, new in replacements.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    smoke.write_text(text)
+
+
+def lengthen(workspace: Path, steps: int) -> None:
+    edit_smoke(
+        workspace,
+        {
+            "training.max_steps=8": f"training.max_steps={steps}",
+            "training.eval_steps=4": f"training.eval_steps={steps // 2}",
+            "training.save_steps=4": f"training.save_steps={steps // 2}",
+        },
     )
 
 
@@ -267,10 +278,11 @@ def learn_to_reason(workspace: Path) -> None:
             if message["role"] == "assistant":
                 message["content"] = "<think>\nThe user asks about a plant.\n</think>\n\n" + message["content"]
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    smoke = workspace / "configs" / "smoke.yaml"
-    smoke.write_text(
-        smoke.read_text()
-        .replace("training.max_steps=8", "training.max_steps=60")
-        .replace("training.learning_rate=0.001", "training.learning_rate=0.01")
-        .replace("  intermediate_size: 128\n", "  intermediate_size: 128\n  initializer_range: 0.2\n")
+    edit_smoke(
+        workspace,
+        {
+            "training.max_steps=8": "training.max_steps=60",
+            "training.learning_rate=0.001": "training.learning_rate=0.01",
+            "  intermediate_size: 128\n": "  intermediate_size: 128\n  initializer_range: 0.2\n",
+        },
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -136,43 +137,34 @@ def test_every_problem_is_reported_in_one_run_errors_first(tmp_path, tokenizer):
     assert str(stopped.value).splitlines() == report.errors
 
 
-def test_check_data_py_exits_2_on_a_fatal_problem(tmp_path):
+def check_data_py(tmp_path, config: dict, model: Path):
+    """check_data.py, as a user runs it, on this config with the model (or tokenizer) folder given."""
     import subprocess
 
-    config = tmp_path / "train.yaml"
-    config.write_text(
-        json.dumps({**dataset(tmp_path, [], raw=b"{oops\n"), "model": {"name_or_path": str(tmp_path / "nope")}})
-    )
-    result = subprocess.run(
-        [sys.executable, "check_data.py", "--config", str(config)],
+    path = tmp_path / "train.yaml"
+    path.write_text(json.dumps({**config, "model": {"name_or_path": str(model)}}))
+    return subprocess.run(
+        [sys.executable, "check_data.py", "--config", str(path)],
         cwd=ROOT / "templates" / "workspace",
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def test_check_data_py_exits_2_on_a_fatal_problem(tmp_path):
+    result = check_data_py(tmp_path, dataset(tmp_path, [], raw=b"{oops\n"), tmp_path / "nope")
     assert result.returncode == 2 and "Traceback" not in result.stderr and "error: model folder" in result.stderr
 
 
 def test_check_data_py_prints_every_error_then_the_report_and_exits_2(tmp_path):
-    import subprocess
-
-    rows = [json.dumps(r) for r in [*GOOD, chat("Is this answered?", " "), GOOD[2]]]
-    config = tmp_path / "train.yaml"
-    data = dataset(tmp_path, [], raw=("\n".join([*rows, "{oops"]) + "\n").encode())
-    tokenizer_dir = tmp_path / "tok"
     from finetune.tiny import build_tokenizer, corpus
 
-    build_tokenizer(corpus(str(SAMPLES)), 400).save_pretrained(tokenizer_dir)
-    config.write_text(json.dumps({**data, "model": {"name_or_path": str(tokenizer_dir)}}))
-    result = subprocess.run(
-        [sys.executable, "check_data.py", "--config", str(config)],
-        cwd=ROOT / "templates" / "workspace",
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    rows = [json.dumps(r) for r in [*GOOD, chat("Is this answered?", " "), GOOD[2]]]
+    build_tokenizer(corpus(str(SAMPLES)), 400).save_pretrained(tmp_path / "tok")
+    data = dataset(tmp_path, [], raw=("\n".join([*rows, "{oops"]) + "\n").encode())
+    result = check_data_py(tmp_path, data, tmp_path / "tok")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert [e.split(": ")[1].rsplit(":", 1)[-1] for e in errors] == ["13", "15"], result.stderr
