@@ -60,13 +60,24 @@ def read_examples(
     """Read a local JSON/JSONL file, or a Hugging Face dataset id, into Examples. Every row is read: with a
     problems list, each bad row's problem (file:line) is added to it and the row left out; without one, they are
     raised together, one per line."""
+    return to_examples(read_rows(path, split), path, fmt, task, problems)
+
+
+def read_rows(path: str, split: str = "train") -> list[tuple[str, object]]:
+    """(where, row) for each row of a local JSON/JSONL file or a Hugging Face dataset; a line that is not JSON is
+    its DataError."""
     file = Path(path)
     if file.is_file():
-        rows = list(_read_rows(file))
-    elif file.suffix in (".json", ".jsonl") or "/" not in path:
+        return list(_read_rows(file))
+    if file.suffix in (".json", ".jsonl") or "/" not in path:
         raise DataError(f"dataset {path} not found (looked for a local file at {file.resolve()})")
-    else:
-        rows = _read_hub(path, split)
+    return list(_read_hub(path, split))
+
+
+def to_examples(
+    rows: list[tuple[str, object]], path: str, fmt: str, task: dict | None, problems: list[str] | None
+) -> list[Example]:
+    """The rows as Examples; each bad row's problem goes to problems, or all are raised together without it."""
     examples, found = [], []
     for where, row in rows:
         try:
@@ -332,7 +343,8 @@ def load_splits(config: dict, seed: int, problems: list[str] | None = None) -> t
     takes it (the rows that are read make the split)."""
     data = config["data"]
     task = dict(config.get("task") or {})
-    examples = read_examples(data["path"], data["format"], data.get("split", "train"), task, problems)
+    rows = read_rows(data["path"], data.get("split", "train"))
+    examples = to_examples(rows, data["path"], data["format"], task, problems)
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     fraction = data.get("eval_fraction", 0.0)
@@ -348,11 +360,9 @@ def load_splits(config: dict, seed: int, problems: list[str] | None = None) -> t
                 raise
             problems.append(str(error))
             labels = sorted({examples[i].reference for i in trained})
-        if not task.get("labels"):  # the same rows again, with the labels in their prompts
+        if not task.get("labels"):  # the same rows made again, with the labels in their prompts
             again = None if problems is None else []
-            examples = read_examples(
-                data["path"], data["format"], data.get("split", "train"), {**task, "labels": labels}, again
-            )
+            examples = to_examples(rows, data["path"], data["format"], {**task, "labels": labels}, again)
     return [examples[i] for i in trained], [examples[i] for i in held]
 
 
