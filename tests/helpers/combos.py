@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import random
 
 from tuneforge import catalog
@@ -55,28 +56,25 @@ def answers_for(row: dict) -> dict:
 
 def problems(row: dict) -> tuple[str, ...]:
     """The answers the rules find fault with in a row (none: a valid workspace); an answer refused outright: '*'."""
-    return _problems(tuple(sorted(row.items())))
-
-
-@functools.cache
-def _problems(items: tuple) -> tuple[str, ...]:
-    given = Given()
-    given.add(answers_for(dict(items)), "test")
-    try:
-        plan = resolve(given, detected={"hardware": "cpu", "gpu_count": 1, "gpu_memory_gb": 64.0})
-    except AnswerError:
-        return ("*",)
-    return tuple(problem.key for problem in plan.problems)
+    plan = _plan(json.dumps(row, sort_keys=True))
+    return ("*",) if plan is None else tuple(problem.key for problem in plan.problems)
 
 
 def plan_or_none(row: dict):
+    """The row's plan, if the rules find no problem with it."""
+    plan = _plan(json.dumps(row, sort_keys=True))
+    return None if plan is None or plan.problems else plan
+
+
+@functools.cache
+def _plan(row: str):
+    """The plan a row (as JSON) makes on a CPU machine with 64 GB; None where an answer is refused outright."""
     given = Given()
-    given.add(answers_for(row), "test")
+    given.add(answers_for(json.loads(row)), "test")
     try:
-        plan = resolve(given, detected={"hardware": "cpu", "gpu_count": 1, "gpu_memory_gb": 64.0})
+        return resolve(given, detected={"hardware": "cpu", "gpu_count": 1, "gpu_memory_gb": 64.0})
     except AnswerError:
         return None
-    return None if plan.problems else plan
 
 
 def row_id(row: dict) -> str:
