@@ -6,7 +6,9 @@ playground page to try it in the browser.
     python serve.py --compare        # base, tuned, and the ONNX and GGUF models where optimize.py made them
 
 GET / is the playground (playground/): chat with a model, or compare the models served side by side.
-POST /v1/chat/completions (with "stream": true for server-sent events; "temperature", "top_p") and GET /v1/models.
+OpenAI's API: POST /v1/chat/completions and /v1/completions (each with "stream": true for server-sent events) and
+GET /v1/models. Each parameter of theirs is honoured (finetune/openai_api.py lists them: stop, n, seed, logprobs,
+the penalties, response_format, ...) or refused with a 400 that names it, never ignored.
 With several --adapter NAME=PATH the base is loaded once and each request's "model" picks the adapter
 (the first by default; the PyTorch backend also serves the base alone by its name); switching reloads nothing.
 Bound to localhost unless --host says otherwise; a bad request gets a 4xx with a reason.
@@ -15,17 +17,29 @@ Bound to localhost unless --host says otherwise; a bad request gets a 4xx with a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import threading
-import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
 from finetune.config import ConfigError, load_config
+from finetune.decoding import GRAMMAR
 from finetune.inference import compare_backends, load_backend, model_name, sampling_options
+from finetune.openai_api import (
+    BadRequest,
+    check_context,
+    check_json,
+    envelope,
+    error_body,
+    legacy_logprobs,
+    missing_support,
+    parse_chat,
+    parse_completion,
+    usage,
+)
 from finetune.quiet import quiet_libraries
 
 PAGES = Path(__file__).resolve().parent / "playground"
@@ -39,15 +53,8 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 MAX_BODY = 1 << 20
-MAX_TOKENS_LIMIT = 4096
 SOCKET_TIMEOUT = 30  # seconds a client may take to send its request; a stalled one is dropped
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
+ENDPOINTS = {"/v1/chat/completions": parse_chat, "/v1/completions": parse_completion}
 
 
 def parse_adapters(values: list[str]) -> dict[str, str]:
@@ -67,81 +74,6 @@ def parse_adapters(values: list[str]) -> dict[str, str]:
             )
         adapters[name] = path
     return adapters
-
-
-def _number(request: dict, key: str, low: float, high: float, low_included: bool = True) -> float | None:
-    value = request.get(key)
-    if value is None:
-        return None
-    if (
-        not isinstance(value, (int, float))
-        or isinstance(value, bool)
-        or not (low <= value if low_included else low < value)
-        or value > high
-    ):
-        raise BadRequest(
-            400, f"'{key}' must be a number from {low:g} to {high:g}{'' if low_included else f' (above {low:g})'}"
-        )
-    return float(value)
-
-
-def parse_request(body: bytes, model_names: list[str] | None = None) -> dict:
-    """Check a chat completion request; return {model, messages, max_tokens, stream, sampling, usage} (model None
-    if not given; sampling None for the server's own generation settings; usage: a last chunk with the usage)."""
-    try:
-        request = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BadRequest(400, f"body is not valid JSON: {error}") from None
-    except RecursionError:
-        raise BadRequest(400, "body is not valid JSON: nested too deeply") from None
-    if not isinstance(request, dict):
-        raise BadRequest(400, "body must be a JSON object")
-    model = request.get("model")
-    if model is not None and model_names is not None and model not in model_names:
-        raise BadRequest(
-            404, f"The model `{model}` does not exist; this server has {', '.join(model_names)}", "model_not_found"
-        )
-    messages = request.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest(400, "'messages' must be a non-empty list")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant"):
-            raise BadRequest(400, f"messages[{i}].role must be system, user or assistant")
-        if not isinstance(message.get("content"), str):
-            raise BadRequest(400, f"messages[{i}].content must be a string")
-    max_tokens = request.get("max_tokens", request.get("max_completion_tokens", 256))
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 0 < max_tokens <= MAX_TOKENS_LIMIT:
-        raise BadRequest(400, f"'max_tokens' must be an integer from 1 to {MAX_TOKENS_LIMIT}")
-    stream = request.get("stream", False)
-    if not isinstance(stream, bool):
-        raise BadRequest(400, "'stream' must be true or false")
-    options = request.get("stream_options", {})
-    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
-        raise BadRequest(400, "'stream_options' must be an object such as {\"include_usage\": true}")
-    temperature, top_p = _number(request, "temperature", 0, 2), _number(request, "top_p", 0, 1, low_included=False)
-    sampling = None
-    if temperature is not None or top_p is not None:
-        sampling = sampling_options({"temperature": temperature or 0, "top_p": top_p or 1.0})
-    return {
-        "model": model,
-        "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
-        "max_tokens": max_tokens,
-        "stream": stream,
-        "sampling": sampling,
-        "usage": options.get("include_usage", False),
-    }
-
-
-def check_context(prompt_tokens: int, max_tokens: int, context_length: int) -> None:
-    """Refuse a request that cannot fit the model's context, as the OpenAI API does."""
-    if prompt_tokens + max_tokens > context_length:
-        raise BadRequest(
-            400,
-            f"This model's maximum context length is {context_length} tokens. However, you requested "
-            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
-            "completion). Please reduce the length of the messages or completion.",
-            "context_length_exceeded",
-        )
 
 
 def read_body(headers, rfile) -> bytes:
@@ -204,10 +136,7 @@ class ChatHandler(BaseHTTPRequestHandler):
         self.send_bytes(status, json.dumps(payload).encode(), "application/json")
 
     def send_error_json(self, status: int, message: str, code: str | None = None) -> None:
-        self.send_json(
-            status,
-            {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code or status}},
-        )
+        self.send_json(status, error_body(BadRequest(status, message, code)))
 
     def do_GET(self):
         path = self.path.split("?")[0]
@@ -227,100 +156,138 @@ class ChatHandler(BaseHTTPRequestHandler):
                 },
             )
         elif self.path.rstrip("/") == "/health":
-            self.send_json(200, {"status": "ok", "model": self.model_names[0], "models": self.model_names})
+            first = self.model_names[0]
+            self.send_json(
+                200, {"status": "ok", "model": first, "models": self.model_names, "backend": self.routes[first][0].name}
+            )
         else:
             self.send_error_json(404, f"no route {self.path}")
 
     def do_POST(self):
-        if self.path.rstrip("/") != "/v1/chat/completions":
+        parse = ENDPOINTS.get(self.path.split("?")[0].rstrip("/"))
+        if parse is None:
             self.send_error_json(404, f"no route {self.path}")
             return
         try:
-            request = parse_request(read_body(self.headers, self.rfile), self.model_names)
+            request = parse(read_body(self.headers, self.rfile), self.model_names)
             request["model"] = request["model"] or self.model_names[0]
             backend, name = self.routes[request["model"]]
+            refusal = missing_support(request, backend.supports, backend.name)
+            if refusal is not None:
+                raise refusal
             # counted before taking the lock, so an over-long prompt costs nobody else any time
-            request["ids"] = backend.prompt_ids(request["messages"])
-            check_context(len(request["ids"]), request["max_tokens"], backend.context_length)
+            prompts = (
+                [backend.prompt_ids(request["messages"])]
+                if "messages" in request
+                else [backend.text_ids(prompt) for prompt in request["prompts"]]
+            )
+            for ids in prompts:
+                check_context(len(ids), request["max_tokens"], backend.context_length)
         except BadRequest as error:
-            self.send_error_json(error.status, str(error), error.code)
+            self.send_json(error.status, error_body(error))
             return
+        defaults = {"temperature": self.playground["temperature"], "top_p": self.playground["top_p"]}
+        request["settings"].sampling = sampling_options({**defaults, **request["sampling"]})
+        # each prompt n times: choice i*n + j is prompt i's j-th answer
+        request["jobs"] = [ids for ids in prompts for _ in range(request["n"])]
+        request["prompt_tokens"] = sum(len(ids) for ids in prompts)
         if not self.lock.acquire(timeout=self.busy_seconds):
             self.send_error_json(503, "the server is busy with other requests; try again shortly")
             return
         try:
             backend.select(name)
-            backend.sampling = request["sampling"] if request["sampling"] is not None else self.playground["sampling"]
             self.stream(backend, request) if request["stream"] else self.complete(backend, request)
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
         finally:
             self.lock.release()
 
+    @staticmethod
+    def answers(backend, request: dict):
+        """(choice index, the backend's text stream) for each answer the request asks for, one after another; a
+        seed gives choice i the seed + i, so that n answers differ as they would unseeded."""
+        settings = request["settings"]
+        for index, ids in enumerate(request["jobs"]):
+            seeded = settings if settings.seed is None else dataclasses.replace(settings, seed=settings.seed + index)
+            yield index, backend.stream(None, request["max_tokens"], ids=ids, settings=seeded)
+
     def complete(self, backend, request: dict) -> None:
-        text = "".join(backend.stream(request["messages"], request["max_tokens"], ids=request["ids"]))
-        prompt, completion = backend.usage
+        chat = "messages" in request
+        choices, completion_tokens = [], 0
+        for index, pieces in self.answers(backend, request):
+            text = "".join(pieces)
+            completion_tokens += backend.usage[1]
+            schema = request["settings"].json_schema
+            if schema is not None and GRAMMAR not in backend.supports and (why := check_json(text, schema)):
+                self.send_json(
+                    422,
+                    error_body(
+                        BadRequest(
+                            422,
+                            f"the model's answer does not follow response_format: {why}; the {backend.name} backend "
+                            "cannot hold answers to a schema as it generates (serve.py --backend gguf can)",
+                            "invalid_response_format",
+                            "response_format",
+                        )
+                    ),
+                )
+                return
+            logprobs = backend.logprobs if request["logprobs"] else None
+            choice = {"index": index, "finish_reason": backend.finish_reason}
+            if chat:
+                choice |= {
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": {"content": logprobs} if logprobs is not None else None,
+                }
+            else:
+                choice |= {"text": text, "logprobs": legacy_logprobs(logprobs) if logprobs is not None else None}
+            choices.append(choice)
         self.send_json(
             200,
             {
-                "id": f"chatcmpl-{uuid.uuid4().hex}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": request["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": backend.finish_reason,
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt,
-                    "completion_tokens": completion,
-                    "total_tokens": prompt + completion,
-                },
+                **envelope("chat.completion" if chat else "text_completion", request["model"]),
+                "choices": choices,
+                "usage": usage(request["prompt_tokens"], completion_tokens),
             },
         )
 
     def stream(self, backend, request: dict) -> None:
+        chat = "messages" in request
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
-        base = {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": request["model"],
-        }
+        base = envelope("chat.completion.chunk" if chat else "text_completion", request["model"])
 
         def send(chunk: dict) -> None:
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
             self.wfile.flush()
 
-        def event(delta: dict, finish: str | None) -> None:
-            send({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        def event(index: int, text: str | None, logprobs: list | None, finish: str | None) -> None:
+            choice = {"index": index, "finish_reason": finish}
+            if chat:
+                delta = {"role": "assistant", "content": ""} if text is None else {"content": text} if text else {}
+                choice |= {"delta": delta, "logprobs": {"content": logprobs} if logprobs is not None else None}
+            else:
+                choice |= {"text": text or "", "logprobs": legacy_logprobs(logprobs) if logprobs is not None else None}
+            send({**base, "choices": [choice]})
 
-        event({"role": "assistant", "content": ""}, None)
-        for piece in backend.stream(request["messages"], request["max_tokens"], ids=request["ids"]):
-            if piece:
-                event({"content": piece}, None)
-        event({}, backend.finish_reason)
+        completion_tokens = 0
+        for index, pieces in self.answers(backend, request):
+            if chat:
+                event(index, None, None, None)
+            told = 0  # the log probabilities already sent
+            for piece in pieces:
+                fresh = backend.logprobs[told:] if request["logprobs"] else None
+                told = len(backend.logprobs)
+                if piece or fresh:
+                    event(index, piece, fresh, None)
+            completion_tokens += backend.usage[1]
+            event(index, "", [] if request["logprobs"] else None, backend.finish_reason)
         if request["usage"]:  # as OpenAI's stream_options.include_usage: a last chunk with no choices
-            prompt, completion = backend.usage
-            send(
-                {
-                    **base,
-                    "choices": [],
-                    "usage": {
-                        "prompt_tokens": prompt,
-                        "completion_tokens": completion,
-                        "total_tokens": prompt + completion,
-                    },
-                }
-            )
+            send({**base, "choices": [], "usage": usage(request["prompt_tokens"], completion_tokens)})
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
 

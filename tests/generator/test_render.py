@@ -41,6 +41,8 @@ ALWAYS = {
     "finetune/plot.py",
     "finetune/tiny.py",
     "finetune/inference.py",
+    "finetune/decoding.py",
+    "finetune/torch_generation.py",
     "finetune/metrics.py",
     "finetune/scoring.py",
     "finetune/trainer.py",
@@ -79,6 +81,7 @@ def expected_files(values: dict) -> set[str]:
         files |= {
             "optimize.py",
             "serve.py",
+            "finetune/openai_api.py",
             "benchmark.py",
             "playground/index.html",
             "playground/playground.js",

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from finetune.decoding import GRAMMAR, LOGPROBS, PENALTIES, Settings, StopText, logprob_entry
+
 
 class AdapterError(ValueError):
     """An adapter that cannot be served: missing, or trained on another base."""
@@ -45,13 +47,17 @@ def check_adapters(adapters: dict[str, str], base: str | None = None) -> str:
 
 
 class Backend:
-    """What every backend shares: the names it answers as (models; select picks one, loading nothing) and
-    prompts built by the Hugging Face tokenizer's chat template, as in training."""
+    """What every backend shares: the names it answers as (models; select picks one, loading nothing), prompts
+    built by the Hugging Face tokenizer's chat template, as in training, and one loop over the tokens a backend
+    generates that ends the answer (end token, token limit, time limit, stop sequence) and counts it alike."""
 
     models: list[str]
     active: str
     tokenizer = None
     template_kwargs: dict = {}  # noqa: RUF012  never changed in place: each backend's __init__ sets its own
+    supports: frozenset[str] = frozenset()  # the optional settings it honours (finetune.decoding)
+    end_ids: frozenset[int] = frozenset()
+    max_seconds: float | None = None  # a bound on one generation's time (serve.py sets it)
 
     def select(self, name: str) -> None:
         if name not in self.models:
@@ -63,9 +69,82 @@ class Backend:
             messages, add_generation_prompt=True, tokenize=True, return_dict=True, **self.template_kwargs
         )["input_ids"]
 
+    def text_ids(self, text: str) -> list[int]:
+        """A raw prompt's tokens, no chat template (serve.py's /v1/completions)."""
+        return self.tokenizer(text)["input_ids"]
+
+    def token_text(self, token: int) -> str:
+        return self.tokenizer.decode([token])
+
+    def pieces(self):
+        """A function from each new token to the text it adds (None at the end: what is left); text is held back
+        while a character is incomplete, and a newline starts afresh so that decoding stays cheap."""
+        tokens: list[int] = []
+        said = ""
+
+        def piece(token: int | None) -> str:
+            nonlocal said
+            if token is None:
+                return ""
+            tokens.append(token)
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            if text.endswith("\ufffd"):
+                return ""
+            new = text.removeprefix(said)
+            said = text
+            if text.endswith("\n"):
+                tokens.clear()
+                said = ""
+            return new
+
+        return piece
+
+    def stream(
+        self, messages: list[dict], max_new_tokens: int, ids: list[int] | None = None, settings: Settings | None = None
+    ) -> Iterator[str]:
+        """The answer's text as it is generated (settings: this answer's own, else the backend's sampling); then
+        usage is (prompt tokens, completion tokens), finish_reason "stop" or "length", and logprobs one entry per
+        token when settings ask for them."""
+        settings = settings or Settings(sampling=self.sampling)
+        ids = ids if ids is not None else self.prompt_ids(messages)
+        self.logprobs: list[dict] = []
+        stops, piece = StopText(settings.stop), self.pieces()
+        deadline = time.monotonic() + self.max_seconds if self.max_seconds else None
+        count, reason, stopped = 0, "length", False
+        steps = self._steps(ids, max_new_tokens, settings)
+        try:
+            for token, logits in steps:
+                count += 1
+                if token in self.end_ids:
+                    reason = "stop"
+                    break
+                if settings.top_logprobs is not None:
+                    self.logprobs.append(logprob_entry(logits, token, settings.top_logprobs, self.token_text))
+                text, stopped = stops.feed(piece(token))
+                if text:
+                    yield text
+                if stopped:
+                    reason = "stop"
+                    break
+                if count >= max_new_tokens or (deadline is not None and time.monotonic() > deadline):
+                    break
+            else:
+                reason = "length" if count >= max_new_tokens else "stop"
+            if not stopped and (rest := stops.feed(piece(None))[0] + stops.flush()):
+                yield rest
+        finally:
+            steps.close()
+            self.usage = (len(ids), count)
+            self.finish_reason = reason
+
+    def _steps(self, ids: list[int], max_new_tokens: int, settings: Settings) -> Iterator[tuple[int, object]]:
+        """Each new token, with the logits it was drawn from when settings ask for log probabilities."""
+        raise NotImplementedError
+
 
 class PytorchBackend(Backend):
     name = "pytorch"
+    supports = frozenset({LOGPROBS, PENALTIES})
 
     def __init__(
         self,
@@ -109,11 +188,11 @@ class PytorchBackend(Backend):
         self.models = [*adapters, self.base_name] if adapters else [self.base_name]
         self.active = self.models[0]
         self.model.eval()
+        self.end_ids = frozenset({self.tokenizer.eos_token_id})
         self.repetition_penalty = repetition_penalty
         self.template_kwargs = template_kwargs or {}  # as in training (data.chat_template_kwargs), e.g. enable_thinking
         self.sampling: dict = {}  # greedy unless set (chat.py sets the config's generation settings)
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 0) or 1 << 20)
-        self.max_seconds: float | None = None  # a bound on one generation's time (serve.py sets it)
         self.usage = (0, 0)
         self.finish_reason = "stop"
 
@@ -123,44 +202,70 @@ class PytorchBackend(Backend):
         if name != self.base_name:
             self.model.set_adapter(name)
 
-    def stream(self, messages: list[dict], max_new_tokens: int, ids: list[int] | None = None) -> Iterator[str]:
-        from threading import Thread
+    def _steps(self, ids: list[int], max_new_tokens: int, settings: Settings) -> Iterator[tuple[int, object]]:
+        """generate() in a thread of its own, handing over each token as it comes; stopped when the loop is."""
+        import queue
+        import threading
 
-        from transformers import TextIteratorStreamer
+        from finetune.torch_generation import Cancelled, LogitsRecorder, TokenQueue
 
-        ids = ids if ids is not None else self.prompt_ids(messages)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        result: list[list[int]] = []
-        started = time.monotonic()
-        thread = Thread(target=lambda: result.append(self.generate_ids(ids, max_new_tokens, streamer)))
+        tokens, cancel, failed = queue.Queue(), threading.Event(), []
+        recorded = LogitsRecorder(self.model) if settings.top_logprobs is not None else None
+
+        def generate() -> None:
+            try:
+                self._generate(ids, max_new_tokens, settings, TokenQueue(tokens), Cancelled(cancel))
+            except Exception as error:  # noqa: BLE001  raised below, in the caller's thread
+                failed.append(error)
+            finally:
+                tokens.put(None)
+
+        thread = threading.Thread(target=generate, daemon=True)
         thread.start()
-        yield from streamer
-        thread.join()
-        tokens = result[0] if result else []
-        self.usage = (len(ids), len(tokens))
-        ended = bool(tokens) and tokens[-1] == self.tokenizer.eos_token_id
-        timed_out = self.max_seconds is not None and time.monotonic() - started >= self.max_seconds
-        self.finish_reason = "stop" if ended or (len(tokens) < max_new_tokens and not timed_out) else "length"
+        try:
+            step = 0
+            while (token := tokens.get()) is not None:
+                yield token, (recorded.rows[step] if recorded else None)
+                step += 1
+            if failed:
+                raise failed[0]
+        finally:
+            cancel.set()
+            thread.join()
+            if recorded:
+                recorded.remove()
 
-    def generate_ids(self, ids: list[int], max_new_tokens: int, streamer=None) -> list[int]:
-        """Greedy decoding; the new token ids, ending at EOS."""
+    def _generate(self, ids: list[int], max_new_tokens: int, settings: Settings, streamer=None, cancel=None):
         import torch
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
+        from finetune.torch_generation import Penalties
+
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        penalties = settings.frequency_penalty or settings.presence_penalty
         bare = self.active == self.base_name and hasattr(self.model, "disable_adapter")
         with torch.no_grad(), self.model.disable_adapter() if bare else contextlib.nullcontext():
             out = self.model.generate(
                 torch.tensor([ids]),
                 attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                 max_new_tokens=max_new_tokens,
-                do_sample=bool(self.sampling),
+                do_sample=bool(settings.sampling),
                 streamer=streamer,
-                max_time=self.max_seconds,
-                **self.sampling,
+                **settings.sampling,
                 repetition_penalty=self.repetition_penalty,
+                logits_processor=LogitsProcessorList(
+                    [Penalties(len(ids), settings.frequency_penalty, settings.presence_penalty)] if penalties else []
+                ),
+                stopping_criteria=StoppingCriteriaList([cancel] if cancel else []),
                 eos_token_id=self.tokenizer.eos_token_id,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
         return out[0, len(ids) :].tolist()
+
+    def generate_ids(self, ids: list[int], max_new_tokens: int) -> list[int]:
+        """Greedy decoding; the new token ids, ending at EOS."""
+        return self._generate(ids, max_new_tokens, Settings())
 
 
 def cores_allowed() -> int | None:
@@ -172,6 +277,7 @@ def cores_allowed() -> int | None:
 
 class OnnxBackend(Backend):
     name = "onnx"
+    supports = frozenset({LOGPROBS})
 
     def __init__(self, model_path: str, adapters: dict[str, str] | None = None, template_kwargs: dict | None = None):
         """adapters: NAME -> .onnx_adapter file, all loaded once on the one base (default: the adapter
@@ -204,7 +310,8 @@ class OnnxBackend(Backend):
         self.sampling: dict = {}
         genai_config = json.loads((Path(model_path) / "genai_config.json").read_text())
         self.context_length = int(genai_config["model"].get("context_length") or 1 << 20)
-        self.max_seconds: float | None = None
+        eos = genai_config["model"].get("eos_token_id", [])
+        self.end_ids = frozenset(eos if isinstance(eos, list) else [eos])
         self.template_kwargs = template_kwargs or {}
         # ONNX Runtime GenAI's template engine takes no arguments such as enable_thinking: with any, the exported
         # tokenizer's own template is rendered by transformers, as in training (loaded once, not per prompt)
@@ -223,42 +330,41 @@ class OnnxBackend(Backend):
             prompt = self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
         return list(self.tokenizer.encode(prompt))
 
-    def _generator(self, ids: list[int], max_new_tokens: int, min_new_tokens: int = 0):
+    def text_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text))
+
+    def pieces(self):
+        decoder = self.tokenizer.create_stream()
+        return lambda token: "" if token is None else decoder.decode(token)
+
+    def _generator(
+        self, ids: list[int], max_new_tokens: int, settings: Settings | None = None, min_new_tokens: int = 0
+    ):
+        """A generator over ids (settings: greedy by default; min_new_tokens: generate past the end token)."""
+        settings = settings or Settings()
         params = self.og.GeneratorParams(self.model)
-        at_least = {"min_length": len(ids) + min_new_tokens} if min_new_tokens else {}
-        params.set_search_options(
-            max_length=len(ids) + max_new_tokens, do_sample=bool(self.sampling), **at_least, **self.sampling
-        )
+        options = {"max_length": len(ids) + max_new_tokens, "do_sample": bool(settings.sampling)}
+        if settings.seed is not None:
+            options["random_seed"] = settings.seed
+        if min_new_tokens:
+            options["min_length"] = len(ids) + min_new_tokens
+        params.set_search_options(**options, **settings.sampling)
         generator = self.og.Generator(self.model, params)
         if self.adapters is not None:
             generator.set_active_adapter(self.adapters, self.active)
         generator.append_tokens(ids)
         return generator
 
-    def stream(self, messages: list[dict], max_new_tokens: int, ids: list[int] | None = None) -> Iterator[str]:
-        ids = ids if ids is not None else self.prompt_ids(messages)
-        generator = self._generator(ids, max_new_tokens)
-        decoder = self.tokenizer.create_stream()
-        count = 0
-        deadline = time.monotonic() + self.max_seconds if self.max_seconds else None
-        out_of_time = False
+    def _steps(self, ids: list[int], max_new_tokens: int, settings: Settings) -> Iterator[tuple[int, object]]:
+        generator = self._generator(ids, max_new_tokens, settings)
         while not generator.is_done():
-            if deadline and time.monotonic() > deadline:
-                out_of_time = True
-                break
             generator.generate_next_token()
-            count += 1
-            yield decoder.decode(generator.get_next_tokens()[0])
-        self.usage = (len(ids), count)
-        self.finish_reason = "length" if out_of_time or count >= max_new_tokens else "stop"
+            logits = generator.get_logits() if settings.top_logprobs is not None else None
+            yield int(generator.get_next_tokens()[0]), logits
 
     def generate_ids(self, ids: list[int], max_new_tokens: int) -> list[int]:
-        generator = self._generator(ids, max_new_tokens)
-        out = []
-        while not generator.is_done():
-            generator.generate_next_token()
-            out.append(int(generator.get_next_tokens()[0]))
-        return out
+        """Greedy decoding; the new token ids, ending at the end token."""
+        return [token for token, _ in self._steps(ids, max_new_tokens, Settings())]
 
 
 class GgufBackend(Backend):
@@ -266,6 +372,7 @@ class GgufBackend(Backend):
     tokenizer files kept beside it, as in training."""
 
     name = "gguf"
+    supports = frozenset({LOGPROBS, PENALTIES, GRAMMAR})
 
     def __init__(
         self,
@@ -292,14 +399,15 @@ class GgufBackend(Backend):
         threads = threads or cores_allowed()
         self.model = llama_cpp.Llama(str(path), n_ctx=self.context_length, n_threads=threads, verbose=False)
         atexit.register(self.model.close)  # freed before the interpreter tears llama_cpp down, not after
-        self.end_ids = {self.model.token_eos(), *self.tokenizer.convert_tokens_to_ids([self.tokenizer.eos_token])}
+        self.end_ids = frozenset(
+            {self.model.token_eos(), *self.tokenizer.convert_tokens_to_ids([self.tokenizer.eos_token])}
+        )
         self.template_kwargs = template_kwargs or {}
         self.models = [path.stem]
         self.active = path.stem
         self.path = str(path)
         self._scorer = None
         self.sampling: dict = {}
-        self.max_seconds: float | None = None
         self.usage = (0, 0)
         self.finish_reason = "stop"
 
@@ -315,36 +423,62 @@ class GgufBackend(Backend):
             atexit.register(self._scorer.close)
         return self._scorer
 
-    def _tokens(self, ids: list[int], max_new_tokens: int) -> Iterator[int]:
-        """The new token ids, ending at an end token (included), the token limit or the time limit."""
-        options = (
-            {"temp": self.sampling["temperature"], "top_p": self.sampling["top_p"]}
-            if self.sampling
-            else {"temp": 0.0, "top_k": 1}
-        )
-        deadline = time.monotonic() + self.max_seconds if self.max_seconds else None
-        for count, token in enumerate(self.model.generate(ids, reset=True, repeat_penalty=1.0, **options), start=1):
-            yield token
-            if token in self.end_ids or count >= max_new_tokens or (deadline and time.monotonic() > deadline):
-                return
-
-    def stream(self, messages: list[dict], max_new_tokens: int, ids: list[int] | None = None) -> Iterator[str]:
+    def pieces(self):
         import codecs
 
-        ids = ids if ids is not None else self.prompt_ids(messages)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span two tokens
-        tokens = []
-        for token in self._tokens(ids, max_new_tokens):
-            tokens.append(token)
-            if token not in self.end_ids:
-                yield decoder.decode(self.model.detokenize([token], special=False))
-        yield decoder.decode(b"", final=True)
-        self.usage = (len(ids), len(tokens))
-        self.finish_reason = "stop" if tokens and tokens[-1] in self.end_ids else "length"
+        return lambda token: (
+            decoder.decode(b"", final=True)
+            if token is None
+            else decoder.decode(self.model.detokenize([token], special=False))
+        )
+
+    def _steps(self, ids: list[int], max_new_tokens: int, settings: Settings) -> Iterator[tuple[int, object]]:
+        """llama.cpp's own sampler, penalties and grammar; its generator never ends by itself (stream() ends it)."""
+        import llama_cpp
+        import numpy as np
+
+        sampling = settings.sampling
+        options = (
+            {"temp": sampling["temperature"], "top_p": sampling["top_p"]} if sampling else {"temp": 0.0, "top_k": 1}
+        )
+        if settings.seed is not None:
+            self.model.set_seed(settings.seed)
+        if settings.json_schema is not None:
+            schema = settings.json_schema
+            options["grammar"] = (
+                llama_cpp.LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+                if schema
+                else llama_cpp.LlamaGrammar.from_string(llama_cpp.llama_grammar.JSON_GBNF, verbose=False)
+            )
+        tokens = self.model.generate(
+            ids,
+            reset=True,
+            repeat_penalty=1.0,
+            frequency_penalty=settings.frequency_penalty,
+            presence_penalty=settings.presence_penalty,
+            **options,
+        )
+        for count, token in enumerate(tokens, start=1):
+            logits = None
+            if settings.top_logprobs is not None:  # the row the token was drawn from: the last evaluation's
+                row = self.model._ctx.get_logits_ith(-1)
+                logits = np.ctypeslib.as_array(row, shape=(self.model.n_vocab(),)).copy()
+            yield token, logits
+            if count >= max_new_tokens:
+                return
 
     def generate_ids(self, ids: list[int], max_new_tokens: int) -> list[int]:
-        """Greedy decoding; the new token ids, ending at the end token, as PytorchBackend.generate_ids."""
-        return list(self._tokens(ids, max_new_tokens))
+        """Greedy decoding; the new token ids, ending at the end token (included), as PytorchBackend.generate_ids."""
+        out = []
+        for token, _ in self._steps(ids, max_new_tokens, Settings()):
+            out.append(token)
+            if token in self.end_ids:
+                break
+        return out
+
+
+BACKENDS = (PytorchBackend, OnnxBackend, GgufBackend)
 
 
 def find_gguf_model() -> str | None:
