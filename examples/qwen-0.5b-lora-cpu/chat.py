@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model",
         help="model folder, or .gguf file (default: the merged model, the ONNX model, "
-        "or the first GGUF file under outputs/gguf/)",
+        "or the GGUF file of the first of gguf.quantizations)",
     )
     parser.add_argument(
         "--adapter",

@@ -40,27 +40,30 @@ def candidates(args: argparse.Namespace, config: dict) -> dict[str, tuple[str, s
     onnx = args.onnx or find_onnx_model()
     if onnx and not args.no_onnx:
         models["onnx"] = ("onnx", onnx)
-    gguf = args.gguf or find_gguf_model()
+    gguf = args.gguf or find_gguf_model(config)
     if gguf and not args.no_gguf:
         models["gguf"] = ("gguf", gguf)
     return models
 
 
-def shared_tokenizer(paths: list[str]):
+def shared_tokenizer(paths: list[str], data: dict):
     """The first tokenizer that loads (the tuned model's, else the base's): it encodes text for perplexity."""
     from finetune.modeling import load_tokenizer
 
     for path in paths:
         try:
-            return load_tokenizer(path)
+            return load_tokenizer(path, data)
         except Exception:  # noqa: BLE001, S112  a broken folder: the model is reported broken when it is scored
             continue
     return None
 
 
-def load(backend: str, path: str, template_kwargs: dict | None):
-    kind = {"onnx": OnnxBackend, "gguf": GgufBackend}.get(backend, PytorchBackend)
-    return kind(path, template_kwargs=template_kwargs)
+def load(backend: str, path: str, data: dict):
+    """The backend for one model; data: the config's data section (its chat template settings)."""
+    template_kwargs = data.get("chat_template_kwargs")
+    if backend == "pytorch":
+        return PytorchBackend(path, template_kwargs=template_kwargs, data=data)
+    return {"onnx": OnnxBackend, "gguf": GgufBackend}[backend](path, template_kwargs=template_kwargs)
 
 
 def print_table(report: dict) -> None:
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--onnx", help="ONNX model folder (default: the first under outputs/onnx/)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX model")
-    parser.add_argument("--gguf", help="GGUF file (default: the first under outputs/gguf/)")
+    parser.add_argument("--gguf", help="GGUF file (default: the first of gguf.quantizations in gguf.output_dir)")
     parser.add_argument("--no-gguf", action="store_true", help="skip the GGUF model")
     parser.add_argument("--out", default="eval")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
@@ -116,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from finetune.scoring import score
 
-    tokenizer = shared_tokenizer([path for backend, path in models.values() if backend == "pytorch"][::-1])
+    tokenizer = shared_tokenizer(
+        [path for backend, path in models.values() if backend == "pytorch"][::-1], config["data"]
+    )
     report = {
         "scenario": config["task"]["scenario"],
         "metric": config["eval"]["metric"],
@@ -130,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, (backend, path) in models.items():
         print(f"scoring {name} ({backend}: {path}) on {len(examples)} examples...", flush=True)
         try:
-            model = load(backend, path, config["data"].get("chat_template_kwargs"))
+            model = load(backend, path, config["data"])
             report["models"][name], answers[name] = score(model, examples, config, tokenizer, labels)
         except Exception as error:  # noqa: BLE001  a model that cannot load or run is reported, and the others still scored
             report["broken"][name] = f"{type(error).__name__}: {error}"

@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model",
         help="model folder or .gguf file (default: the first ONNX model under outputs/onnx/, "
-        "or the first GGUF file under outputs/gguf/)",
+        "or the GGUF file of the first of gguf.quantizations)",
     )
     parser.add_argument(
         "--adapter",

@@ -42,7 +42,8 @@ def resolve_model(value: str) -> dict:
         config_file = path / "config.json"
         if not config_file.is_file():
             raise AnswerError("model", f"the folder {path} has no config.json, so its architecture is unknown")
-        return with_architecture(facts_from_config(_read_json(config_file), hf_id=str(path.resolve()), source="local"))
+        facts = facts_from_config(_read_json(config_file), hf_id=str(path.resolve()), source="local")
+        return with_architecture({**facts, "chat_template": has_chat_template(path)})
     if value.count("/") == 1 and not value.startswith((".", "/", "~")):
         if not HF_ID.fullmatch(value) or ".." in value:
             raise AnswerError(
@@ -58,9 +59,22 @@ def resolve_model(value: str) -> dict:
     )
 
 
+def has_chat_template(folder: Path) -> bool:
+    """Whether a model folder's tokenizer has a chat template (in tokenizer_config.json, or a file of its own)."""
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    config = folder / "tokenizer_config.json"
+    return config.is_file() and bool(_read_json(config).get("chat_template"))
+
+
 def with_architecture(facts: dict) -> dict:
-    """The model's facts with what its architecture implies (LoRA targets, experts, the smoke test's tiny model)."""
+    """The model's facts with what its architecture implies (LoRA targets, experts, the smoke test's tiny model),
+    and, for a model whose tokenizer has no chat template (a catalog entry's chat_template: false, a local folder
+    without one), the turns the workspace gives it instead (chat_formats.yaml)."""
     known = catalog.load("architectures")[facts["architecture"]]
+    if facts.get("chat_template", True) is False:
+        name = known.get("chat_format", "chatml")
+        facts = {**facts, "fallback_chat_template": {"format": name, **catalog.load("chat_formats")[name]}}
     return {
         "lora_target_modules": known["lora_target_modules"],
         **facts,

@@ -133,6 +133,7 @@ class Plan:
             "kaito_tuning": v["compute"] == "kaito",
             "kaito_inference": "kaito" in targets,
             "export_chat": "foundry" in platforms or "kaito" in platforms,
+            "chat_template": "fallback_chat_template" in self.facts,
         }
 
     @property

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
-        report = examine(config, load_tokenizer(config["model"]["name_or_path"]))
+        report = examine(config, load_tokenizer(config["model"]["name_or_path"], config["data"]))
     except (ConfigError, DataError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from finetune.data import DataError
 from finetune.doctor import examine
 from finetune.encoding import build_datasets
 from finetune.files import write_text
-from finetune.modeling import add_adapter, count_trainable, load_base_model, load_tokenizer
+from finetune.modeling import add_adapter, count_trainable, load_base_model, load_tokenizer, stop_at_end_of_turn
 from finetune.plot import plot_losses
 from finetune.quiet import quiet_libraries
 
@@ -91,11 +91,12 @@ def train(config: dict, resume: bool = False) -> dict:
     seed = config["training"]["seed"]
     set_seed(seed)
     preference = config.get("preference")
-    tokenizer = load_tokenizer(config["model"]["name_or_path"])
+    tokenizer = load_tokenizer(config["model"]["name_or_path"], config["data"])
     check_data(config, tokenizer, first=is_first_process())
     train_set, eval_set = (build_preference_datasets if preference else build_datasets)(config, tokenizer, seed)
     args = training_arguments(config, has_eval=bool(eval_set))
     model = load_base_model(config)
+    stop_at_end_of_turn(model, tokenizer)
     model.config.use_cache = False
     model = add_adapter(model, config, args.gradient_checkpointing)
     trainable, total = count_trainable(model)

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 from helpers.openai_client import speaks_openai
 from helpers.project import ROOT
-from helpers.real_tokenizer import extract
+from helpers.real_tokenizer import extract, llama_cpp_source
 from helpers.workspace import call, run, run_json, serving
 
 pytestmark = pytest.mark.slow
@@ -71,13 +70,6 @@ PARITY = (
     " 'base': greedy(model_path=base)}))"
 )
 QUESTION = "How often should I water a snake plant?"
-
-
-def llama_cpp_source() -> Path:
-    """llama-cpp-python's source archive, as `make` keeps it in .venv/sdist."""
-    found = sorted((Path(sys.prefix) / "sdist").glob("llama_cpp_python-*.tar.gz"))
-    assert found, f"no llama-cpp-python source archive in {Path(sys.prefix) / 'sdist'}: run make"
-    return found[-1]
 
 
 @pytest.fixture(scope="module")

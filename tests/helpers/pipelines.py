@@ -9,7 +9,7 @@ value of the other dimensions at least once, spread over different architectures
 launchers (torchrun's two processes, DeepSpeed ZeRO-2 and ZeRO-3), thinking=keep on each architecture whose
 template has the switch, and lora_experts on each mixture of experts. tests/e2e/test_pipelines_e2e.py checks the
 table covers them. The preference objectives train in tests/workspace/test_preference.py, GGUF in
-tests/e2e/test_gguf_e2e.py.
+tests/e2e/test_gguf_e2e.py, two real pretrained models in tests/e2e/test_real_models_e2e.py.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ PIPELINES = {
     "gptoss-dora": {"model": "gpt-oss-20b", "technique": "dora", "targets": "pytorch", "gpu_memory_gb": 400},
     "gptoss-full": {"model": "gpt-oss-20b", "technique": "full", "targets": "pytorch", "gpu_memory_gb": 400},
     # Gemma 3 (text), SmolLM3 and Granite: each technique; ONNX where the model builder exports them
-    "gemma3text-lora": {"model": "gemma-3-1b-it", "technique": "lora", "targets": "pytorch", "gpu_memory_gb": 400},
+    # (LoRA on Gemma 3 text: the real Gemma 3 270M in tests/e2e/test_real_models_e2e.py)
     "gemma3text-qlora": {"model": "gemma-3-1b-it", "technique": "qlora", "targets": "pytorch", "gpu_memory_gb": 400},
     "gemma3text-dora": {"model": "gemma-3-1b-it", "technique": "dora", "targets": "pytorch", "steps": 30},
     "gemma3text-full": {"model": "gemma-3-1b-it", "technique": "full", "targets": "pytorch", "gpu_memory_gb": 400},

@@ -36,6 +36,13 @@ TOKENIZERS = {
 SENTENCEPIECE_SIZE = {"phi-3": 32000}
 
 
+def llama_cpp_source() -> Path:
+    """llama-cpp-python's source archive, as `make` keeps it in .venv/sdist."""
+    found = sorted((Path(sys.prefix) / "sdist").glob("llama_cpp_python-*.tar.gz"))
+    assert found, f"no llama-cpp-python source archive in {Path(sys.prefix) / 'sdist'}: run make"
+    return found[-1]
+
+
 def extract(archive: Path, names: list[str], into: Path) -> None:
     """The files named (by their base name) from vendor/llama.cpp/models/ of the archive, into one folder."""
     into.mkdir(parents=True, exist_ok=True)

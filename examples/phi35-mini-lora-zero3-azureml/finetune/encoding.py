@@ -7,16 +7,30 @@ import random
 from finetune.data import DataError, Example, load_splits
 
 IGNORE_INDEX = -100
-# Used when a tokenizer has no chat template of its own (ChatML, the most widely understood layout).
-FALLBACK_CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
 
-def ensure_chat_template(tokenizer) -> None:
-    if not getattr(tokenizer, "chat_template", None):
-        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+def use_chat_template(tokenizer, source: str, data: dict) -> None:
+    """Give a tokenizer without a chat template the workspace's (data.chat_template: a Jinja file), with
+    data.end_of_turn, the token that closes each answer, as its end token; DataError when there is none."""
+    from pathlib import Path
+
+    path = data.get("chat_template")
+    if not path:
+        raise DataError(
+            f"{source} has no chat template: write one (a Jinja file, as apply_chat_template renders) and set "
+            "data.chat_template to it and data.end_of_turn to the token that ends an answer"
+        )
+    if not Path(path).is_file():
+        raise DataError(f"data.chat_template: {path} not found")
+    tokenizer.chat_template = Path(path).read_text(encoding="utf-8")
+    end = data.get("end_of_turn")
+    if end:
+        if tokenizer.convert_tokens_to_ids(end) in (None, tokenizer.unk_token_id):
+            raise DataError(
+                f"data.end_of_turn {end!r} is not one token of {source}'s vocabulary: take a chat template whose "
+                "turn tokens the model has (configs/chat_template.jinja), and its end-of-turn token"
+            )
+        tokenizer.eos_token = end
 
 
 def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:

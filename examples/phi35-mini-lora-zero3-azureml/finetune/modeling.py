@@ -11,16 +11,28 @@ from finetune.hub import base_model_of, from_pretrained, model_file
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_tokenizer(name_or_path: str):
+def load_tokenizer(name_or_path: str, data: dict | None = None):
+    """The model's tokenizer; one without a chat template (a base model) takes the config's data.chat_template."""
     from transformers import AutoTokenizer
 
-    from finetune.encoding import ensure_chat_template
+    from finetune.encoding import use_chat_template
 
     tokenizer = from_pretrained(AutoTokenizer, name_or_path)
+    if not getattr(tokenizer, "chat_template", None):
+        use_chat_template(tokenizer, name_or_path, data or {})
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    ensure_chat_template(tokenizer)
     return tokenizer
+
+
+def stop_at_end_of_turn(model, tokenizer) -> None:
+    """The model's generation settings end an answer at the tokenizer's end token too, where it is another
+    (the end_of_turn a base model took from data.chat_template): llama.cpp, Ollama and vLLM read them."""
+    end = tokenizer.eos_token_id
+    ends = model.generation_config.eos_token_id
+    ends = [] if ends is None else ends if isinstance(ends, list) else [ends]
+    if end is not None and end not in ends:
+        model.generation_config.eos_token_id = [*ends, end]
 
 
 def keep_base_files(source: str, folder) -> None:

@@ -8,7 +8,17 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).parent
-SECTIONS = ("models", "techniques", "hardware", "targets", "compute", "architectures", "scenarios", "objectives")
+SECTIONS = (
+    "models",
+    "techniques",
+    "hardware",
+    "targets",
+    "compute",
+    "architectures",
+    "scenarios",
+    "objectives",
+    "chat_formats",
+)
 
 
 @functools.cache

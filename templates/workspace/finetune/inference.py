@@ -152,9 +152,11 @@ class PytorchBackend(Backend):
         repetition_penalty: float = 1.0,
         template_kwargs: dict | None = None,
         adapters: dict[str, str] | None = None,
+        data: dict | None = None,
     ):
         """model_path: a merged model, an adapter folder, or (with adapters: NAME -> adapter folder) the base
-        they share (default: the base recorded with them), loaded once."""
+        they share (default: the base recorded with them), loaded once. data: the config's data section, whose
+        chat template a base model without one takes."""
         import torch
 
         from finetune.hub import base_model_of, from_pretrained, is_local
@@ -171,7 +173,7 @@ class PytorchBackend(Backend):
             raise FileNotFoundError(
                 f"{model_path} not found: train (python train.py) and merge (python merge.py) first"
             )
-        self.tokenizer = load_tokenizer(next(iter(adapters.values()), model_path))
+        self.tokenizer = load_tokenizer(next(iter(adapters.values()), model_path), data)
         self.model = from_pretrained(model_class(model_path), model_path, dtype=torch.float32)
         self.base_name = model_name(model_path)
         if adapters:
@@ -481,10 +483,20 @@ class GgufBackend(Backend):
 BACKENDS = (PytorchBackend, OnnxBackend, GgufBackend)
 
 
-def find_gguf_model() -> str | None:
-    """The GGUF file chat.py and serve.py use by default: the first quantization optimize.py wrote."""
-    found = sorted(Path("outputs/gguf").glob("*.gguf"), key=lambda p: (p.name.endswith("-F16.gguf"), p.name))
-    return str(found[0]) if found else None
+def gguf_folder(config: dict) -> Path:
+    return Path((config.get("gguf") or {}).get("output_dir", "outputs/gguf"))
+
+
+def find_gguf_model(config: dict) -> str | None:
+    """The GGUF file chat.py, serve.py and eval.py use by default: of the files optimize.py wrote to
+    gguf.output_dir, the first of gguf.quantizations (the one the Modelfile loads)."""
+    found = sorted(gguf_folder(config).glob("*.gguf"))
+    for kind in (config.get("gguf") or {}).get("quantizations", []):
+        chosen = [path for path in found if path.stem.endswith(f"-{kind}")]
+        if chosen:
+            return str(chosen[0])
+    others = [path for path in found if not path.name.endswith("-F16.gguf")]
+    return str(others[0]) if others else None
 
 
 def find_onnx_model() -> str | None:
@@ -514,9 +526,11 @@ def load_backend(backend: str, model_path: str | None, config: dict, adapters: d
             raise AdapterError(
                 "the gguf backend serves the merged model; serve adapters with --backend pytorch or onnx"
             )
-        model_path = model_path or find_gguf_model()
+        model_path = model_path or find_gguf_model(config)
         if model_path is None:
-            raise FileNotFoundError("no GGUF model under outputs/gguf/: run python optimize.py --target gguf first")
+            raise FileNotFoundError(
+                f"no GGUF model under {gguf_folder(config)}/: run python optimize.py --target gguf first"
+            )
         context = max(4096, int(config.get("data", {}).get("max_length") or 0))
         return GgufBackend(model_path, template_kwargs=template_kwargs, context_length=context)
     if backend == "onnx":
@@ -527,7 +541,7 @@ def load_backend(backend: str, model_path: str | None, config: dict, adapters: d
             raise FileNotFoundError(
                 f"{model_path} not found: train (python train.py) and merge (python merge.py) first"
             )
-    return PytorchBackend(model_path, template_kwargs=template_kwargs, adapters=adapters)
+    return PytorchBackend(model_path, template_kwargs=template_kwargs, adapters=adapters, data=config.get("data"))
 
 
 def compare_backends(config: dict) -> dict[str, tuple]:
@@ -545,7 +559,7 @@ def compare_backends(config: dict) -> dict[str, tuple]:
     if find_onnx_model():
         onnx = load_backend("onnx", None, config)
         routes["onnx"] = (onnx, onnx.models[0])
-    if find_gguf_model():
+    if find_gguf_model(config):
         gguf = load_backend("gguf", None, config)
         routes["gguf"] = (gguf, gguf.models[0])
     return routes
