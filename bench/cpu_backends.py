@@ -42,6 +42,8 @@ from pathlib import Path
 
 from text_workspace import bench_env, prose, step, text_workspace, train_and_merge
 
+from tuneforge import catalog
+
 SPEC = {
     "architecture": "llama",
     "hidden_size": 768,
@@ -106,11 +108,13 @@ def main() -> int:
             "import json, sys; from transformers import AutoTokenizer; from finetune.tiny import build_model\n"
             "t = AutoTokenizer.from_pretrained(sys.argv[1], gguf_file=sys.argv[2])\n"
             "t.pad_token = t.pad_token or t.eos_token\n"
+            "t.chat_template = sys.argv[3]  # llama.cpp's vocabulary file has none: ChatML, from the catalog\n"
             f"m = build_model(json.loads({json.dumps(json.dumps(TINY if tiny else SPEC))}), t)\n"
             "print(f'model: {sum(p.numel() for p in m.parameters()) / 1e6:.1f}M parameters, {len(t)} token ids')\n"
             "m.save_pretrained('bench-model'); t.save_pretrained('bench-model')"
         )
-        step([sys.executable, "-c", build, str(vocab.parent), vocab.name], ws, env)
+        chatml = catalog.load("chat_formats")["chatml"]["template"]
+        step([sys.executable, "-c", build, str(vocab.parent), vocab.name, chatml], ws, env)
     if not (ws / "outputs" / "merged").exists():
         train_and_merge(ws, env, args.train_steps, warmup=0.1, logging_steps=10)
     if not (ws / "outputs" / "onnx" / "onnx-cpu").exists():
