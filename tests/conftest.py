@@ -68,3 +68,12 @@ def new_workspace(tmp_path):
         return dest
 
     return make
+
+
+# the longest tests (each several minutes: real models, real-vocabulary GGUF exports) go first, so that neither
+# worker ends the run alone on one of them: in the last run they ran last and set its length
+LONGEST_FIRST = ("test_real_models_e2e.py", "test_gguf_e2e.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)  # stable: the rest keep their order
