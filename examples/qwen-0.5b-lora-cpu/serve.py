@@ -300,8 +300,9 @@ def make_handler(
 ):
     """A ChatHandler bound to the models served, with its own lock: one generation at a time (a model is not
     re-entrant, and the active adapter is the model's). routes: the name clients use -> (backend, its name there).
-    playground: the page's defaults (system, max_tokens, temperature, prompt) and the sampling when a request sets none."""
-    playground = {"sampling": {}, **(playground or {})}
+    playground: the page's defaults (system, max_tokens, temperature, top_p, prompt); the temperature and top_p are
+    also the server's for a request that sets none (greedy unless given)."""
+    playground = {"temperature": 0.0, "top_p": 1.0, **(playground or {})}
     return type(
         "BoundChatHandler",
         (ChatHandler,),
@@ -328,7 +329,6 @@ def playground_settings(config: dict) -> dict:
         "temperature": sampling.get("temperature", 0.0),
         "top_p": float(generation.get("top_p") or 1.0),
         "prompt": prompt or "",
-        "sampling": sampling,
     }
 
 
