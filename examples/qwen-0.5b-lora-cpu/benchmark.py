@@ -22,7 +22,7 @@ from finetune.encoding import IGNORE_INDEX, build_datasets
 from finetune.inference import GgufBackend, OnnxBackend, PytorchBackend
 from finetune.quiet import quiet_libraries
 from finetune.scoring import perplexity
-from optimize import load_workflow
+from optimize import load_workflow, olive_run
 
 HERE = Path(__file__).parent
 # Q8_0 rounds every weight, so a near tie between two tokens may go the other way: of the first 20 greedy tokens of
@@ -89,8 +89,6 @@ def gguf_steps(backend: GgufBackend):
 
 
 def export_fp32(workflow: Path, smoke: bool, merged: str) -> Path:
-    from olive.workflows import run as olive_run
-
     config = load_workflow(workflow, smoke)
     config["input_model"] = {"type": "HfModel", "model_path": merged}
     config["passes"] = {"builder": {"type": "ModelBuilder", "precision": "fp32"}}

@@ -106,8 +106,13 @@ def missing_packages(target: str) -> list[str]:
 
 
 def olive_run(config: dict) -> None:
+    from olive.telemetry.telemetry import Telemetry
     from olive.workflows import run
 
+    # Olive 0.13 queues a heartbeat before it reads OLIVE_DISABLE_TELEMETRY (set in main), and sends it at exit
+    # (offline it retries for about 10 s before the process may end): with the variable set, no heartbeat either
+    if os.environ.get("OLIVE_DISABLE_TELEMETRY") == "1":
+        Telemetry._log_heartbeat = lambda self, metadata=None: None
     run(config)  # olive consumes parts of the dict
 
 

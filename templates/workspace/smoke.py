@@ -1,4 +1,4 @@
-"""Run the whole pipeline offline on a tiny random model of the same architecture, in about a minute on CPU.
+"""Run the whole pipeline offline on a tiny random model of the same architecture, in under a minute on a CPU.
 
     python smoke.py [--keep-going]
 
@@ -6,17 +6,24 @@ Builds the tiny model and a tokenizer trained on data/, trains a few steps with 
 technique and launcher, merges, optimizes to ONNX where the workspace has an ONNX target, chats, and
 scores base against tuned with eval.py.
 Exits 0 only if every step worked.
+
+Each step is the script the README runs, with the same arguments. A `python SCRIPT` step runs in this process,
+as python runs a script (SCRIPT as __main__, its arguments in sys.argv), so that torch and transformers are
+imported once for the whole run rather than once per step (they take most of a step's time on a tiny model);
+a step under a launcher (torchrun, deepspeed, accelerate) runs as its own processes.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import runpy
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import yaml
@@ -126,23 +133,48 @@ def steps(smoke: dict) -> list[tuple[str, list[str]]]:
     return plan
 
 
+def run_step(command: list[str]) -> bool:
+    """Whether the step worked: `python SCRIPT ARGS` run here, anything else (a launcher) as a process."""
+    if command[0] != sys.executable:
+        return subprocess.run(command, cwd=HERE, check=False).returncode == 0
+    script, *args = command[1:]
+    saved = sys.argv
+    sys.argv = [script, *args]
+    try:
+        runpy.run_path(str(HERE / script), run_name="__main__")
+    except SystemExit as done:
+        if done.code not in (None, 0) and not isinstance(done.code, int):
+            print(done.code, file=sys.stderr)  # as python prints sys.exit("message")
+        return done.code in (None, 0)
+    except Exception:  # noqa: BLE001  the step failed: its traceback as python prints it, and on to the report
+        traceback.print_exc()
+        return False
+    finally:
+        sys.argv = saved
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/smoke.yaml")
     parser.add_argument("--keep-going", action="store_true", help="run every step even after one fails")
     args = parser.parse_args(argv)
     smoke = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+    os.chdir(HERE)  # the steps' paths are the workspace's
     train_config = load_config("configs/train.yaml")
-    # said, so that DeepSpeed does not look for a GPU, here (the tiny model is built on the CPU) and in each step
-    os.environ["DS_ACCELERATOR"] = "cpu"
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "OLIVE_DISABLE_TELEMETRY": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "CUDA_VISIBLE_DEVICES": "",
-    }
+    # offline, on the CPU (DeepSpeed too), here and in each step: set before torch and transformers are imported
+    os.environ.update(
+        {
+            "DS_ACCELERATOR": "cpu",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "OLIVE_DISABLE_TELEMETRY": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "CUDA_VISIBLE_DEVICES": "",
+        }
+    )
     from finetune.tiny import save_tiny_model
 
     started = time.time()
@@ -165,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, command in plan:
         print(f"[smoke] {name}: {' '.join(command)}", flush=True)
         t0 = time.time()
-        ok = subprocess.run(command, cwd=HERE, env=env, check=False).returncode == 0
+        ok = run_step(command)
         results.append((name, ok, time.time() - t0))
         if not ok and not args.keep_going:
             break
