@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers.openai_client import speaks_openai
 from helpers.project import ROOT
 from helpers.real_tokenizer import extract, llama_cpp_source
 from helpers.workspace import call, run, run_json, serving
@@ -184,7 +183,6 @@ def test_gguf_export_runs_in_llama_cpp_with_pytorch_greedy_tokens(new_workspace,
         assert reply["choices"][0]["finish_reason"] == "stop" and reply["usage"]["completion_tokens"] == len(
             result["torch"]
         )
-        speaks_openai(base, QUESTION)  # and every other parameter of OpenAI's API, with its official client
 
     # eval.py scores the GGUF model beside base and tuned, its perplexity from llama.cpp's own logits
     scored = run(workspace, "eval.py", "--limit", "2", "--out", "outputs/eval")

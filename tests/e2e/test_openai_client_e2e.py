@@ -1,5 +1,5 @@
 """serve.py, driven by OpenAI's official Python client, on the PyTorch and ONNX backends of the default chat
-workspace's smoke run (the GGUF backend: tests/e2e/test_gguf_e2e.py)."""
+workspace's smoke run (the GGUF backend: on the real SmolLM2, tests/e2e/test_real_models_e2e.py)."""
 
 from __future__ import annotations
 
