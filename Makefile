@@ -5,17 +5,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LLAMA_CPP := 0.3.36
+# every version is pinned once, in the catalog's pins.txt (pip reads it as constraints)
+PINS := generator/tuneforge/catalog/pins.txt
+LLAMA_CPP := $(shell sed -n 's/^llama-cpp-python==//p' $(PINS))
 SDIST := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tuneforge/sdist
 LLAMA_WHEELS := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tuneforge/llama-cpp-wheels/$(LLAMA_CPP)
 APT := $(if $(filter 0,$(shell id -u)),,sudo -n) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: demo test test-quick bench examples clean
 
-$(STAMP): pyproject.toml requirements-dev.txt
+$(STAMP): pyproject.toml requirements-dev.txt $(PINS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first: a range left to other packages would fetch a multi-GB CUDA build
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -c $(PINS) torch
 	# llama.cpp's GGUF converter and real tokenizer vocabularies ship only in llama-cpp-python's source archive:
 	# downloaded once per machine into SDIST (pip download skips a file it finds there) and linked as .venv/sdist
 	# for the tests. The wheel is built from it once per machine into LLAMA_WHEELS (llama.cpp compiles: about 5

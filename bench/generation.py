@@ -39,9 +39,10 @@ def main() -> int:
 
     import yaml
 
-    from tuneforge import hardware, render
-    from tuneforge.answers import Given
-    from tuneforge.plan import resolve
+    from tuneforge.planning import hardware
+    from tuneforge.planning.answers import Given
+    from tuneforge.planning.plan import resolve
+    from tuneforge.rendering import render
 
     template = render.versioned_template()
     answers = work / "answers.yml"

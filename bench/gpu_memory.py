@@ -41,9 +41,9 @@ COMMON = {
 
 def prepare(workspaces: Path = GPU_DIR) -> None:
     sys.path.insert(0, str(ROOT / "generator"))
-    from tuneforge import render
-    from tuneforge.answers import Given
-    from tuneforge.plan import resolve
+    from tuneforge.planning.answers import Given
+    from tuneforge.planning.plan import resolve
+    from tuneforge.rendering import render
 
     workspaces.mkdir(parents=True, exist_ok=True)
     estimates = {}

@@ -163,9 +163,9 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="tuneforge-ui-bench-") as cache:
         os.environ["TUNEFORGE_CACHE_DIR"] = cache
-        from tuneforge import hardware
-        from tuneforge.form import Form
-        from tuneforge.ui import make_server
+        from tuneforge.planning import hardware
+        from tuneforge.web.form import Form
+        from tuneforge.web.server import make_server
 
         server = make_server(Form(dict(hardware.TYPICAL)))
         threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -12,9 +12,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "generator"))
 
-from tuneforge import hardware, render  # noqa: E402
-from tuneforge.answers import Given, read_answers_file  # noqa: E402
-from tuneforge.plan import resolve  # noqa: E402
+from tuneforge.planning import hardware
+from tuneforge.planning.answers import Given, read_answers_file
+from tuneforge.planning.plan import resolve
+from tuneforge.rendering import render
 
 
 def render_example(answers_file: Path, dest: Path) -> None:

@@ -33,7 +33,7 @@ def fixed_machine(request, monkeypatch):
     """Every plan is made for the typical machine (as `--no-detect` makes it), so that a test means the same on
     a laptop, a GPU box and CI; a test marked this_machine sees the real detection."""
     if request.node.get_closest_marker("this_machine") is None:
-        from tuneforge import hardware
+        from tuneforge.planning import hardware
 
         monkeypatch.setattr(hardware, "detect", lambda: dict(hardware.TYPICAL))
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -96,9 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from tuneforge.answers import AnswerError
-    from tuneforge.prompts import Quit
-    from tuneforge.render import RenderError
+    from tuneforge.planning.answers import AnswerError
+    from tuneforge.rendering.render import RenderError
+    from tuneforge.terminal.prompts import Quit
 
     try:
         status = COMMANDS[args.command](args)
@@ -125,31 +123,29 @@ def _interactive(args) -> bool:
 
 
 def _given(args, previous: dict | None = None):
-    from tuneforge.answers import Given, explicit_answers, parse_sets, read_answers_file
+    from tuneforge.planning.answers import explicit_answers, layer, parse_sets, read_answers_file
 
-    given = Given()
-    if previous:
-        given.add(explicit_answers(previous), "previous answers")
-    if args.answers:
-        given.add(read_answers_file(args.answers), f"answers file {args.answers}")
-    given.add(parse_sets(args.sets), "--set")
-    return given
+    return layer(
+        (explicit_answers(previous) if previous else {}, "previous answers"),
+        (read_answers_file(args.answers) if args.answers else {}, f"answers file {args.answers}"),
+        (parse_sets(args.sets), "--set"),
+    )
 
 
 def _machine(args) -> dict:
     """The machine to plan for: this one, or with --no-detect a typical one."""
-    from tuneforge import hardware
+    from tuneforge.planning import hardware
 
     return dict(hardware.TYPICAL) if args.no_detect else hardware.detect()
 
 
 def _resolve(args, given, previous: dict | None = None):
-    from tuneforge.plan import resolve
+    from tuneforge.planning.plan import resolve
 
     machine = _machine(args)
     if _interactive(args):
-        from tuneforge.answers import user_answers
-        from tuneforge.prompts import ask
+        from tuneforge.planning.answers import user_answers
+        from tuneforge.terminal.prompts import ask
 
         return ask(given, previous=user_answers(previous) if previous else {}, detected=machine)
     return resolve(given, detected=machine)
@@ -163,14 +159,12 @@ def _refuse(plan) -> int:
 
 
 def cmd_new(args) -> int:
-    from tuneforge.render import render_workspace
+    from tuneforge.rendering.render import render_workspace
 
     dest = Path(args.dest)
-    given = _given(args)
-    if "project_name" not in given.values:
-        from tuneforge.answers import slug_name
+    from tuneforge.planning.answers import layer, slug_name
 
-        given.add({"project_name": slug_name(dest.resolve().name)}, "DEST folder name")
+    given = layer(({"project_name": slug_name(dest.resolve().name)}, "DEST folder name"), _given(args))
     plan = _resolve(args, given)
     if plan.problems:
         return _refuse(plan)
@@ -179,12 +173,14 @@ def cmd_new(args) -> int:
     print(f"created {dest}/ ({plan.values['model']}, {plan.values['technique']}, {plan.values['hardware']})")
     print(f"next: cd {shlex.quote(str(dest))} && bash setup.sh && .venv/bin/python smoke.py")
     if args.open:
+        from tuneforge.rendering.vscode import open_in_vscode
+
         print(open_in_vscode(dest))
     return 0
 
 
 def cmd_update(args) -> int:
-    from tuneforge.render import read_workspace_answers, update_workspace
+    from tuneforge.rendering.render import read_workspace_answers, update_workspace
 
     dest = Path(args.dest)
     previous = read_workspace_answers(dest)
@@ -210,7 +206,7 @@ def cmd_update(args) -> int:
 
 
 def _warn_fit(plan) -> None:
-    from tuneforge.answers import format_value
+    from tuneforge.planning.answers import format_value
 
     print(f"plan: peak training memory per device {plan.verdict}")
     if plan.fits:
@@ -231,14 +227,14 @@ def _warn_fit(plan) -> None:
 def cmd_plan(args) -> int:
     import json
 
-    from tuneforge.render import render_files
+    from tuneforge.rendering.render import render_files
 
     plan = _resolve(args, _given(args))
     files = render_files(plan.copier_data()) if not plan.problems else []
     if args.json:
         print(json.dumps({**plan.as_dict(), "files": files}, indent=2))
         return BAD_INPUT if plan.problems else 0
-    from tuneforge.report import format_plan
+    from tuneforge.terminal.report import format_plan
 
     print(format_plan(plan, files))
     return BAD_INPUT if plan.problems else 0
@@ -248,29 +244,17 @@ def cmd_catalog(args) -> int:
     import json
 
     from tuneforge import catalog
-    from tuneforge.report import format_catalog
+    from tuneforge.terminal.report import format_catalog
 
     data = catalog.formats() if args.section == "formats" else catalog.load(args.section)
     print(json.dumps(data, indent=2) if args.json else format_catalog(args.section, data))
     return 0
 
 
-def open_in_vscode(dest: Path) -> str:
-    """Open the folder in VS Code (its `code` command, never a shell); what happened, in a sentence."""
-    code = shutil.which("code")
-    if code is None:
-        return (
-            f"VS Code's `code` command is not on PATH; open the folder {dest.resolve()} in VS Code "
-            "(File > Open Folder), or enable `code` via the command palette: 'Shell Command: Install code in PATH'."
-        )
-    subprocess.Popen([code, str(dest)], env=os.environ.copy())
-    return f"opened {dest} in VS Code"
-
-
 def cmd_ui(args) -> int:
-    from tuneforge.form import Form
-    from tuneforge.render import ANSWERS_FILE
-    from tuneforge.ui import serve
+    from tuneforge.rendering.render import ANSWERS_FILE
+    from tuneforge.web.form import Form
+    from tuneforge.web.server import serve
 
     machine = _machine(args)
     given = _given(args)
@@ -278,7 +262,7 @@ def cmd_ui(args) -> int:
     if dest is not None and (dest / ANSWERS_FILE).is_file():
         form = Form.for_workspace(dest.resolve(), machine, given)
     else:
-        from tuneforge.render import RenderError, is_empty
+        from tuneforge.rendering.render import RenderError, is_empty
 
         if dest is not None and not is_empty(dest):
             raise RenderError(f"{dest} is not empty and not a tuneforge workspace; choose an empty or new folder")

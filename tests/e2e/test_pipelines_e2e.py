@@ -12,9 +12,10 @@ import yaml
 from helpers.pipelines import PIPELINES, answers, smoked
 from helpers.project import ROOT
 from helpers.workspace import losses, run
-from tuneforge import catalog, hardware
-from tuneforge.answers import Given
-from tuneforge.plan import resolve
+from tuneforge import catalog
+from tuneforge.planning import hardware
+from tuneforge.planning.answers import Given
+from tuneforge.planning.plan import resolve
 
 pytestmark = pytest.mark.slow
 

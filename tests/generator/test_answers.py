@@ -1,6 +1,6 @@
 import pytest
 
-from tuneforge.answers import BY_KEY, DERIVED_KEYS, KEYS, AnswerError, coerce, parse_sets, read_answers_file
+from tuneforge.planning.answers import BY_KEY, DERIVED_KEYS, KEYS, AnswerError, coerce, parse_sets, read_answers_file
 
 
 def test_set_parses_types_and_lists():

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from tuneforge import catalog
-from tuneforge.answers import Given
-from tuneforge.plan import resolve
+from tuneforge.planning.answers import Given
+from tuneforge.planning.plan import resolve
 
 FORMATS = catalog.load("chat_formats")
 

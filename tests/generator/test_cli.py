@@ -165,7 +165,7 @@ def test_catalog_lists_the_models_the_brief_names():
         "qwen2.5-7b-instruct",
     ]:
         assert model in models
-    from tuneforge.models import resolve_model
+    from tuneforge.planning.models import resolve_model
 
     for model, facts in models.items():
         assert {"hf_id", "architecture", "params_b", "context_length", "gated"} <= set(facts)

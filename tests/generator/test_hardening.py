@@ -324,7 +324,7 @@ def test_force_never_commits_the_users_own_files(tmp_path):
 
 
 def test_an_interrupted_force_render_puts_the_folder_back(tmp_path, monkeypatch, capsys):
-    from tuneforge import render
+    from tuneforge.rendering import render
 
     dest = tmp_path / "ws"
     dest.mkdir()
@@ -347,7 +347,7 @@ def test_an_interrupted_force_render_puts_the_folder_back(tmp_path, monkeypatch,
 
 
 def test_update_refuses_while_conflict_markers_remain(new_workspace, capsys):
-    from tuneforge.render import CONFLICT_MARKER
+    from tuneforge.rendering.render import CONFLICT_MARKER
 
     dest = new_workspace()
     train = dest / "configs" / "train.yaml"

@@ -7,9 +7,9 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from helpers.project import git, tuneforge
-from tuneforge import render
-from tuneforge.answers import Given
-from tuneforge.prompts import ask
+from tuneforge.planning.answers import Given
+from tuneforge.rendering import render
+from tuneforge.terminal.prompts import ask
 
 ENTER, DOWN, SPACE = "\r", "\x1b[B", " "
 
@@ -80,8 +80,8 @@ def test_choices_that_cannot_work_are_disabled_with_the_reason(monkeypatch):
 def test_update_asks_with_the_previous_answers_as_defaults(new_workspace):
     dest = new_workspace(technique="dora", model="llama-3.2-1b-instruct")
     previous = render.read_workspace_answers(dest)
-    from tuneforge.answers import user_answers
-    from tuneforge.prompts import ORDER
+    from tuneforge.planning.answers import user_answers
+    from tuneforge.planning.questions import ORDER
 
     plan = run_flow(ENTER * 30, previous={k: v for k, v in user_answers(previous).items() if k in ORDER})
     assert plan.values["technique"] == "dora" and plan.values["model"] == "llama-3.2-1b-instruct"
@@ -125,7 +125,7 @@ def test_the_summary_offers_what_fits_and_taking_it_makes_it_fit():
 
 
 def _summary_choice(keys: str, given: dict):
-    from tuneforge.prompts import _Flow, summary
+    from tuneforge.terminal.prompts import _Flow, summary
 
     g = Given()
     g.add(given, "--set")
@@ -147,7 +147,7 @@ def test_the_summary_lets_the_user_quit_or_change_an_answer(capsys):
 
 
 def test_quitting_at_the_summary_writes_nothing(tmp_path, monkeypatch):
-    from tuneforge import prompts
+    from tuneforge.terminal import prompts
 
     monkeypatch.setattr(prompts, "summary", lambda flow, plan: "quit")
     with pytest.raises(prompts.Quit):
@@ -155,7 +155,7 @@ def test_quitting_at_the_summary_writes_nothing(tmp_path, monkeypatch):
 
 
 def test_changing_an_answer_at_the_summary_asks_it_again(monkeypatch):
-    from tuneforge import prompts
+    from tuneforge.terminal import prompts
 
     choices = iter(["change", "write"])
     monkeypatch.setattr(prompts, "summary", lambda flow, plan: next(choices))

@@ -3,7 +3,7 @@
 import pytest
 
 from tuneforge import catalog
-from tuneforge.memory import Setup, plan_memory
+from tuneforge.planning.memory import Setup, plan_memory
 
 MODELS = catalog.load("models")
 

@@ -9,11 +9,11 @@ import json
 import pytest
 
 from tuneforge import catalog
-from tuneforge.answers import Given
-from tuneforge.memory import trainable_parameters
-from tuneforge.models import resolve_model
-from tuneforge.plan import resolve
-from tuneforge.shapes import count_parameters, linear_sizes
+from tuneforge.planning.answers import Given
+from tuneforge.planning.memory import trainable_parameters
+from tuneforge.planning.models import resolve_model
+from tuneforge.planning.plan import resolve
+from tuneforge.planning.shapes import count_parameters, linear_sizes
 
 MODELS = catalog.load("models")
 NEW = [
@@ -212,7 +212,7 @@ def test_a_hub_model_is_gated_as_the_hub_says_or_unknown(monkeypatch, hub_says, 
     import urllib.error
     import urllib.request
 
-    from tuneforge.models import _hub_facts, resolve_model
+    from tuneforge.planning.models import _hub_facts, resolve_model
 
     _hub_facts.cache_clear()  # each case asks the hub afresh
 
@@ -270,7 +270,7 @@ def test_an_image_text_entry_counts_its_language_model_and_its_vision_tower(mode
 def test_an_image_text_config_json_counts_its_tower_and_its_tied_embeddings():
     """google/gemma-3-4b-it's config.json names neither tie_word_embeddings (transformers ties Gemma 3's) nor a
     parameter count: read as a local or hub model, it comes to the model card's 4.3B."""
-    from tuneforge.models import facts_from_config
+    from tuneforge.planning.models import facts_from_config
 
     config = {
         "model_type": "gemma3",

@@ -3,9 +3,9 @@ follow hardware, technique and priority; an explicit answer always wins."""
 
 import pytest
 
-from tuneforge.answers import AnswerError, Given
-from tuneforge.fit import leanest
-from tuneforge.plan import resolve
+from tuneforge.planning.answers import AnswerError, Given
+from tuneforge.planning.fit import leanest
+from tuneforge.planning.plan import resolve
 
 
 def plan_for(**answers):
@@ -217,7 +217,7 @@ def _fake_tool(folder, name: str, output: str) -> None:
 
 @pytest.mark.this_machine
 def test_rocm_gpus_and_their_memory_come_from_rocm_smi_or_are_said_unknown(tmp_path, monkeypatch):
-    from tuneforge import hardware
+    from tuneforge.planning import hardware
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi here: only the fake rocm-smi
     _fake_tool(

@@ -15,8 +15,9 @@ import yaml
 
 from helpers.combos import all_pairs, every_pair, pairs_of, plan_or_none, random_valid_rows, row_id
 from helpers.project import ROOT
-from tuneforge import catalog, render
-from tuneforge.answers import DERIVED_KEYS, KEYS
+from tuneforge import catalog
+from tuneforge.planning.answers import DERIVED_KEYS, KEYS
+from tuneforge.rendering import render
 
 ROWS = {row_id(r): r for r in all_pairs()[0]}
 ALWAYS = {

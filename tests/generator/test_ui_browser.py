@@ -9,10 +9,10 @@ import yaml
 
 from helpers.browser import chrome, screenshot, wait_for
 from helpers.servers import form_server
-from tuneforge import hardware
-from tuneforge.answers import Given
-from tuneforge.form import Form
-from tuneforge.render import git
+from tuneforge.planning import hardware
+from tuneforge.planning.answers import Given
+from tuneforge.rendering.render import git
+from tuneforge.web.form import Form
 
 
 def test_the_form_in_a_browser_from_does_not_fit_to_a_workspace_on_disk(tmp_path, capsys):

@@ -12,8 +12,8 @@ import json
 import random
 
 from tuneforge import catalog
-from tuneforge.answers import DISTRIBUTED, AnswerError, Given
-from tuneforge.plan import resolve
+from tuneforge.planning.answers import DISTRIBUTED, AnswerError, Given
+from tuneforge.planning.plan import resolve
 
 DIMENSIONS = {
     "model": [

@@ -20,6 +20,6 @@ def in_thread(server):
 
 def form_server(form):
     """`tuneforge ui`'s server for this form, on a free loopback port."""
-    from tuneforge.ui import make_server
+    from tuneforge.web.server import make_server
 
     return in_thread(make_server(form))

@@ -14,8 +14,8 @@ from finetune.data import DataError, read_examples
 from helpers.project import ROOT
 from helpers.workspace import losses, run
 from tuneforge import catalog
-from tuneforge.answers import Given
-from tuneforge.plan import resolve
+from tuneforge.planning.answers import Given
+from tuneforge.planning.plan import resolve
 
 MACHINE = {"hardware": "cpu", "gpu_count": 1, "gpu_memory_gb": 64.0}
 PREFERENCE = ["dpo", "orpo", "kto", "simpo"]
@@ -70,7 +70,7 @@ def test_the_plan_counts_two_sequences_and_no_reference_model():
     assert dpo.memory.activations_gb == pytest.approx(2 * sft.memory.activations_gb, rel=0.02)
     assert dpo.memory.logits_gb == pytest.approx(2 * sft.memory.logits_gb, rel=0.02)
     assert dpo.memory.weights_gb == sft.memory.weights_gb  # the reference is a table of log-probabilities, not a model
-    from tuneforge.report import format_memory
+    from tuneforge.terminal.report import format_memory
 
     assert "no second model" in "\n".join(format_memory(dpo)) and "sequences" not in "\n".join(format_memory(sft))
 

@@ -121,8 +121,8 @@ def test_answering_uses_the_same_switch(tokenizer, tmp_path):
 
 
 def test_the_answer_exists_only_where_the_template_has_the_switch():
-    from tuneforge.answers import Given
-    from tuneforge.plan import resolve
+    from tuneforge.planning.answers import Given
+    from tuneforge.planning.plan import resolve
 
     def plan_for(**answers):
         given = Given()

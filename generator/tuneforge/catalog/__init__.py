@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 import yaml
@@ -28,6 +29,17 @@ def load(section: str) -> dict[str, dict]:
         raise KeyError(f"unknown catalog section {section!r}; known: {', '.join(SECTIONS)}")
     with open(HERE / f"{section}.yaml", encoding="utf-8") as f:
         return yaml.safe_load(f)
+
+
+@functools.cache
+def pins() -> dict[str, str]:
+    """Each pinned package's version specifier ("==2.13.0", ">=6"), from pins.txt, the one file that pins them."""
+    found = {}
+    for line in (HERE / "pins.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, specifier = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*([<>=!~].*)", line.strip()).groups()
+            found[name.lower()] = specifier
+    return found
 
 
 def model_by_hf_id(hf_id: str) -> tuple[str, dict] | None:

@@ -42,10 +42,10 @@ def template_source() -> Path:
     """The template folder: $TUNEFORGE_TEMPLATE, the copy shipped in the wheel, or the checkout's templates/."""
     if env := os.environ.get("TUNEFORGE_TEMPLATE"):
         return Path(env)
-    shipped = Path(__file__).parent / "_template"
+    shipped = Path(__file__).parents[1] / "_template"
     if shipped.is_dir():
         return shipped
-    return Path(__file__).resolve().parents[2] / "templates"
+    return Path(__file__).resolve().parents[3] / "templates"
 
 
 def cache_dir() -> Path:
@@ -250,7 +250,7 @@ def _render_into(staging: Path, dest: Path) -> None:
 
 
 def read_workspace_answers(dest: Path) -> dict:
-    from tuneforge.answers import AnswerError, load_mapping
+    from tuneforge.planning.answers import AnswerError, load_mapping
 
     answers = dest / ANSWERS_FILE
     if not answers.is_file():

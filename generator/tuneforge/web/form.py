@@ -16,9 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge import catalog
-from tuneforge.answers import BY_KEY, PRIORITIES, AnswerError, Given, coerce, explicit_answers, format_value, slug_name
-from tuneforge.plan import Plan, resolve
-from tuneforge.prompts import HYPER, ORDER, relevant
+from tuneforge.planning.answers import (
+    BY_KEY,
+    PRIORITIES,
+    AnswerError,
+    Given,
+    coerce,
+    explicit_answers,
+    format_value,
+    layer,
+    slug_name,
+)
+from tuneforge.planning.plan import Plan, resolve
+from tuneforge.planning.questions import HYPER, ORDER, relevant
 
 GROUPS = [("Project", ORDER), ("Hyperparameters", HYPER)]  # the terminal form's order: main questions, then "customise"
 
@@ -88,28 +98,24 @@ class Form:
     @classmethod
     def for_workspace(cls, dest: Path, detected: dict, start: Given) -> Form:
         """A form over an existing workspace: its explicit answers come first, as `tuneforge update` takes them."""
-        from tuneforge.render import read_workspace_answers
+        from tuneforge.rendering.render import read_workspace_answers
 
-        given = Given()
-        given.add(explicit_answers(read_workspace_answers(dest)), "previous answers")
-        given.values.update(start.values)
-        given.origins.update(start.origins)
+        given = layer((explicit_answers(read_workspace_answers(dest)), "previous answers"), start)
         return cls(detected, dest, given, workspace=True)
 
     def given(self, answers: dict[str, Any], dest: Path | None) -> tuple[Given, dict[str, str]]:
         """The start answers with the page's on top; the message for each answer that cannot be read."""
         if not isinstance(answers, dict):
             raise FormError("'answers' must be an object of answer keys and values")
-        given = Given(dict(self.start.values), dict(self.start.origins))
+        read: dict[str, Any] = {}
         errors: dict[str, str] = {}
         for key, value in answers.items():
             try:
-                given.add({key: coerce(key, value)}, "form")
+                read[key] = coerce(key, value)
             except AnswerError as error:
                 errors[error.key] = str(error)
-        if "project_name" not in given.values and dest is not None and not self.workspace:
-            given.add({"project_name": slug_name(dest.resolve().name)}, "DEST folder name")
-        return given, errors
+        named = {"project_name": slug_name(dest.resolve().name)} if dest is not None and not self.workspace else {}
+        return layer((named, "DEST folder name"), self.start, (read, "form")), errors
 
     def plan(self, answers: dict[str, Any], dest: Path | None = None) -> tuple[Plan, dict[str, str]]:
         """The plan for these answers, leaving out (with its message) each answer the plan cannot take."""
@@ -126,7 +132,7 @@ class Form:
 
     def files(self, plan: Plan) -> list[str]:
         """The files the workspace would hold, rendered once per set of file switches."""
-        from tuneforge.render import render_files
+        from tuneforge.rendering.render import render_files
 
         key = _files_key(plan)
         with self._files_lock:  # one render at a time: a burst of changes does not run several at once
@@ -195,7 +201,7 @@ class Form:
 
     def create(self, answers: dict[str, Any], dest: str | None) -> dict:
         """Render the workspace exactly as `tuneforge new` does (one git commit, the same answers file)."""
-        from tuneforge.render import render_workspace
+        from tuneforge.rendering.render import render_workspace
 
         if self.workspace:
             raise FormError(f"{self.dest} is already a workspace: update it instead")
@@ -218,7 +224,7 @@ class Form:
             copy = Path(scratch) / self.dest.name
             shutil.copytree(self.dest, copy, symlinks=True, ignore=_ignored_by_git(self.dest))
             result = self._update(copy, answers)
-            from tuneforge.render import git
+            from tuneforge.rendering.render import git
 
             git(copy, "add", "-A")
             diff = git(copy, "diff", "--cached", "--stat", "--patch", "HEAD")
@@ -233,7 +239,7 @@ class Form:
             raise FormError("there is no workspace to update yet: create one first")
 
     def _update(self, folder: Path, answers: dict[str, Any]) -> dict:
-        from tuneforge.render import update_workspace
+        from tuneforge.rendering.render import update_workspace
 
         result = update_workspace(folder, self.checked_plan(answers, folder).copier_data())
         return {
@@ -247,7 +253,7 @@ class Form:
 def _ignored_by_git(root: Path):
     """A copytree filter that skips what git ignores (a virtual environment, trained models): the preview
     needs only what git sees."""
-    from tuneforge.render import git
+    from tuneforge.rendering.render import git
 
     listed = git(root, "ls-files", "--others", "--ignored", "--exclude-standard", "--directory", "-z", check=False)
     ignored = {(root / p.rstrip("/")).resolve() for p in listed.split("\0") if p}

@@ -1,9 +1,9 @@
 """`tuneforge ui`: the web form, served on the loopback by the standard library's HTTP server.
 
-No web framework: the page is three static files (web/) and a handful of JSON routes, which the standard
+No web framework: the page is three static files (static/) and a handful of JSON routes, which the standard
 library serves with no extra install and nothing fetched at run time. The routes:
 
-    GET  /                 the form (web/form.html, form.js, form.css)
+    GET  /                 the form (static/form.html, form.js, form.css)
     GET  /api/form         the questions, grouped as the terminal form asks them, and the session's mode
     POST /api/plan         {"answers": {...}, "dest": "..."} -> the live plan
     POST /api/create       render the workspace as `tuneforge new` does
@@ -22,11 +22,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tuneforge.answers import AnswerError
-from tuneforge.form import Form, FormError, questions
-from tuneforge.render import RenderError
+from tuneforge.planning.answers import AnswerError
+from tuneforge.rendering.render import RenderError
+from tuneforge.rendering.vscode import open_in_vscode
+from tuneforge.web.form import Form, FormError, questions
 
-WEB = Path(__file__).parent / "web"
+STATIC_DIR = Path(__file__).parent / "static"
 STATIC = {
     "/": ("form.html", "text/html; charset=utf-8"),
     "/form.js": ("form.js", "text/javascript; charset=utf-8"),
@@ -82,7 +83,7 @@ class FormHandler(BaseHTTPRequestHandler):
             path = self.path.split("?")[0]
             if path in STATIC:
                 name, content_type = STATIC[path]
-                self.send(200, (WEB / name).read_bytes(), content_type)
+                self.send(200, (STATIC_DIR / name).read_bytes(), content_type)
             elif path == "/favicon.ico":
                 self.send(204, b"", "image/x-icon")
             elif path == "/api/form":
@@ -160,8 +161,6 @@ class FormHandler(BaseHTTPRequestHandler):
             return self.form.apply_update(body.get("answers", {}))
 
     def open(self, body: dict) -> dict:
-        from tuneforge.cli import open_in_vscode
-
         if not self.form.workspace:
             raise FormError("create the workspace first")
         return {"message": open_in_vscode(self.form.dest)}

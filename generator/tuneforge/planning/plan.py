@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuneforge import catalog, hardware
-from tuneforge.answers import KEYS, Given, coerce
-from tuneforge.fit import Suggestion, leanest, smaller_models, what_fits
-from tuneforge.memory import Estimate, plan_memory, setup_for
-from tuneforge.models import resolve_model
-from tuneforge.rules import Problem, check
+from tuneforge import catalog
+from tuneforge.planning import hardware
+from tuneforge.planning.answers import KEYS, Given, coerce
+from tuneforge.planning.fit import Suggestion, leanest, smaller_models, what_fits
+from tuneforge.planning.memory import Estimate, plan_memory, setup_for
+from tuneforge.planning.models import resolve_model
+from tuneforge.planning.rules import Problem, check
 
 DEFAULT_ORIGINS = ("default", "detected")
 LEARNING_RATES = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4, "dora": 2e-4, "rslora": 1e-4, "ia3": 3e-3}
@@ -65,6 +66,7 @@ class Plan:
             "platforms": self.platforms,
             "instances": self.instances,
             "include": self.include,
+            "pins": catalog.pins(),
         }
 
     def copier_data(self) -> dict[str, Any]:
@@ -205,7 +207,16 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
     else:
         r.take("targets", ["pytorch"], f"default: the model builder cannot export {facts['architecture']} to ONNX")
     r.take("adapter_export", "merged")
-    r.take("gguf_types", list(catalog.load("targets")["gguf"]["gguf"]["default"]))
+    gguf = catalog.load("targets")["gguf"]["gguf"]
+    if facts["params_b"] < gguf["small_models"]["below_params_b"]:
+        small = gguf["small_models"]
+        r.take(
+            "gguf_types",
+            list(small["default"]),
+            f"default: 4-bit types lose too much of a model under {small['below_params_b']:g}B parameters",
+        )
+    else:
+        r.take("gguf_types", list(gguf["default"]))
     # most data has no reasoning in its answers: train and answer as the template's thinking switch set off does
     r.take("thinking", "off")
     r.take("project_name", "finetune")

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuneforge import catalog
-from tuneforge.answers import format_value
-from tuneforge.memory import Estimate, plan_memory, setup_for
-from tuneforge.models import resolve_model
+from tuneforge.planning.answers import format_value
+from tuneforge.planning.memory import Estimate, plan_memory, setup_for
+from tuneforge.planning.models import resolve_model
 
 
 @dataclass

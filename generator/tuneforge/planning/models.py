@@ -11,8 +11,8 @@ import urllib.request
 from pathlib import Path
 
 from tuneforge import catalog
-from tuneforge.answers import AnswerError, suggest
-from tuneforge.shapes import count_parameters
+from tuneforge.planning.answers import AnswerError, suggest
+from tuneforge.planning.shapes import count_parameters
 
 # what the hub accepts as a repository id: owner/name of letters, digits, '-', '_' and '.'
 HF_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")

@@ -182,6 +182,7 @@ DERIVED_KEYS = [
     "platforms",
     "instances",
     "include",
+    "pins",
 ]
 
 _TRUE = {"true", "yes", "y", "1", "on"}
@@ -363,3 +364,17 @@ class Given:
         for key, value in values.items():
             self.values[key] = value
             self.origins[key] = origin
+
+
+def layer(*sources: Given | tuple[dict[str, Any], str]) -> Given:
+    """The one place answers are layered: each source over those before it, every answer remembering where it
+    came from. Sources are a Given or a (values, origin) pair. Lowest first, as every command orders them: the
+    DEST folder's name, a workspace's previous answers, an answers file, --set, then the form's or the asked ones."""
+    given = Given()
+    for source in sources:
+        if isinstance(source, Given):
+            given.values.update(source.values)
+            given.origins.update(source.origins)
+        else:
+            given.add(*source)
+    return given

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tuneforge import catalog
-from tuneforge.answers import KEYS, format_value
+from tuneforge.planning.answers import KEYS, format_value
 
 GATED = {
     True: " - gated: accept its licence on the hub and set HF_TOKEN",

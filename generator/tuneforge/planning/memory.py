@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from tuneforge import catalog
-from tuneforge.shapes import count_parameters, linear_sizes
+from tuneforge.planning.shapes import count_parameters, linear_sizes
 
 GB = 1024**3
 NF4_BYTES = 0.55  # 4-bit weights plus quantization constants (double quantization)

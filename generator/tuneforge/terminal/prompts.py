@@ -5,62 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuneforge import catalog, hardware
-from tuneforge.answers import BY_KEY, PRIORITIES, AnswerError, Given, coerce
-from tuneforge.models import resolve_model
-from tuneforge.plan import Plan, resolve
-from tuneforge.rules import EXPERT_TECHNIQUES
+from tuneforge import catalog
+from tuneforge.planning import hardware
+from tuneforge.planning.answers import BY_KEY, PRIORITIES, AnswerError, Given, coerce, layer
+from tuneforge.planning.models import resolve_model
+from tuneforge.planning.plan import Plan, resolve
+from tuneforge.planning.questions import HYPER, ORDER, relevant
 
-ORDER = [
-    "priority",
-    "scenario",
-    "project_name",
-    "hardware",
-    "gpu_count",
-    "gpu_memory_gb",
-    "num_nodes",
-    "model",
-    "technique",
-    "lora_experts",
-    "distributed",
-    "compute",
-    "targets",
-    "adapter_export",
-    "gguf_types",
-    "dataset",
-    "dataset_format",
-    "objective",
-    "thinking",
-]
-HYPER = [a.key for a in BY_KEY.values() if a.group == "hyper"]
 OTHER_MODEL = "other: a Hugging Face id or a local folder"
 OTHER_NUMBER = "other: type a number"
 # answers whose every choice is shown with the memory it needs, so the fit is seen before choosing
 SIZED = ("model", "technique", "distributed", "per_device_train_batch_size", "max_length")
 BATCH_SIZES = [1, 2, 4, 8, 16, 32]
 LENGTHS = [256, 512, 1024, 2048, 4096, 8192]
-
-
-def relevant(key: str, plan: Plan) -> bool:
-    """Whether the question matters for this plan (the terminal and the web form ask only those)."""
-    v = plan.values
-    if key in ("gpu_count", "gpu_memory_gb", "num_nodes"):
-        return v["hardware"] in ("cuda", "rocm")
-    if key == "distributed":
-        return len(catalog.load("hardware")[v["hardware"]]["distributed"]) > 1
-    if key == "thinking":
-        return bool(plan.facts.get("thinking"))
-    if key == "lora_experts":
-        return bool(plan.facts.get("moe")) and v["technique"] in EXPERT_TECHNIQUES
-    if key == "objective":
-        return v["scenario"] == "preference"  # every other scenario learns its answers (sft)
-    if key == "gguf_types":
-        return "gguf" in v["targets"]
-    if key == "adapter_export":
-        return (
-            any(catalog.is_onnx(t) for t in v["targets"]) and catalog.load("techniques")[v["technique"]]["onnx_adapter"]
-        )
-    return True
 
 
 class Quit(Exception):
@@ -73,19 +30,13 @@ class _Flow:
 
         self.q = questionary
         self.io = io
-        self.fixed = Given(dict(given.values), dict(given.origins))  # answered on the command line: not asked
+        self.fixed = layer(given)  # answered on the command line: not asked
         self.asked = Given()
         self.previous = previous
         self.detected = detected or hardware.detect()  # once: each verdict resolves a whole plan
 
     def current(self, extra: dict[str, Any] | None = None) -> Plan:
-        merged = Given()
-        merged.add(self.previous, "previous answers")
-        merged.values.update(self.fixed.values)
-        merged.origins.update(self.fixed.origins)
-        merged.add(self.asked.values, "asked")
-        if extra:
-            merged.add(extra, "asked")
+        merged = layer((self.previous, "previous answers"), self.fixed, self.asked, (extra or {}, "asked"))
         return resolve(merged, detected=self.detected)
 
     def judge(self, key: str, value: Any) -> tuple[str | None, str]:
@@ -249,7 +200,7 @@ def ask(
 
 def summary(flow: _Flow, plan: Plan) -> Any:
     """Print the plan's verdict and ask what to do: "write", "change", "quit", or a suggestion's changes."""
-    from tuneforge.report import format_summary
+    from tuneforge.terminal.report import format_summary
 
     print(format_summary(plan), flush=True)
     choices = []
