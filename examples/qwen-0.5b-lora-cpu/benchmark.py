@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from finetune.config import load_config
+from finetune.config import load_config, smoke_path
 from finetune.encoding import IGNORE_INDEX, build_datasets
 from finetune.inference import GgufBackend, OnnxBackend, PytorchBackend
 from finetune.quiet import quiet_libraries
@@ -101,7 +101,7 @@ def export_fp32(workflow: Path, smoke: bool, merged: str) -> Path:
 
 def gguf_files(config: dict, smoke: bool) -> list[Path]:
     """The quantized GGUF files of the merged model that optimize.py --target gguf wrote."""
-    folder = Path("outputs/smoke/gguf" if smoke else config["gguf"]["output_dir"])
+    folder = (smoke_path if smoke else Path)(config["gguf"]["output_dir"])
     return sorted(p for p in folder.glob("*.gguf") if not p.name.endswith("-F16.gguf"))
 
 
@@ -144,11 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         default=os.cpu_count(),
         help="llama.cpp's threads (default: every core, as PyTorch and ONNX Runtime use)",
     )
-    parser.add_argument("--smoke", action="store_true", help="benchmark the smoke test's tiny model (outputs/smoke/)")
+    parser.add_argument("--smoke", action="store_true", help="benchmark the smoke test's tiny model (see smoke.yaml)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
     config = load_config("configs/train.yaml")
-    merged = "outputs/smoke/merged" if args.smoke else config["merge"]["output_dir"]
+    merged = str((smoke_path if args.smoke else Path)(config["merge"]["output_dir"]))
     try:
         if not Path(merged).exists():
             raise FileNotFoundError(f"{merged} not found: run `python merge.py` first")
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             total += len(tokens)
         report["gguf_q8_0_greedy_tokens_same"] = {"same": same, "of": total, "expected": same >= GGUF_PARITY * total}
 
-    out = Path("outputs/smoke/benchmark.json" if args.smoke else "outputs/benchmark.json")
+    out = (smoke_path if args.smoke else Path)("outputs/benchmark.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)

@@ -22,6 +22,7 @@ import os
 import sys
 from pathlib import Path
 
+from finetune.config import smoke_base, smoke_path
 from finetune.quiet import quiet_libraries
 
 HERE = Path(__file__).parent
@@ -29,7 +30,7 @@ PATH_KEYS = (("input_model", "model_path"), ("input_model", "adapter_path"), ("c
 
 
 def load_workflow(path: Path, smoke: bool = False, base_model: str | None = None, precision: str | None = None) -> dict:
-    """The workflow in path; with smoke, every outputs/ path moves under outputs/smoke/; precision
+    """The workflow in path; with smoke, every outputs/ path moves where smoke.py's run keeps it; precision
     overrides the model builder's (fp16 for CUDA, say) and writes beside the default output."""
     config = json.loads(path.read_text(encoding="utf-8"))
     if precision and "builder" in config["passes"] and precision != config["passes"]["builder"]["precision"]:
@@ -43,9 +44,9 @@ def load_workflow(path: Path, smoke: bool = False, base_model: str | None = None
                 node = node[key]
             value = node.get(keys[-1])
             if isinstance(value, str) and value.startswith("outputs/"):
-                node[keys[-1]] = "outputs/smoke/" + value[len("outputs/") :]
+                node[keys[-1]] = str(smoke_path(value))
         if "adapter_path" in config["input_model"]:
-            config["input_model"]["model_path"] = base_model or "outputs/smoke/base"
+            config["input_model"]["model_path"] = base_model or str(smoke_base())
     return config
 
 
@@ -190,9 +191,10 @@ def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
     from finetune.modeling import load_tokenizer
 
     config = load_config("configs/train.yaml")
-    merged = Path("outputs/smoke/merged" if smoke else config["merge"]["output_dir"])
-    adapter_dir = Path("outputs/smoke/run" if smoke else config["merge"]["adapter_dir"])
-    out = Path("outputs/smoke/gguf" if smoke else config["gguf"]["output_dir"])
+    place = smoke_path if smoke else Path
+    merged = place(config["merge"]["output_dir"])
+    adapter_dir = place(config["merge"]["adapter_dir"])
+    out = place(config["gguf"]["output_dir"])
     if not (merged / "config.json").exists():
         raise FileNotFoundError(f"{merged} not found: run python merge.py first")
     out.mkdir(parents=True, exist_ok=True)
@@ -290,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", help="one target (default: every olive/*.json)")
     parser.add_argument("--precision", choices=["int4", "fp16", "fp32"], help="override the workflow's precision")
-    parser.add_argument("--smoke", action="store_true", help="optimize the smoke test's tiny model (outputs/smoke/)")
+    parser.add_argument("--smoke", action="store_true", help="optimize the smoke test's tiny model (see smoke.yaml)")
     parser.add_argument("--adapter", type=Path, help="export only this adapter folder, for a base optimized before")
     parser.add_argument("--name", help="with --adapter: the adapter's name (default: its folder's name)")
     parser.add_argument(

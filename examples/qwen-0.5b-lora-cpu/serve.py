@@ -318,17 +318,15 @@ def make_handler(
 
 def playground_settings(config: dict) -> dict:
     """The playground's defaults, from the workspace's config: the system prompt and generation settings that chat.py
-    uses, and the scenario's example prompt."""
+    uses, and the scenario's example prompt (generation.example_prompt)."""
     generation = config.get("generation", {})
     sampling = sampling_options(generation)  # empty: greedy
-    smoke = Path("configs/smoke.yaml")
-    prompt = load_config(str(smoke)).get("chat_prompt") if smoke.is_file() else None
     return {
         "system": config.get("data", {}).get("system_prompt") or "",
         "max_tokens": int(generation.get("max_new_tokens", 256)),
         "temperature": sampling.get("temperature", 0.0),
         "top_p": float(generation.get("top_p") or 1.0),
-        "prompt": prompt or "",
+        "prompt": generation.get("example_prompt") or "",
     }
 
 

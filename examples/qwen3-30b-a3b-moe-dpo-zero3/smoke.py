@@ -16,6 +16,7 @@ a step under a launcher (torchrun, deepspeed, accelerate) runs as its own proces
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import runpy
 import shutil
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from finetune.config import load_config
+from finetune.config import load_config, smoke_base, smoke_path
 
 HERE = Path(__file__).parent
 
@@ -47,9 +48,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def steps(smoke: dict) -> list[tuple[str, list[str]]]:
+def steps(smoke: dict, train_config: dict) -> list[tuple[str, list[str]]]:
+    """Each step's name and command; the tiny model's files sit where the workspace's config puts the real ones,
+    under the smoke config's output_dir (finetune.config.smoke_path), where optimize.py --smoke finds them."""
     out = Path(smoke["output_dir"])
-    base, run, merged = out / "base", out / "run", out / "merged"
+    base = smoke_base(out)
+    run = smoke_path(train_config["training"]["output_dir"], out)
+    merged = smoke_path(train_config["merge"]["output_dir"], out)
     model_overrides = [f"model.name_or_path={base}", f"training.output_dir={run}"]
     launcher = [launcher_executable(smoke["launcher"][0]), *smoke["launcher"][1:]]
     if smoke["launcher"][0] in ("torchrun", "deepspeed"):
@@ -71,7 +76,9 @@ def steps(smoke: dict) -> list[tuple[str, list[str]]]:
         ),
     ]
     # only the CPU workflow can run here; the other targets' workflows need their hardware
-    onnx_cpu = (HERE / "olive" / "onnx-cpu.json").exists()
+    workflow = HERE / "olive" / "onnx-cpu.json"
+    onnx_cpu = workflow.exists()
+    onnx_dir = smoke_path(json.loads(workflow.read_text(encoding="utf-8"))["output_dir"], out) if onnx_cpu else None
     if onnx_cpu:
         plan.append(("optimize", [sys.executable, "optimize.py", "--smoke", "--target", "onnx-cpu"]))
     chat_model = ["--model", str(merged)]
@@ -85,7 +92,7 @@ def steps(smoke: dict) -> list[tuple[str, list[str]]]:
                 "pytorch",
                 *chat_model,
                 "--prompt",
-                smoke["chat_prompt"],
+                train_config["generation"]["example_prompt"],
                 "--max-new-tokens",
                 "16",
             ],
@@ -101,15 +108,15 @@ def steps(smoke: dict) -> list[tuple[str, list[str]]]:
                     "--backend",
                     "onnx",
                     "--model",
-                    str(out / "onnx" / "onnx-cpu"),
+                    str(onnx_dir),
                     "--prompt",
-                    smoke["chat_prompt"],
+                    train_config["generation"]["example_prompt"],
                     "--max-new-tokens",
                     "16",
                 ],
             )
         )
-    onnx_model = ["--onnx", str(out / "onnx" / "onnx-cpu")] if onnx_cpu else ["--no-onnx"]
+    onnx_model = ["--onnx", str(onnx_dir)] if onnx_cpu else ["--no-onnx"]
     # the smoke test makes no GGUF model (llama.cpp's converter needs the model's real tokenizer, not the tiny one)
     plan.append(
         (
@@ -178,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     from finetune.tiny import save_tiny_model
 
     started = time.time()
-    base = Path(smoke["output_dir"]) / "base"
+    base = smoke_base(smoke["output_dir"])
     prompts = [
         train_config["data"].get("system_prompt") or "",
         (train_config.get("task") or {}).get("instruction") or "",
@@ -193,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = [("tiny model", True, time.time() - started)]
     print(f"[smoke] tiny {smoke['tiny_model']['architecture']} model at {base}", flush=True)
-    plan = steps(smoke)
+    plan = steps(smoke, train_config)
     for name, command in plan:
         print(f"[smoke] {name}: {' '.join(command)}", flush=True)
         t0 = time.time()

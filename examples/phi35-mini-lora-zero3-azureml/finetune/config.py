@@ -177,3 +177,20 @@ def _unknown(dotted: str, node: dict, source: str) -> str:
     close = difflib.get_close_matches(leaf, list(node), n=1)
     hint = f" Did you mean {prefix}{close[0]}?" if close else f" Keys here: {', '.join(prefix + k for k in node)}"
     return f"{dotted} is not a key of {source}.{hint}"
+
+
+SMOKE_CONFIG = Path("configs/smoke.yaml")
+
+
+def smoke_path(path: str | Path, root: str | Path | None = None) -> Path:
+    """Where smoke.py's run keeps what the workspace keeps at path: every outputs/ folder moves under the smoke
+    config's output_dir, root (outputs/merged -> outputs/smoke/merged), so --smoke reads the tiny model's files."""
+    if root is None:
+        root = yaml.load(SMOKE_CONFIG.read_text(encoding="utf-8"), Loader=Loader)["output_dir"]
+    root, path = Path(root), Path(path)
+    return root / path.relative_to("outputs") if path.parts[:1] == ("outputs",) else root / path
+
+
+def smoke_base(root: str | Path | None = None) -> Path:
+    """The tiny random base model smoke.py builds."""
+    return smoke_path("base", root)
