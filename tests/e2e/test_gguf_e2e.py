@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers.project import ROOT
 from helpers.real_tokenizer import extract, llama_cpp_source
@@ -228,7 +229,9 @@ def test_gguf_export_of_qwen2_and_phi3_with_their_real_tokenizers(new_workspace,
     out = train_merge_export(workspace)
     merged = next(out.glob("*-tuned-Q8_0.gguf"))
     name = merged.name.removesuffix("-tuned-Q8_0.gguf")
-    assert sorted(p.name for p in out.glob("*.gguf")) == [f"{name}-tuned-Q4_K_M.gguf", merged.name]
+    types = yaml.safe_load((workspace / "configs" / "train.yaml").read_text())["gguf"]["quantizations"]
+    assert types == (["Q8_0"] if model == "qwen2.5-0.5b-instruct" else ["Q8_0", "Q4_K_M"])  # 4-bit: 1B and up
+    assert sorted(p.name for p in out.glob("*.gguf")) == sorted(f"{name}-tuned-{t}.gguf" for t in types)
     assert sorted(p.name for p in (out / "adapter").glob("*.gguf")) == [
         f"{name}-Q8_0.gguf",
         f"{name}-tuned-LoRA-F16.gguf",

@@ -12,6 +12,7 @@ import yaml
 
 from helpers.browser import chrome, screenshot, wait_for
 from helpers.workspace import QUICK_TRAINING, call, run, save_tiny_base, serving
+from tuneforge import catalog
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,8 @@ def test_playground_streams_an_answer_and_compares_base_tuned_and_onnx(new_works
     for name in ("run", "onnx"):
         shutil.move(workspace / "outputs" / "smoke" / name, workspace / "outputs" / name)
     config = yaml.safe_load((workspace / "configs" / "train.yaml").read_text())
-    prompt = yaml.safe_load((workspace / "configs" / "smoke.yaml").read_text())["chat_prompt"]
+    prompt = config["generation"]["example_prompt"]
+    assert prompt == catalog.load("scenarios")["chat"]["chat_prompt"]
 
     with serving(workspace, "--compare") as base:
         status, _, body = call(base, "/v1/playground")

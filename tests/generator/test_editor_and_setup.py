@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers.workspace import jsonc
+from tuneforge import catalog
 
 
 @pytest.mark.parametrize(
@@ -140,7 +141,7 @@ def test_setup_installs_a_working_venv_on_cpu(new_workspace):
     # TORCH_INDEX_URL empty: pip's own configuration (this machine keeps a CPU build of torch on disk)
     result = run_setup(workspace, env={"TORCH_INDEX_URL": ""})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "torch 2.13.0" in result.stdout and "Ready:" in result.stdout
+    assert f"torch {catalog.pins()['torch'].removeprefix('==')}" in result.stdout and "Ready:" in result.stdout
     check = subprocess.run(
         [str(workspace / ".venv" / "bin" / "python"), "-c", "import peft, transformers, accelerate"],
         capture_output=True,

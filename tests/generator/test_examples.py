@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.project import ROOT
+from helpers.project import ROOT, git
 from helpers.workspace import template_module
 from tuneforge import catalog
 
@@ -29,7 +29,7 @@ def test_the_examples_show_what_the_readme_promises():
     """A new family, a mixture of experts, a preference objective, a GPU, an ONNX target and a cloud platform."""
     import yaml
 
-    from tuneforge.models import resolve_model
+    from tuneforge.planning.models import resolve_model
 
     answers = [yaml.safe_load(path.read_text()) for path in EXAMPLES]
     facts = [resolve_model(a["model"]) for a in answers]
@@ -51,10 +51,34 @@ def test_example_is_current(answers, tmp_path):
     assert not stale, f"examples/{answers.stem} is stale in {stale}; run `make examples`"
 
 
-def test_dev_requirements_pin_what_the_workspace_pins():
-    template = (ROOT / "templates" / "workspace" / "requirements.txt.jinja").read_text()
-    pins = dict(re.findall(r"^([a-z][a-z0-9-]*)==([0-9.]+)", (ROOT / "requirements-dev.txt").read_text(), re.MULTILINE))
-    for name, version in re.findall(r"^([a-z][a-z0-9-]*)(?:\{\{[^}]*\}\})?==([0-9.]+)", template, re.MULTILINE):
-        if name in pins:
-            assert pins[name] == version, name
-    assert {"transformers", "peft", "olive-ai", "onnxruntime-genai"} <= pins.keys()
+PINNED = re.compile(r"^\s*(?:- )?([A-Za-z][A-Za-z0-9_.-]*)\s*(?:==|>=)\s*[0-9]", re.MULTILINE)
+
+
+def test_every_version_is_pinned_once_in_the_catalogs_pins():
+    """pins.txt is the one file with versions: the dev requirements take them as constraints, the Makefile reads
+    torch's and llama-cpp-python's from it, the template renders them from the plan's `pins`."""
+    pins = catalog.pins()
+    elsewhere = [ROOT / "requirements-dev.txt", ROOT / "Makefile", ROOT / "pyproject.toml"]
+    elsewhere += [ROOT / p for p in git(ROOT, "ls-files", "templates").splitlines() if "/samples/" not in p]
+    elsewhere += list((ROOT / "generator" / "tuneforge" / "catalog").glob("*.yaml"))
+    found = {str(p.relative_to(ROOT)): PINNED.findall(p.read_text()) for p in elsewhere}
+    assert {path: names for path, names in found.items() if names} == {}
+    dev = (ROOT / "requirements-dev.txt").read_text().splitlines()
+    assert "-c generator/tuneforge/catalog/pins.txt" in dev
+    assert {line for line in dev if line and not line.startswith(("#", "-"))} <= pins.keys()
+    assert "$(shell sed -n 's/^llama-cpp-python==//p' $(PINS))" in (ROOT / "Makefile").read_text()
+    for target in catalog.load("targets").values():
+        assert set(target.get("runtime", {}).get("packages", [])) <= pins.keys()
+
+
+def test_a_workspace_pins_what_the_catalog_pins(new_workspace):
+    workspace = new_workspace(targets="pytorch,onnx-cpu,gguf,onnx-qnn", scenario="classification")
+    lines = (workspace / "requirements.txt").read_text().splitlines()
+    lines += (workspace / "olive" / "requirements-onnx-qnn.txt").read_text().splitlines()
+    rendered = {}
+    for line in lines:
+        if line and not line.startswith("#"):
+            name, specifier = re.fullmatch(r"([A-Za-z0-9_.-]+)([<>=!~][^ ]*)(?:  #.*)?", line).groups()
+            rendered[name] = specifier
+    assert rendered == {name: catalog.pins()[name] for name in rendered}
+    assert {"torch", "onnxruntime-genai", "llama-cpp-python", "scikit-learn", "onnxruntime-qnn"} <= rendered.keys()

@@ -8,6 +8,9 @@ import yaml
 
 from helpers.project import tuneforge
 from tuneforge import catalog
+from tuneforge.planning import hardware
+from tuneforge.planning.answers import layer
+from tuneforge.planning.plan import resolve
 
 
 def refused(capsys, *args) -> str:
@@ -57,3 +60,18 @@ def test_the_lora_file_is_promised_only_where_llama_cpp_takes_the_adapter(new_wo
     assert takes == (technique in {"lora", "qlora", "rslora"})  # plain LoRA matrices: no DoRA, IA3 or full weights
     config = yaml.safe_load((workspace / "configs" / "train.yaml").read_text())
     assert config["gguf"]["quantizations"] == catalog.load("targets")["gguf"]["gguf"]["default"]
+
+
+def test_models_under_a_billion_parameters_default_to_q8_0_alone(tmp_path):
+    """A 4-bit GGUF of a small tuned model lost what tuning taught (Gemma 3 270M: 0.95 as Q8_0, 0.35 as Q4_K_M):
+    under the catalog's size the default is Q8_0 alone, with the reason; asked for, Q4_K_M is still made."""
+    small = catalog.load("targets")["gguf"]["gguf"]["small_models"]
+    plan = resolve(layer(({"model": "qwen3-0.6b", "targets": ["pytorch", "gguf"]}, "--set")), dict(hardware.TYPICAL))
+    assert plan.values["gguf_types"] == small["default"] == ["Q8_0"]
+    assert "4-bit types lose too much" in plan.origins["gguf_types"]
+    big = resolve(
+        layer(({"model": "llama-3.2-1b-instruct", "targets": ["pytorch", "gguf"]}, "--set")), dict(hardware.TYPICAL)
+    )
+    assert big.values["gguf_types"] == catalog.load("targets")["gguf"]["gguf"]["default"]
+    asked = {"model": "qwen3-0.6b", "targets": ["pytorch", "gguf"], "gguf_types": ["Q8_0", "Q4_K_M"]}
+    assert resolve(layer((asked, "--set")), dict(hardware.TYPICAL)).values["gguf_types"] == ["Q8_0", "Q4_K_M"]

@@ -11,8 +11,8 @@ import yaml
 
 from helpers.project import ROOT
 from tuneforge import catalog
-from tuneforge.answers import DERIVED_KEYS, Given
-from tuneforge.plan import resolve
+from tuneforge.planning.answers import DERIVED_KEYS, Given
+from tuneforge.planning.plan import resolve
 
 WORKSPACE = ROOT / "templates" / "workspace"
 SEGMENT = re.compile(r"\{%.*?%\}")
@@ -126,7 +126,8 @@ def test_the_workspace_renders_the_instances_and_runtimes_the_plan_derived(new_w
     for target in ("onnx-qnn", "onnx-directml"):
         runtime = catalog.load("targets")[target]["runtime"]
         text = (workspace / "olive" / f"requirements-{target}.txt").read_text()
-        assert [line for line in text.splitlines() if line and not line.startswith("#")] == runtime["packages"]
+        pinned = [name + catalog.pins()[name] for name in runtime["packages"]]
+        assert [line for line in text.splitlines() if line and not line.startswith("#")] == pinned
         assert ("pip uninstall" in text) == runtime["replaces_cpu_build"]
 
 

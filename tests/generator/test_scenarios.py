@@ -40,8 +40,7 @@ def test_each_scenario_renders_its_sample_prompt_metric_and_readme(new_workspace
     first_section = readme.split("\n## ")[1]
     assert first_section.startswith(f"Scenario: {facts['title']}")
     assert facts["meaning"] in first_section and facts["data"] in first_section
-    smoke = yaml.safe_load((workspace / "configs" / "smoke.yaml").read_text())
-    assert smoke["chat_prompt"] == facts["chat_prompt"]
+    assert config["generation"]["example_prompt"] == facts["chat_prompt"]
 
 
 @pytest.mark.parametrize(

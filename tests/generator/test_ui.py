@@ -12,12 +12,13 @@ import yaml
 
 from helpers.project import sets, tuneforge
 from helpers.servers import form_server
-from tuneforge import catalog, hardware
-from tuneforge.answers import BY_KEY, Given
-from tuneforge.form import Form
-from tuneforge.prompts import HYPER, ORDER
-from tuneforge.render import git
-from tuneforge.ui import make_server
+from tuneforge import catalog
+from tuneforge.planning import hardware
+from tuneforge.planning.answers import BY_KEY, Given
+from tuneforge.planning.questions import HYPER, ORDER
+from tuneforge.rendering.render import git
+from tuneforge.web.form import Form
+from tuneforge.web.server import make_server
 
 
 def request(port: int, method: str, path: str, body=None, headers: dict | None = None) -> tuple[int, dict]:
@@ -177,7 +178,7 @@ def test_listens_on_the_loopback_unless_told(new_form, tmp_path, capsys):
 def test_the_file_list_is_the_render_of_each_plan(new_form):
     """The form renders the file list once per set of file switches: the list must be what rendering that very
     plan gives, also for plans that differ only in values the file names do not read."""
-    from tuneforge.render import render_files
+    from tuneforge.rendering.render import render_files
 
     form = new_form()
     for answers in (
@@ -201,8 +202,12 @@ def test_tuneforge_ui_serves_the_page_on_the_loopback_and_prints_where(tmp_path)
     from helpers.project import ROOT
 
     env = {**os.environ, "PYTHONPATH": str(ROOT / "generator")}
+    # `python -m tuneforge ui ...` as a terminal's foreground runs it: a suite started in the background
+    # (`make test &`) hands its children SIGINT ignored, and Python then installs no Ctrl-C handler of its own
+    foreground = "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    foreground += "runpy.run_module('tuneforge', run_name='__main__', alter_sys=True)"
     server = subprocess.Popen(
-        [sys.executable, "-m", "tuneforge", "ui", str(tmp_path / "new-one"), "--no-browser", "--no-detect"],
+        [sys.executable, "-c", foreground, "ui", str(tmp_path / "new-one"), "--no-browser", "--no-detect"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -226,5 +231,12 @@ def test_tuneforge_ui_serves_the_page_on_the_loopback_and_prints_where(tmp_path)
         )
     finally:
         server.send_signal(signal.SIGINT)
-        assert server.wait(timeout=30) == 0
+        try:  # communicate drains both pipes: a server blocked writing to a full pipe cannot exit
+            out, err = server.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            out, err = server.communicate()
+            raise AssertionError(f"the server did not stop within 60 s of Ctrl-C; it wrote:\n{out}{err}") from None
+    assert server.returncode == 0, out + err
+    assert "stopped" in err
     assert not (tmp_path / "new-one").exists()
