@@ -84,13 +84,14 @@ def tracking(tracker: str) -> str:
 def train(config: dict, resume: bool = False) -> dict:
     from transformers import set_seed
 
-    from finetune.preference import PairCollator, build_preference_datasets
-    from finetune.preference_trainer import PreferenceTrainer
-    from finetune.trainer import AnswerOnlyTrainer
-
     seed = config["training"]["seed"]
     set_seed(seed)
     preference = config.get("preference")
+    if preference:  # finetune/preference*.py: in workspaces generated with a preference objective
+        from finetune.preference import PairCollator, build_preference_datasets
+        from finetune.preference_trainer import PreferenceTrainer
+    else:
+        from finetune.trainer import AnswerOnlyTrainer
     tokenizer = load_tokenizer(config["model"]["name_or_path"], config["data"])
     check_data(config, tokenizer, first=is_first_process())
     train_set, eval_set = (build_preference_datasets if preference else build_datasets)(config, tokenizer, seed)

@@ -52,9 +52,6 @@ ALWAYS = {
     "finetune/doctor.py",
     "finetune/quiet.py",
     "check_data.py",
-    "finetune/preference.py",
-    "finetune/preference_trainer.py",
-    "finetune/losses.py",
     "finetune/encoding.py",
     "finetune/batching.py",
     "tests/test_workspace.py",
@@ -90,6 +87,8 @@ def expected_files(values: dict) -> set[str]:
         }
     if "gguf" in values["targets"]:
         files |= {"finetune/gguf.py", "finetune/modelfile.py"}
+    if values["objective"] != "sft" or values["scenario"] == "preference":
+        files |= {"finetune/preference.py", "finetune/preference_trainer.py", "finetune/losses.py"}
     if onnx:
         files |= {f"olive/{t}.json" for t in onnx}
         # the targets that run on another machine's ONNX Runtime build

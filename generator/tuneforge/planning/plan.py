@@ -136,6 +136,8 @@ class Plan:
             "kaito_inference": "kaito" in targets,
             "export_chat": "foundry" in platforms or "kaito" in platforms,
             "chat_template": "fallback_chat_template" in self.facts,
+            # preference pairs and their losses: trained by an objective other than sft, scored by the scenario
+            "preference": v["objective"] != "sft" or v["scenario"] == "preference",
         }
 
     @property
