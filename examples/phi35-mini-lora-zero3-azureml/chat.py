@@ -1,7 +1,7 @@
 """Chat with the tuned model in the console, streaming tokens.
 
 python chat.py                                  # PyTorch, merged model (or base + adapter)
-python chat.py --backend onnx                   # ONNX Runtime GenAI, the optimized model
+python chat.py --backend onnx                   # an optimized model: onnx or gguf, where the workspace has it
 python chat.py --prompt "Hello" [--max-new-tokens 128]   # one answer, then exit
 """
 
@@ -11,18 +11,17 @@ import argparse
 import sys
 
 from finetune.config import ConfigError, load_config
-from finetune.inference import AdapterError, load_backend, sampling_options
+from finetune.inference import AdapterError, backend_names, load_backend, sampling_options
 from finetune.quiet import quiet_libraries
 
 
 def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", choices=["pytorch", "onnx", "gguf"], default="pytorch")
+    parser.add_argument("--backend", choices=backend_names(), default="pytorch")
     parser.add_argument(
         "--model",
-        help="model folder, or .gguf file (default: the merged model, the ONNX model, "
-        "or the GGUF file of the first of gguf.quantizations)",
+        help="model folder, or file for the backend (default: the merged model, or what optimize.py made for it)",
     )
     parser.add_argument(
         "--adapter",

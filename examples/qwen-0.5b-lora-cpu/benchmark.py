@@ -19,7 +19,7 @@ from pathlib import Path
 
 from finetune.config import load_config, smoke_path
 from finetune.encoding import IGNORE_INDEX, build_datasets
-from finetune.inference import GgufBackend, OnnxBackend, PytorchBackend
+from finetune.inference import Backend, PytorchBackend, backend_module
 from finetune.quiet import quiet_libraries
 from finetune.scoring import perplexity
 from optimize import load_workflow, olive_run
@@ -71,7 +71,7 @@ def pytorch_steps(backend: PytorchBackend):
     return steps
 
 
-def onnx_steps(backend: OnnxBackend, new_tokens: int):
+def onnx_steps(backend: Backend, new_tokens: int):
     def steps(ids: list[int]):  # greedy (the backend's sampling is off), past the end token
         generator = backend._generator(ids, new_tokens, min_new_tokens=new_tokens)
         while not generator.is_done():
@@ -81,7 +81,7 @@ def onnx_steps(backend: OnnxBackend, new_tokens: int):
     return steps
 
 
-def gguf_steps(backend: GgufBackend):
+def gguf_steps(backend: Backend):
     def steps(ids: list[int]):  # greedy, past the end token as the others
         yield from backend.model.generate(ids, reset=True, temp=0.0, top_k=1, repeat_penalty=1.0)
 
@@ -118,14 +118,14 @@ def models(args, config: dict, merged: str) -> dict:
         onnx_dir = Path(load_workflow(workflow, args.smoke)["output_dir"])
         if not onnx_dir.exists():
             raise FileNotFoundError(f"{onnx_dir} not found: run `python optimize.py` first")
-        backend = OnnxBackend(str(onnx_dir))
+        backend = backend_module("onnx").OnnxBackend(str(onnx_dir))
         found["onnx_int4"] = (backend, onnx_steps(backend, args.new_tokens), size_on_disk(onnx_dir))
     if "gguf" in config:
         files = gguf_files(config, args.smoke)
         if not files:
             raise FileNotFoundError("no GGUF files: run `python optimize.py --target gguf` first")
         for path in files:
-            backend = GgufBackend(str(path), threads=args.threads)
+            backend = backend_module("gguf").GgufBackend(str(path), threads=args.threads)
             found[f"gguf_{gguf_kind(path).lower()}"] = (backend, gguf_steps(backend), path.stat().st_size)
     return found
 
@@ -187,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         measured["perplexity_ratio"] = measured["perplexity"] / reference["perplexity"]
 
     if "onnx_int4" in found:
-        fp32 = OnnxBackend(str(export_fp32(HERE / "olive" / f"{args.target}.json", args.smoke, merged)))
+        fp32 = backend_module("onnx").OnnxBackend(
+            str(export_fp32(HERE / "olive" / f"{args.target}.json", args.smoke, merged))
+        )
         greedy = [torch_backend.generate_ids(prompt, args.parity_steps) for prompt in prompts]
         report["fp32_greedy_tokens_match"] = all(
             fp32.generate_ids(p, args.parity_steps)[: len(g)] == g for p, g in zip(prompts, greedy)

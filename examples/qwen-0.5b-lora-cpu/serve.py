@@ -27,7 +27,14 @@ from typing import ClassVar
 
 from finetune.config import ConfigError, load_config
 from finetune.decoding import GRAMMAR
-from finetune.inference import compare_backends, load_backend, model_name, sampling_options
+from finetune.inference import (
+    backend_classes,
+    backend_names,
+    compare_backends,
+    load_backend,
+    model_name,
+    sampling_options,
+)
 from finetune.openai_api import (
     BadRequest,
     check_context,
@@ -157,8 +164,16 @@ class ChatHandler(BaseHTTPRequestHandler):
             )
         elif self.path.rstrip("/") == "/health":
             first = self.model_names[0]
+            backend = self.routes[first][0]
             self.send_json(
-                200, {"status": "ok", "model": first, "models": self.model_names, "backend": self.routes[first][0].name}
+                200,
+                {
+                    "status": "ok",
+                    "model": first,
+                    "models": self.model_names,
+                    "backend": backend.name,
+                    "supports": sorted(backend.supports),  # the optional settings it honours (finetune/decoding.py)
+                },
             )
         else:
             self.send_error_json(404, f"no route {self.path}")
@@ -225,7 +240,7 @@ class ChatHandler(BaseHTTPRequestHandler):
                         BadRequest(
                             422,
                             f"the model's answer does not follow response_format: {why}; the {backend.name} backend "
-                            "cannot hold answers to a schema as it generates (serve.py --backend gguf can)",
+                            f"cannot hold answers to a schema as it generates{grammar_hint()}",
                             "invalid_response_format",
                             "response_format",
                         )
@@ -341,13 +356,19 @@ def single_routes(backend, args, config: dict) -> dict[str, tuple]:
     return {name: (backend, own) for name, own in zip(names, backend.models)}
 
 
+def grammar_hint() -> str:
+    """Which of this workspace's backends hold an answer to a schema as they generate, if any."""
+    able = [b.name for b in backend_classes() if GRAMMAR in b.supports]
+    return f" (serve.py --backend {' or '.join(able)} can)" if able else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument(
-        "--backend", choices=["onnx", "gguf", "pytorch"], default="onnx" if Path("olive").is_dir() else "gguf"
+        "--backend", choices=backend_names(), default=next(b for b in ("onnx", "gguf") if b in backend_names())
     )
     parser.add_argument(
         "--model",

@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from finetune.config import load_config, smoke_base, smoke_path
+from finetune.inference import backend_names
 
 HERE = Path(__file__).parent
 
@@ -116,7 +117,8 @@ def steps(smoke: dict, train_config: dict) -> list[tuple[str, list[str]]]:
                 ],
             )
         )
-    onnx_model = ["--onnx", str(onnx_dir)] if onnx_cpu else ["--no-onnx"]
+    onnx_model = ["--onnx", str(onnx_dir)] if onnx_cpu else ["--no-onnx"] if "onnx" in backend_names() else []
+    no_gguf = ["--no-gguf"] if "gguf" in backend_names() else []
     # the smoke test makes no GGUF model (llama.cpp's converter needs the model's real tokenizer, not the tiny one)
     plan.append(
         (
@@ -129,7 +131,7 @@ def steps(smoke: dict, train_config: dict) -> list[tuple[str, list[str]]]:
                 "--tuned",
                 str(merged),
                 *onnx_model,
-                "--no-gguf",
+                *no_gguf,
                 "--limit",
                 "4",
                 "--out",

@@ -18,14 +18,7 @@ from pathlib import Path
 from finetune.config import ConfigError, load_config
 from finetune.data import DataError, check_labels, load_splits
 from finetune.hub import base_model_of
-from finetune.inference import (
-    GgufBackend,
-    OnnxBackend,
-    PytorchBackend,
-    default_pytorch_model,
-    find_gguf_model,
-    find_onnx_model,
-)
+from finetune.inference import PytorchBackend, backend_module, backend_names, default_pytorch_model, find_model
 from finetune.plot import plot_scores
 from finetune.quiet import quiet_libraries
 
@@ -37,12 +30,10 @@ def candidates(args: argparse.Namespace, config: dict) -> dict[str, tuple[str, s
         raise FileNotFoundError(f"no tuned model at {tuned}: run python train.py first (or pass --tuned)")
     base = args.base or base_model_of(config["merge"]["adapter_dir"]) or config["model"]["name_or_path"]
     models = {"base": ("pytorch", base), "tuned": ("pytorch", tuned)}
-    onnx = args.onnx or find_onnx_model()
-    if onnx and not args.no_onnx:
-        models["onnx"] = ("onnx", onnx)
-    gguf = args.gguf or find_gguf_model(config)
-    if gguf and not args.no_gguf:
-        models["gguf"] = ("gguf", gguf)
+    for name in backend_names()[1:]:  # onnx and gguf, where this workspace has them
+        path = getattr(args, name) or find_model(name, config)
+        if path and not getattr(args, f"no_{name}"):
+            models[name] = (name, path)
     return models
 
 
@@ -63,7 +54,7 @@ def load(backend: str, path: str, data: dict):
     template_kwargs = data.get("chat_template_kwargs")
     if backend == "pytorch":
         return PytorchBackend(path, template_kwargs=template_kwargs, data=data)
-    return {"onnx": OnnxBackend, "gguf": GgufBackend}[backend](path, template_kwargs=template_kwargs)
+    return backend_module(backend).BACKEND(path, template_kwargs=template_kwargs)
 
 
 def print_table(report: dict) -> None:
@@ -94,10 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tuned", help="tuned model: merged folder, or adapter folder (default: merged, else the adapter)"
     )
-    parser.add_argument("--onnx", help="ONNX model folder (default: the first under outputs/onnx/)")
-    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX model")
-    parser.add_argument("--gguf", help="GGUF file (default: the first of gguf.quantizations in gguf.output_dir)")
-    parser.add_argument("--no-gguf", action="store_true", help="skip the GGUF model")
+    if "onnx" in backend_names():
+        parser.add_argument("--onnx", help="ONNX model folder (default: the first under outputs/onnx/)")
+        parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX model")
+    if "gguf" in backend_names():
+        parser.add_argument("--gguf", help="GGUF file (default: the first of gguf.quantizations in gguf.output_dir)")
+        parser.add_argument("--no-gguf", action="store_true", help="skip the GGUF model")
     parser.add_argument("--out", default="eval")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     args = parser.parse_args(argv)

@@ -9,7 +9,7 @@ import time
 import uuid
 
 from finetune.decoding import GRAMMAR, LOGPROBS, PENALTIES, Settings
-from finetune.inference import BACKENDS
+from finetune.inference import backend_classes
 
 MAX_TOKENS_LIMIT = 4096
 MAX_CHOICES = 8  # n: each choice is one more generation, one after another
@@ -270,11 +270,11 @@ def missing_support(request: dict, supports: frozenset[str], backend: str) -> Ba
             if need == GRAMMAR
             else "it is not one of this backend's settings"
         )
+        able = [other.name for other in backend_classes() if need in other.supports]
+        elsewhere = f"serve.py --backend {' or '.join(able)} has it" if able else "no backend of this workspace has it"
         return BadRequest(
             400,
-            f"'{param}' is not supported by the {backend} backend ({why}); serve.py --backend "
-            + " or ".join(backend.name for backend in BACKENDS if need in backend.supports)
-            + " has it",
+            f"'{param}' is not supported by the {backend} backend ({why}); {elsewhere}",
             "unsupported_parameter",
             param,
         )

@@ -22,54 +22,9 @@ def nll(log_probs, row: dict) -> tuple[float, int]:
     return total, n
 
 
-def pytorch_nll(backend, rows: list[dict]) -> list[tuple[float, int]]:
-    import torch
-
-    found = []
-    with torch.no_grad():
-        for row in rows:
-            logits = backend.model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1].float()
-            found.append(nll(logits.log_softmax(-1).numpy(), row))
-    return found
-
-
-def log_softmax(logits):
-    """Log-probabilities from a NumPy array of logits (positions x vocabulary), in float64."""
-    import numpy as np
-
-    logits = np.asarray(logits, dtype=np.float64)
-    logits = logits - logits.max(-1, keepdims=True)
-    return logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-
-
-def onnx_nll(backend, rows: list[dict]) -> list[tuple[float, int]]:
-    import numpy as np
-
-    found = []
-    for row in rows:
-        params = backend.og.GeneratorParams(backend.model)
-        params.set_search_options(max_length=len(row["input_ids"]) + 1)
-        generator = backend.og.Generator(backend.model, params)
-        if backend.adapters is not None:
-            generator.set_active_adapter(backend.adapters, backend.active)
-        generator.append_tokens(row["input_ids"])
-        found.append(nll(log_softmax(np.asarray(generator.get_output("logits"))[0, :-1]), row))
-    return found
-
-
-def gguf_nll(backend, rows: list[dict]) -> list[tuple[float, int]]:
-    scorer = backend.scorer(max(len(row["input_ids"]) for row in rows))
-    found = []
-    for row in rows:
-        scorer.reset()
-        scorer.eval(row["input_ids"])
-        found.append(nll(log_softmax(scorer.scores[: len(row["input_ids"]) - 1]), row))
-    return found
-
-
 def row_nlls(backend, rows: list[dict]) -> list[tuple[float, int]]:
     """(negative log-likelihood of the labelled tokens, their count) of each row."""
-    return {"onnx": onnx_nll, "gguf": gguf_nll}.get(backend.name, pytorch_nll)(backend, rows)
+    return [nll(log_probs, row) for log_probs, row in zip(backend.log_probs([r["input_ids"] for r in rows]), rows)]
 
 
 def perplexity(backend, rows: list[dict]) -> float:

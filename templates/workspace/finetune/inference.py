@@ -1,18 +1,20 @@
-"""Generation backends shared by chat.py, serve.py and benchmark.py: PyTorch (merged model, or base +
-adapters) and ONNX Runtime GenAI (model, or base + .onnx_adapter files). Each streams text pieces and
-records token counts. A backend holding several adapters on one base answers as the one `select` names."""
+"""Generation backends shared by chat.py, serve.py, eval.py and benchmark.py: what every backend shares (one
+generation loop: stop sequences, limits, usage, log probabilities) and PyTorch (merged model, or base + adapters).
+ONNX Runtime GenAI (finetune/onnx_backend.py) and llama.cpp (finetune/gguf_backend.py) are rendered with their
+targets; load_backend finds whichever this workspace has. A backend holding several adapters on one base answers
+as the one `select` names."""
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import json
 import os
 import time
 from collections.abc import Iterator
+from importlib import import_module
+from importlib.util import find_spec
 from pathlib import Path
 
-from finetune.decoding import GRAMMAR, LOGPROBS, PENALTIES, Settings, StopText, logprob_entry
+from finetune.decoding import LOGPROBS, PENALTIES, Settings, StopText, logprob_entry
 
 
 class AdapterError(ValueError):
@@ -269,6 +271,23 @@ class PytorchBackend(Backend):
         """Greedy decoding; the new token ids, ending at EOS."""
         return self._generate(ids, max_new_tokens, Settings())
 
+    def log_probs(self, rows: list[list[int]]) -> Iterator:
+        """Each row's log-probabilities of the next token at every position but the last (eval's perplexity)."""
+        import torch
+
+        with torch.no_grad():
+            for ids in rows:
+                yield self.model(input_ids=torch.tensor([ids])).logits[0, :-1].float().log_softmax(-1).numpy()
+
+
+def log_softmax(logits):
+    """Log-probabilities from a NumPy array of logits (positions x vocabulary), in float64."""
+    import numpy as np
+
+    logits = np.asarray(logits, dtype=np.float64)
+    logits = logits - logits.max(-1, keepdims=True)
+    return logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+
 
 def cores_allowed() -> int | None:
     """The threads OMP_NUM_THREADS allows this process (as PyTorch reads it), for ONNX Runtime and llama.cpp too;
@@ -277,264 +296,41 @@ def cores_allowed() -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
-class OnnxBackend(Backend):
-    name = "onnx"
-    supports = frozenset({LOGPROBS})
-
-    def __init__(self, model_path: str, adapters: dict[str, str] | None = None, template_kwargs: dict | None = None):
-        """adapters: NAME -> .onnx_adapter file, all loaded once on the one base (default: the adapter
-        optimize.py exported with the model, if any: a base exported with separate adapters needs one to run)."""
-        import onnxruntime_genai as og
-
-        if not (Path(model_path) / "genai_config.json").exists():
-            raise FileNotFoundError(f"no ONNX model in {model_path}: run python optimize.py first")
-        self.og = og
-        config = og.Config(model_path)
-        if threads := cores_allowed():
-            config.overlay(json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}))
-        self.model = og.Model(config)
-        self.tokenizer = og.Tokenizer(self.model)
-        if not adapters:
-            found = Path(model_path) / "adapter_weights.onnx_adapter"
-            found = found if found.exists() else next(iter(sorted(Path(model_path).glob("*.onnx_adapter"))), None)
-            adapters = {"tuned": str(found)} if found else {}
-        self.adapters = None
-        if adapters:
-            self.adapters = og.Adapters(self.model)
-            for name, path in adapters.items():
-                if not Path(path).is_file():
-                    raise AdapterError(f"adapter {name}: no file {path} (python optimize.py --adapter makes one)")
-                self.adapters.load(str(path), name)
-        self.models = list(adapters) or [model_name(str(Path(model_path).resolve()))]
-        self.active = self.models[0]
-        self.usage = (0, 0)
-        self.finish_reason = "stop"
-        self.sampling: dict = {}
-        genai_config = json.loads((Path(model_path) / "genai_config.json").read_text())
-        self.context_length = int(genai_config["model"].get("context_length") or 1 << 20)
-        eos = genai_config["model"].get("eos_token_id", [])
-        self.end_ids = frozenset(eos if isinstance(eos, list) else [eos])
-        self.template_kwargs = template_kwargs or {}
-        # ONNX Runtime GenAI's template engine takes no arguments such as enable_thinking: with any, the exported
-        # tokenizer's own template is rendered by transformers, as in training (loaded once, not per prompt)
-        self.chat_tokenizer = None
-        if self.template_kwargs:
-            from finetune.modeling import load_tokenizer
-
-            self.chat_tokenizer = load_tokenizer(model_path)
-
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
-        if self.chat_tokenizer is not None:
-            prompt = self.chat_tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True, **self.template_kwargs
-            )
-        else:
-            prompt = self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
-        return list(self.tokenizer.encode(prompt))
-
-    def text_ids(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text))
-
-    def pieces(self):
-        decoder = self.tokenizer.create_stream()
-        return lambda token: "" if token is None else decoder.decode(token)
-
-    def _generator(
-        self, ids: list[int], max_new_tokens: int, settings: Settings | None = None, min_new_tokens: int = 0
-    ):
-        """A generator over ids (settings: greedy by default; min_new_tokens: generate past the end token)."""
-        settings = settings or Settings()
-        params = self.og.GeneratorParams(self.model)
-        options = {"max_length": len(ids) + max_new_tokens, "do_sample": bool(settings.sampling)}
-        if settings.seed is not None:
-            options["random_seed"] = settings.seed
-        if min_new_tokens:
-            options["min_length"] = len(ids) + min_new_tokens
-        params.set_search_options(**options, **settings.sampling)
-        generator = self.og.Generator(self.model, params)
-        if self.adapters is not None:
-            generator.set_active_adapter(self.adapters, self.active)
-        generator.append_tokens(ids)
-        return generator
-
-    def _steps(self, ids: list[int], max_new_tokens: int, settings: Settings) -> Iterator[tuple[int, object]]:
-        generator = self._generator(ids, max_new_tokens, settings)
-        while not generator.is_done():
-            generator.generate_next_token()
-            logits = generator.get_logits() if settings.top_logprobs is not None else None
-            yield int(generator.get_next_tokens()[0]), logits
-
-    def generate_ids(self, ids: list[int], max_new_tokens: int) -> list[int]:
-        """Greedy decoding; the new token ids, ending at the end token."""
-        return [token for token, _ in self._steps(ids, max_new_tokens, Settings())]
-
-
-class GgufBackend(Backend):
-    """llama.cpp (llama-cpp-python) on a GGUF file optimize.py --target gguf wrote; prompts are built with the
-    tokenizer files kept beside it, as in training."""
-
-    name = "gguf"
-    supports = frozenset({LOGPROBS, PENALTIES, GRAMMAR})
-
-    def __init__(
-        self,
-        model_path: str,
-        template_kwargs: dict | None = None,
-        context_length: int = 4096,
-        threads: int | None = None,
-    ):
-        """context_length: the tokens llama.cpp keeps room for (its cache grows with it), capped at the model's."""
-        import llama_cpp
-
-        from finetune.modeling import load_tokenizer
-
-        path = Path(model_path)
-        if not path.is_file() or path.suffix != ".gguf":
-            raise FileNotFoundError(f"no GGUF file {model_path}: run python optimize.py --target gguf first")
-        self.tokenizer = load_tokenizer(str(path.parent))
-        from finetune.gguf import output_to
-
-        with output_to(Path(os.devnull)):  # llama.cpp warns that a vocabulary alone has no context length
-            header = llama_cpp.Llama(str(path), vocab_only=True, verbose=False).metadata  # reads no weights
-        trained = int(header.get(f"{header.get('general.architecture')}.context_length") or context_length)
-        self.context_length = min(context_length, trained)
-        threads = threads or cores_allowed()
-        self.model = llama_cpp.Llama(str(path), n_ctx=self.context_length, n_threads=threads, verbose=False)
-        atexit.register(self.model.close)  # freed before the interpreter tears llama_cpp down, not after
-        self.end_ids = frozenset(
-            {self.model.token_eos(), *self.tokenizer.convert_tokens_to_ids([self.tokenizer.eos_token])}
-        )
-        self.template_kwargs = template_kwargs or {}
-        self.models = [path.stem]
-        self.active = path.stem
-        self.path = str(path)
-        self._scorer = None
-        self.sampling: dict = {}
-        self.usage = (0, 0)
-        self.finish_reason = "stop"
-
-    def scorer(self, length: int):
-        """The model once more, keeping the logits of every position (eval.py's perplexity), for rows up to length."""
-        import llama_cpp
-
-        if self._scorer is None or self._scorer.n_ctx() < length:
-            if self._scorer is not None:
-                atexit.unregister(self._scorer.close)
-                self._scorer.close()
-            self._scorer = llama_cpp.Llama(self.path, n_ctx=length, n_batch=length, logits_all=True, verbose=False)
-            atexit.register(self._scorer.close)
-        return self._scorer
-
-    def pieces(self):
-        import codecs
-
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span two tokens
-        return lambda token: (
-            decoder.decode(b"", final=True)
-            if token is None
-            else decoder.decode(self.model.detokenize([token], special=False))
-        )
-
-    def _steps(self, ids: list[int], max_new_tokens: int, settings: Settings) -> Iterator[tuple[int, object]]:
-        """llama.cpp's own sampler, penalties and grammar; its generator never ends by itself (stream() ends it)."""
-        import llama_cpp
-        import numpy as np
-
-        sampling = settings.sampling
-        options = (
-            {"temp": sampling["temperature"], "top_p": sampling["top_p"]} if sampling else {"temp": 0.0, "top_k": 1}
-        )
-        if settings.seed is not None:
-            self.model.set_seed(settings.seed)
-        if settings.json_schema is not None:
-            schema = settings.json_schema
-            options["grammar"] = (
-                llama_cpp.LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-                if schema
-                else llama_cpp.LlamaGrammar.from_string(llama_cpp.llama_grammar.JSON_GBNF, verbose=False)
-            )
-        tokens = self.model.generate(
-            ids,
-            reset=True,
-            repeat_penalty=1.0,
-            frequency_penalty=settings.frequency_penalty,
-            presence_penalty=settings.presence_penalty,
-            **options,
-        )
-        for count, token in enumerate(tokens, start=1):
-            logits = None
-            if settings.top_logprobs is not None:  # the row the token was drawn from: the last evaluation's
-                row = self.model._ctx.get_logits_ith(-1)
-                logits = np.ctypeslib.as_array(row, shape=(self.model.n_vocab(),)).copy()
-            yield token, logits
-            if count >= max_new_tokens:
-                return
-
-    def generate_ids(self, ids: list[int], max_new_tokens: int) -> list[int]:
-        """Greedy decoding; the new token ids, ending at the end token (included), as PytorchBackend.generate_ids."""
-        out = []
-        for token, _ in self._steps(ids, max_new_tokens, Settings()):
-            out.append(token)
-            if token in self.end_ids:
-                break
-        return out
-
-
-BACKENDS = (PytorchBackend, OnnxBackend, GgufBackend)
-
-
-def gguf_folder(config: dict) -> Path:
-    return Path((config.get("gguf") or {}).get("output_dir", "outputs/gguf"))
-
-
-def find_gguf_model(config: dict) -> str | None:
-    """The GGUF file chat.py, serve.py and eval.py use by default: of the files optimize.py wrote to
-    gguf.output_dir, the first of gguf.quantizations (the one the Modelfile loads)."""
-    found = sorted(gguf_folder(config).glob("*.gguf"))
-    for kind in (config.get("gguf") or {}).get("quantizations", []):
-        chosen = [path for path in found if path.stem.endswith(f"-{kind}")]
-        if chosen:
-            return str(chosen[0])
-    others = [path for path in found if not path.name.endswith("-F16.gguf")]
-    return str(others[0]) if others else None
-
-
-def find_onnx_model() -> str | None:
-    """The first ONNX Runtime GenAI model under outputs/onnx/, if optimize.py made one."""
-    found = sorted(Path("outputs/onnx").glob("*/genai_config.json"))
-    return str(found[0].parent) if found else None
-
-
-def default_onnx_model() -> str:
-    found = find_onnx_model()
-    if not found:
-        raise FileNotFoundError("no ONNX model under outputs/onnx/: run python optimize.py first")
-    return found
-
-
 def default_pytorch_model(config: dict) -> str:
     merged = Path(config["merge"]["output_dir"])
     return str(merged if merged.is_dir() else Path(config["merge"]["adapter_dir"]))
 
 
+KINDS = {"pytorch": None, "onnx": "onnx_backend", "gguf": "gguf_backend"}  # backend -> module, besides this one
+
+
+def backend_names() -> list[str]:
+    """The backends this workspace has: PyTorch always, ONNX and llama.cpp where it was generated with their targets."""
+    return [name for name, module in KINDS.items() if module is None or find_spec(f"finetune.{module}") is not None]
+
+
+def backend_module(name: str):
+    """The module of the onnx or gguf backend, or FileNotFoundError naming how to get it."""
+    if name not in backend_names():
+        target = "onnx-cpu (or another onnx target)" if name == "onnx" else name
+        raise FileNotFoundError(
+            f"this workspace has no {name} backend: it was generated without the {target} target; add it with "
+            f"`tuneforge update . --set targets=...` and then python optimize.py"
+        )
+    return import_module(f"finetune.{KINDS[name]}")
+
+
+def backend_classes() -> list[type[Backend]]:
+    """The backend classes of this workspace (the server names those that honour a setting)."""
+    return [PytorchBackend] + [backend_module(n).BACKEND for n in backend_names() if n != "pytorch"]
+
+
 def load_backend(backend: str, model_path: str | None, config: dict, adapters: dict[str, str] | None = None):
-    """The backend chat.py and serve.py answer with: model_path (default: this workspace's merged or ONNX
+    """The backend chat.py and serve.py answer with: model_path (default: this workspace's merged, ONNX or GGUF
     model) or, with adapters (NAME -> path), the base they share with each adapter on it."""
     template_kwargs = config.get("data", {}).get("chat_template_kwargs")
-    if backend == "gguf":
-        if adapters:
-            raise AdapterError(
-                "the gguf backend serves the merged model; serve adapters with --backend pytorch or onnx"
-            )
-        model_path = model_path or find_gguf_model(config)
-        if model_path is None:
-            raise FileNotFoundError(
-                f"no GGUF model under {gguf_folder(config)}/: run python optimize.py --target gguf first"
-            )
-        context = max(4096, int(config.get("data", {}).get("max_length") or 0))
-        return GgufBackend(model_path, template_kwargs=template_kwargs, context_length=context)
-    if backend == "onnx":
-        return OnnxBackend(model_path or default_onnx_model(), adapters, template_kwargs=template_kwargs)
+    if backend != "pytorch":
+        return backend_module(backend).load(model_path, config, adapters, template_kwargs)
     if model_path is None and not adapters:
         model_path = default_pytorch_model(config)
         if not Path(model_path).is_dir():  # a folder of this workspace, never a hub id
@@ -542,6 +338,11 @@ def load_backend(backend: str, model_path: str | None, config: dict, adapters: d
                 f"{model_path} not found: train (python train.py) and merge (python merge.py) first"
             )
     return PytorchBackend(model_path, template_kwargs=template_kwargs, adapters=adapters, data=config.get("data"))
+
+
+def find_model(backend: str, config: dict) -> str | None:
+    """The model the onnx or gguf backend answers with by default, if this workspace has the backend and made it."""
+    return backend_module(backend).find_model(config) if backend in backend_names() else None
 
 
 def compare_backends(config: dict) -> dict[str, tuple]:
@@ -556,10 +357,8 @@ def compare_backends(config: dict) -> dict[str, tuple]:
         tuned = load_backend("pytorch", None, config)
         base = load_backend("pytorch", config["model"]["name_or_path"], config)
         routes = {"base": (base, base.models[0]), "tuned": (tuned, tuned.models[0])}
-    if find_onnx_model():
-        onnx = load_backend("onnx", None, config)
-        routes["onnx"] = (onnx, onnx.models[0])
-    if find_gguf_model(config):
-        gguf = load_backend("gguf", None, config)
-        routes["gguf"] = (gguf, gguf.models[0])
+    for name in ("onnx", "gguf"):
+        if find_model(name, config):
+            backend = load_backend(name, None, config)
+            routes[name] = (backend, backend.models[0])
     return routes
