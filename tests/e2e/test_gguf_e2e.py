@@ -46,7 +46,8 @@ TINY = (
 # file; answers end at the end token, and 20 tokens run on past it ("free", benchmark.py's way)
 PARITY = (
     "import contextlib, itertools, json, sys, llama_cpp; from finetune.config import load_config\n"
-    "from finetune.inference import GgufBackend, PytorchBackend; from benchmark import gguf_steps, pytorch_steps\n"
+    "from finetune.gguf_backend import GgufBackend; from finetune.inference import PytorchBackend\n"
+    "from benchmark import gguf_steps, pytorch_steps\n"
     "merged, base, lora = sys.argv[1:4]; q = [{'role': 'user', 'content': sys.argv[4]}]\n"
     "system = [{'role': 'system', 'content': load_config('configs/train.yaml')['data']['system_prompt']}]\n"
     "from finetune.encoding import build_datasets; from finetune.scoring import perplexity\n"

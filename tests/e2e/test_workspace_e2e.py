@@ -108,7 +108,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(new_workspace):
     where = ["merge.adapter_dir=outputs/killed", "merge.output_dir=outputs/killed-merged"]
     merged = run(workspace, "merge.py", *where)
     assert merged.returncode == 0, merged.stderr[-3000:]
-    scored = run(workspace, "eval.py", "--limit", "2", "--no-onnx", "--out", "outputs/eval", *where)
+    scored = run(workspace, "eval.py", "--limit", "2", "--out", "outputs/eval", *where)
     assert scored.returncode == 0, scored.stdout[-2000:] + scored.stderr[-2000:]
     report = json.loads((workspace / "outputs" / "eval" / "report.json").read_text())
     assert set(report["models"]) == {"base", "tuned"} and not report["broken"]
@@ -164,7 +164,7 @@ def test_serve_answers_openai_requests_and_rejects_bad_ones(new_workspace):
     bounded = run(
         workspace,
         "-c",
-        "from finetune.inference import OnnxBackend, PytorchBackend\n"
+        "from finetune.inference import PytorchBackend; from finetune.onnx_backend import OnnxBackend\n"
         "for b in (OnnxBackend('outputs/smoke/onnx/onnx-cpu'), PytorchBackend('outputs/smoke/merged')):\n"
         "    b.max_seconds = 1e-6\n"
         "    ''.join(b.stream([{'role': 'user', 'content': 'hi'}], 300))\n"
@@ -269,7 +269,7 @@ def test_serve_holds_two_adapters_on_one_base_and_each_request_picks_one(new_wor
     question = [{"role": "user", "content": "How often should I water a snake plant?"}]
     expected = run_json(
         workspace,
-        "import json, sys; from finetune.inference import OnnxBackend, PytorchBackend\n"
+        "import json, sys; from finetune.inference import PytorchBackend; from finetune.onnx_backend import OnnxBackend\n"
         f"q = {question!r}; onnx = {onnx!r}\n"
         "answers = {'pytorch': {n: ''.join(PytorchBackend(p).stream(q, 12)) for n, p in "
         "[('plants', 'outputs/smoke/run'), ('sundays', 'outputs/smoke/run-sundays')]},\n"

@@ -86,11 +86,11 @@ def expected_files(values: dict) -> set[str]:
             "playground/playground.css",
         }
     if "gguf" in values["targets"]:
-        files |= {"finetune/gguf.py", "finetune/modelfile.py"}
+        files |= {"finetune/gguf.py", "finetune/modelfile.py", "finetune/gguf_backend.py"}
     if values["objective"] != "sft" or values["scenario"] == "preference":
         files |= {"finetune/preference.py", "finetune/preference_trainer.py", "finetune/losses.py"}
     if onnx:
-        files |= {f"olive/{t}.json" for t in onnx}
+        files |= {f"olive/{t}.json" for t in onnx} | {"finetune/onnx_backend.py"}
         # the targets that run on another machine's ONNX Runtime build
         files |= {f"olive/requirements-{t}.txt" for t in onnx if "runtime" in catalog.load("targets")[t]}
     compute, targets = values["compute"], values["targets"]
@@ -253,3 +253,28 @@ def test_rendered_workspaces_pass_ruff_check_and_format(tmp_path):
         for command in (["check", "--no-cache", "."], ["format", "--no-cache", "--check", "."]):
             result = subprocess.run([str(ruff), *command], cwd=workspace, capture_output=True, text=True, check=False)
             assert result.returncode == 0, (row_id(row), result.stdout[-3000:] + result.stderr[-2000:])
+
+
+def test_a_workspace_offers_only_the_backends_of_its_targets(new_workspace):
+    """Without the gguf target there is no llama.cpp code and no option that leads to it: chat.py and eval.py do
+    not offer it, and the server names only what this workspace has."""
+    workspace = new_workspace(targets="pytorch,onnx-cpu")
+    assert (workspace / "finetune" / "onnx_backend.py").is_file()
+    assert not (workspace / "finetune" / "gguf_backend.py").exists()
+    probe = (
+        "from finetune.inference import backend_names, load_backend\n"
+        "print(backend_names())\n"
+        "try:\n    load_backend('gguf', None, {})\nexcept FileNotFoundError as error:\n    print(error)\n"
+    )
+    shown = subprocess.run([sys.executable, "-c", probe], cwd=workspace, capture_output=True, text=True, check=True)
+    names, refusal = shown.stdout.splitlines()
+    assert names == "['pytorch', 'onnx']"
+    assert "no gguf backend" in refusal and "tuneforge update" in refusal
+    help_of = {
+        script: subprocess.run(
+            [sys.executable, script, "--help"], cwd=workspace, capture_output=True, text=True, check=True
+        ).stdout
+        for script in ("chat.py", "eval.py")
+    }
+    assert "--backend {pytorch,onnx}" in help_of["chat.py"]
+    assert "\n  --no-onnx" in help_of["eval.py"] and "\n  --gguf" not in help_of["eval.py"]

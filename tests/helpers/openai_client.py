@@ -13,18 +13,17 @@ from helpers.project import WORKSPACE_TEMPLATE
 
 def speaks_openai(base: str, question: str) -> None:
     """The checks, against the server at base (http://host:port) whose first model answers; the backend it
-    serves with decides which optional settings are honoured and which refused (finetune.inference.BACKENDS)."""
+    serves with decides which optional settings are honoured and which refused (its /health says which)."""
     import openai
 
-    if str(WORKSPACE_TEMPLATE) not in sys.path:  # what each backend honours, as the workspace's code says
+    if str(WORKSPACE_TEMPLATE) not in sys.path:  # the names of the optional settings, as the workspace's code says
         sys.path.insert(0, str(WORKSPACE_TEMPLATE))
     from finetune.decoding import GRAMMAR, PENALTIES
-    from finetune.inference import BACKENDS
 
     client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
     model = client.models.list().data[0].id
-    backend = json.loads(_get(base + "/health"))["backend"]
-    supports = next(b.supports for b in BACKENDS if b.name == backend)
+    health = json.loads(_get(base + "/health"))
+    supports = set(health["supports"])
     messages = [{"role": "user", "content": question}]
 
     def ask(**options):

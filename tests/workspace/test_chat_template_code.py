@@ -8,7 +8,7 @@ import pytest
 
 from finetune.data import DataError
 from finetune.encoding import use_chat_template
-from finetune.inference import find_gguf_model
+from finetune.gguf_backend import find_model as find_gguf_model
 
 
 def bare_tokenizer():

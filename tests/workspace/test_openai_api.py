@@ -10,7 +10,7 @@ import json
 import pytest
 
 from finetune.decoding import GRAMMAR, LOGPROBS, PENALTIES, Settings, StopText, logprob_entry
-from finetune.inference import BACKENDS
+from finetune.inference import backend_classes
 from helpers.project import WORKSPACE_TEMPLATE
 from helpers.workspace import template_module
 
@@ -130,7 +130,7 @@ def test_a_completion_request_takes_its_own_parameters():
 
 
 def test_a_backend_lacking_a_setting_is_named_with_one_that_has_it():
-    supports = {backend.name: backend.supports for backend in BACKENDS}
+    supports = {backend.name: backend.supports for backend in backend_classes()}
     refusal = missing_support(chat(frequency_penalty=1.0), supports["onnx"], "onnx")
     assert refusal.param == "frequency_penalty" and "--backend pytorch or gguf" in str(refusal)
     assert missing_support(chat(presence_penalty=1.0), supports["onnx"], "onnx").param == "presence_penalty"

@@ -326,7 +326,6 @@ def test_each_objective_trains_and_its_loss_falls(new_workspace, objective, tech
             "tiny",
             "--tuned",
             "outputs/run",
-            "--no-onnx",
             "--out",
             "ev",
         )
