@@ -312,10 +312,10 @@ def backend_names() -> list[str]:
 def backend_module(name: str):
     """The module of the onnx or gguf backend, or FileNotFoundError naming how to get it."""
     if name not in backend_names():
-        target = "onnx-cpu (or another onnx target)" if name == "onnx" else name
+        target = "onnx-cpu" if name == "onnx" else name  # onnx: any ONNX target brings the backend
         raise FileNotFoundError(
-            f"this workspace has no {name} backend: it was generated without the {target} target; add it with "
-            f"`tuneforge update . --set targets=...` and then python optimize.py"
+            f"this workspace has no {name} backend: it was generated without a {name} target; add one with "
+            f"`tuneforge update . --set targets=<the targets you keep>,{target}`, then run python optimize.py"
         )
     return import_module(f"finetune.{KINDS[name]}")
 
