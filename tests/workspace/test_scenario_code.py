@@ -170,6 +170,32 @@ def test_without_task_labels_every_prompt_lists_the_training_splits_labels(tmp_p
     assert load_splits(config, 7) == (train, held_out)
 
 
+def test_a_test_file_of_the_users_own_is_held_out_whole(tmp_path):
+    """data.eval_path: every row of path trains, every row of the test file is held out (eval.py scores it), the
+    label set comes from training; a test label training never saw is named by the test file's line."""
+    from finetune.data import load_splits
+
+    train_rows = [{"text": f"message {i}", "label": label} for i, label in enumerate(["refund", "login"] * 4)]
+    test_rows = [{"text": "where is my refund", "label": "refund"}, {"text": "cannot sign in", "label": "login"}]
+    (tmp_path / "test").mkdir()
+    config = {
+        "data": {
+            "path": jsonl(tmp_path, train_rows),
+            "format": "classification",
+            "eval_fraction": 0.25,
+            "eval_path": jsonl(tmp_path / "test", test_rows),
+        },
+        "task": {**SCENARIOS["classification"], "scenario": "classification", "labels": None},
+    }
+    train, held_out = load_splits(config, 7)
+    assert [e.reference for e in train] == [r["label"] for r in train_rows]
+    assert [e.prompt[-1]["content"].endswith(r["text"]) for e, r in zip(held_out, test_rows)] == [True, True]
+    assert all("one of: login, refund.\n" in e.prompt[0]["content"] for e in train + held_out)
+    (tmp_path / "test" / "data.jsonl").write_text(json.dumps({"text": "parcel lost", "label": "shipping"}) + "\n")
+    with pytest.raises(DataError, match=r"data.jsonl:1: label 'shipping' is not in the label set"):
+        load_splits(config, 7)
+
+
 def test_task_examples_become_prompts_through_the_instruction():
     task = SCENARIOS["classification"]
     example = read_examples(str(SAMPLES / "classification" / "classification.jsonl"), "classification", task=task)[0]

@@ -337,33 +337,42 @@ def _need(row: dict, where: str, *keys: str) -> list[str]:
 
 
 def load_splits(config: dict, seed: int, problems: list[str] | None = None) -> tuple[list[Example], list[Example]]:
-    """The data section's examples, split into training and held-out examples (the same split every time). A
-    classification task without task.labels lists the training split's labels in its prompts, sorted, so that
-    training, eval.py and the data doctor show one prompt for the same data and seed. problems: as read_examples
-    takes it (the rows that are read make the split)."""
+    """The data section's examples, split into training and held-out examples (the same split every time): the
+    rows of data.eval_path when it is set, else data.eval_fraction of data.path. A classification task without
+    task.labels lists the training split's labels in its prompts, sorted, so that training, eval.py and the data
+    doctor show one prompt for the same data and seed. problems: as read_examples takes it (the rows that are
+    read make the split)."""
     data = config["data"]
     task = dict(config.get("task") or {})
-    rows = read_rows(data["path"], data.get("split", "train"))
-    examples = to_examples(rows, data["path"], data["format"], task, problems)
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    fraction = data.get("eval_fraction", 0.0)
-    n_eval = int(len(examples) * fraction)
-    if n_eval == 0 and fraction > 0 and len(examples) >= 4:
-        n_eval = 1
-    held, trained = sorted(order[:n_eval]), sorted(order[n_eval:])
-    if task.get("scenario") == "classification" and examples:
+    sources = [(data["path"], read_rows(data["path"], data.get("split", "train")))]
+    if data.get("eval_path"):
+        sources.append((data["eval_path"], read_rows(data["eval_path"], data.get("eval_split", "test"))))
+
+    def split(task: dict, problems: list[str] | None) -> tuple[list[Example], list[Example]]:
+        made = [to_examples(rows, path, data["format"], task, problems) for path, rows in sources]
+        if len(made) == 2:
+            return made[0], made[1]
+        examples = made[0]
+        order = list(range(len(examples)))
+        random.Random(seed).shuffle(order)
+        fraction = data.get("eval_fraction", 0.0)
+        n_eval = int(len(examples) * fraction)
+        if n_eval == 0 and fraction > 0 and len(examples) >= 4:
+            n_eval = 1
+        return [examples[i] for i in sorted(order[n_eval:])], [examples[i] for i in sorted(order[:n_eval])]
+
+    trained, held = split(task, problems)
+    if task.get("scenario") == "classification" and trained + held:
         try:
-            labels = check_labels([examples[i] for i in trained], [examples[i] for i in held], task.get("labels"))
+            labels = check_labels(trained, held, task.get("labels"))
         except DataError as error:
             if problems is None:
                 raise
             problems.append(str(error))
-            labels = sorted({examples[i].reference for i in trained})
+            labels = sorted({e.reference for e in trained})
         if not task.get("labels"):  # the same rows made again, with the labels in their prompts
-            again = None if problems is None else []
-            examples = to_examples(rows, data["path"], data["format"], {**task, "labels": labels}, again)
-    return [examples[i] for i in trained], [examples[i] for i in held]
+            trained, held = split({**task, "labels": labels}, None if problems is None else [])
+    return trained, held
 
 
 def check_labels(train: list[Example], held_out: list[Example], labels: list[str] | None) -> list[str]:
