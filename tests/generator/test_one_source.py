@@ -95,6 +95,23 @@ def test_the_name_check_finds_each_way_of_deciding_by_name(code):
     assert BY_NAME.search(code)
 
 
+TECHNIQUE_SET = re.compile(
+    r"[\(\[\{]\s*[\"'](?:%s)[\"']\s*,\s*[\"'](?:%s)[\"']" % (("|".join(catalog.load("techniques")),) * 2)
+)
+
+
+def test_the_generator_reads_technique_sets_from_the_catalog():
+    """Which techniques train adapters, fit MoE experts, have a leaner 4-bit form, or a platform takes are catalog
+    facts (techniques.yaml, compute.yaml, targets.yaml); no planning code lists technique names."""
+    offenders = [
+        f"{f.relative_to(ROOT)}: {m.group(0)}"
+        for f in (ROOT / "generator").rglob("*.py")
+        for m in TECHNIQUE_SET.finditer(f.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []
+    assert TECHNIQUE_SET.search('if tech not in ("lora", "qlora"):') and TECHNIQUE_SET.search("['dora', 'full']")
+
+
 @pytest.mark.parametrize("model, instance", [("qwen2.5-0.5b-instruct", 0), ("phi-3-medium-4k-instruct", 1)])
 def test_cloud_instances_follow_the_model_size_as_the_catalog_says(model, instance):
     plan = plan_for(

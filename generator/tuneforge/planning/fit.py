@@ -27,8 +27,9 @@ def _candidate_changes(plan) -> list[dict[str, Any]]:
     changes: list[dict[str, Any]] = []
     if not v["gradient_checkpointing"]:
         changes.append({"gradient_checkpointing": True})
-    if v["technique"] in ("lora", "dora", "rslora") and hw["quantization"]:
-        changes.append({"technique": "qlora"})
+    leaner = catalog.load("techniques")[v["technique"]].get("leaner")
+    if leaner and hw["quantization"]:
+        changes.append({"technique": leaner})
     if v["technique"] == "full":
         changes.append({"technique": "lora"})
         if hw["quantization"]:

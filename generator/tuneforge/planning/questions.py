@@ -5,7 +5,7 @@ from __future__ import annotations
 from tuneforge import catalog
 from tuneforge.planning.answers import BY_KEY
 from tuneforge.planning.plan import Plan
-from tuneforge.planning.rules import EXPERT_TECHNIQUES
+from tuneforge.planning.rules import expert_techniques
 
 ORDER = [
     "priority",
@@ -41,7 +41,7 @@ def relevant(key: str, plan: Plan) -> bool:
     if key == "thinking":
         return bool(plan.facts.get("thinking"))
     if key == "lora_experts":
-        return bool(plan.facts.get("moe")) and v["technique"] in EXPERT_TECHNIQUES
+        return bool(plan.facts.get("moe")) and v["technique"] in expert_techniques()
     if key == "objective":
         return v["scenario"] == "preference"  # every other scenario learns its answers (sft)
     if key == "gguf_types":

@@ -72,7 +72,9 @@ def _technique_on_experts(v: dict, facts: dict) -> list[Problem]:
     return []
 
 
-EXPERT_TECHNIQUES = ("lora", "rslora")  # PEFT's LoRA on parameters (target_parameters) has no DoRA
+def expert_techniques() -> list[str]:
+    """The techniques PEFT can put on an MoE's expert parameters (the catalog's `experts`)."""
+    return [t for t, facts in catalog.load("techniques").items() if facts["experts"]]
 
 
 def _lora_on_experts(v: dict, facts: dict) -> list[Problem]:
@@ -86,7 +88,7 @@ def _lora_on_experts(v: dict, facts: dict) -> list[Problem]:
                 ["lora_experts=false", "model=qwen3-30b-a3b or gpt-oss-20b"],
             )
         ]
-    if v["technique"] not in EXPERT_TECHNIQUES:
+    if v["technique"] not in expert_techniques():
         return [
             Problem(
                 "lora_experts",
@@ -215,12 +217,13 @@ def _compute_platform(v: dict, facts: dict) -> list[Problem]:
                     [f"model={m}" for m in tunable[:4]] + ["compute=local"],
                 )
             )
-        if tech not in ("lora", "qlora"):
+        allowed = catalog.load("compute")["kaito"]["techniques"]
+        if tech not in allowed["only"]:
             problems.append(
                 Problem(
                     "technique",
-                    f"KAITO tuning offers only lora and qlora, not {tech}.",
-                    ["technique=lora", "technique=qlora", "compute=local or azureml for other techniques"],
+                    f"{allowed['why']}, not {tech}.",
+                    [f"technique={t}" for t in allowed["only"]] + ["compute=local or azureml for other techniques"],
                 )
             )
         return problems
@@ -299,11 +302,12 @@ def _targets(v: dict, facts: dict) -> list[Problem]:
                 [f"model={m}" for m in with_preset[:3]] + ["targets=azureml-endpoint"],
             )
         )
-    if "kaito" in v["targets"] and v["technique"] not in ("lora", "qlora", "rslora"):
+    serves = catalog.load("targets")["kaito"]["techniques"]
+    if "kaito" in v["targets"] and v["technique"] not in serves["only"]:
         problems.append(
             Problem(
                 "targets",
-                f"a KAITO inference workspace serves LoRA adapters; {v['technique']} gives none it can load.",
+                f"{serves['why']}; {v['technique']} gives none it can load.",
                 ["technique=lora", "targets=azureml-endpoint"],
             )
         )
