@@ -203,6 +203,15 @@ def _distributed_on_hardware(v: dict, facts: dict) -> list[Problem]:
     return []
 
 
+def _technique_on_compute(compute: str, tech: str) -> list[Problem]:
+    """A compute platform that runs only some techniques (compute.yaml's `techniques`)."""
+    allowed = catalog.load("compute")[compute].get("techniques")
+    if not allowed or tech in allowed["only"]:
+        return []
+    alternatives = [f"technique={t}" for t in allowed["only"]] + [allowed["instead"]]
+    return [Problem("technique", allowed["why"].format(technique=tech) + ".", alternatives)]
+
+
 def _compute_platform(v: dict, facts: dict) -> list[Problem]:
     compute, tech, model = v["compute"], v["technique"], facts["id"]
     kaito = facts.get("kaito") or {}
@@ -217,16 +226,7 @@ def _compute_platform(v: dict, facts: dict) -> list[Problem]:
                     [f"model={m}" for m in tunable[:4]] + ["compute=local"],
                 )
             )
-        allowed = catalog.load("compute")["kaito"]["techniques"]
-        if tech not in allowed["only"]:
-            problems.append(
-                Problem(
-                    "technique",
-                    f"{allowed['why']}, not {tech}.",
-                    [f"technique={t}" for t in allowed["only"]] + ["compute=local or azureml for other techniques"],
-                )
-            )
-        return problems
+        return problems + _technique_on_compute(compute, tech)
     if compute == "foundry-serverless":
         problems = []
         if not facts.get("foundry"):
@@ -238,14 +238,7 @@ def _compute_platform(v: dict, facts: dict) -> list[Problem]:
                     [f"model={m}" for m in offered[:4]] + ["compute=azureml"],
                 )
             )
-        if tech != "lora":
-            problems.append(
-                Problem(
-                    "technique",
-                    f"serverless fine-tuning runs its own LoRA; {tech} cannot be chosen there.",
-                    ["technique=lora", "compute=azureml for other techniques"],
-                )
-            )
+        problems += _technique_on_compute(compute, tech)
         if v["dataset_format"] == "text":
             problems.append(
                 Problem(
