@@ -1,5 +1,5 @@
 # Two commands do everything, each setting itself up first:
-#   make demo   generate a workspace with default answers and run its offline smoke test
+#   make demo   fine-tune a real small model on the default answers and sample data, and show base against tuned
 #   make test   run the whole test suite
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +12,7 @@ SDIST := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tuneforge/sdist
 LLAMA_WHEELS := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tuneforge/llama-cpp-wheels/$(LLAMA_CPP)
 APT := $(if $(filter 0,$(shell id -u)),,sudo -n) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: demo test test-quick bench examples clean
+.PHONY: demo smoke test test-quick bench examples clean
 
 $(STAMP): pyproject.toml requirements-dev.txt $(PINS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,10 +37,20 @@ $(STAMP): pyproject.toml requirements-dev.txt $(PINS)
 		|| echo "warning: no chromium-driver; the browser tests will be skipped (CI fails them)"
 	touch $(STAMP)
 
+# the main job on the defaults, on a real pretrained model (SmolLM2-135M-Instruct from the package index, no hub):
+# the default scenario's sample data checked, a LoRA run, then base and tuned scored on the held-out examples with
+# their answers side by side (a few minutes on 2 cores)
 demo: $(STAMP)
 	rm -rf build/demo
-	$(BIN)/tuneforge new build/demo --defaults
-	cd build/demo && HF_HUB_OFFLINE=1 ../../$(BIN)/python smoke.py
+	$(BIN)/tuneforge new build/demo --defaults --set model=$$($(BIN)/python bench/real_models.py smollm2)
+	cd build/demo && export HF_HUB_OFFLINE=1 && ../../$(BIN)/python check_data.py && ../../$(BIN)/python train.py \
+		&& ../../$(BIN)/python eval.py --show 3
+
+# the whole pipeline offline on a tiny random model of the default model's architecture (under a minute)
+smoke: $(STAMP)
+	rm -rf build/smoke
+	$(BIN)/tuneforge new build/smoke --defaults
+	cd build/smoke && HF_HUB_OFFLINE=1 ../../$(BIN)/python smoke.py
 
 # the linter and formatter over the project first (seconds), then the suite, which prints its 15 slowest tests
 test: $(STAMP)

@@ -1,10 +1,10 @@
 """Did fine-tuning help? Score the base model and the tuned model (and the ONNX and GGUF models, when they
 exist) on the held-out split with this workspace's metric (configs/train.yaml: task, eval).
 
-    python eval.py [--limit N] [--split eval|train] [--base PATH] [--tuned PATH] [--onnx PATH] [--gguf FILE] [--out eval]
+    python eval.py [--limit N] [--show N] [--split eval|train] [--base PATH] [--tuned PATH] [--onnx PATH] [--gguf FILE] [--out eval]
                    [section.key=value ...]   # the same overrides as train.py, e.g. data.eval_fraction=0.2
 
-Prints a side-by-side table, writes <out>/report.json and <out>/report.png. Exits 1 when a model is
+Prints a side-by-side table (--show N: also the first N prompts with each model's answer), writes <out>/report.json and <out>/report.png. Exits 1 when a model is
 broken (cannot load, or gives NaN), 2 on bad input; never because of a low score.
 """
 
@@ -71,6 +71,20 @@ def print_table(report: dict) -> None:
         print(f"{name}: BROKEN: {error}")
 
 
+def print_answers(report: dict, examples: list, count: int) -> None:
+    """The first prompts of the split with the reference answer and each model's, one under another."""
+    for example, row in zip(examples[:count], report["answers"][:count]):
+        asked = (
+            next((m["content"] for m in reversed(example.prompt) if m["role"] == "user"), "")
+            if example.messages
+            else ""
+        )
+        print(f"\n{row['source']}: {asked}")
+        for name in ["reference", *report["models"]]:
+            if row.get(name) is not None:
+                print(f"  {name + ':':<11}{' '.join(str(row[name]).split())}")
+
+
 def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "--split", choices=["eval", "train"], default="eval", help="held-out examples, or the training ones"
     )
     parser.add_argument("--limit", type=int, default=None, help="score at most N examples")
+    parser.add_argument("--show", type=int, default=0, metavar="N", help="print the first N prompts and the answers")
     parser.add_argument(
         "--base", help="base model (default: the one the adapter was trained on, else model.name_or_path)"
     )
@@ -138,12 +153,13 @@ def main(argv: list[str] | None = None) -> int:
             "reference": e.reference if e.messages else None,
             **{name: a[i] for name, a in answers.items() if a},
         }
-        for i, e in enumerate(examples[:10])
+        for i, e in enumerate(examples[: max(10, args.show)])
     ]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     chart = plot_scores(report, out / "report.png")
+    print_answers(report, examples, args.show)
     print_table(report)
     print(f"written to {out / 'report.json'}{' and ' + str(chart) if chart else ''}")
     return 1 if report["broken"] else 0

@@ -54,8 +54,10 @@ def test_smollm2_learns_the_intents_and_keeps_them_in_onnx_and_gguf(new_workspac
     for target in (["--target", "onnx-cpu"], ["--target", "gguf", "--llama-cpp-source", str(llama_cpp_source())]):
         exported = run(workspace, "optimize.py", *target)
         assert exported.returncode == 0, exported.stdout[-3000:] + exported.stderr[-3000:]
-    scored = run(workspace, "eval.py", "--limit", "16")
+    scored = run(workspace, "eval.py", "--limit", "16", "--show", "2")
     assert scored.returncode == 0, scored.stdout[-3000:] + scored.stderr[-3000:]
+    shown = [line.split()[0] for line in scored.stdout.splitlines() if line.startswith("  ")]
+    assert shown == ["reference:", "base:", "tuned:", "onnx:", "gguf:"] * 2, scored.stdout[-3000:]
     report = json.loads((workspace / "eval" / "report.json").read_text())
     accuracy = {name: scores["accuracy"] for name, scores in report["models"].items()}
     assert accuracy["tuned"] >= 0.75 and accuracy["tuned"] > accuracy["base"] + 0.3, accuracy

@@ -57,6 +57,9 @@ def test_a_clean_dataset_has_no_warnings_and_shows_what_is_trained(tmp_path, tok
     assert "[[About once a week, number 0." in report.sample and "<|im_end|>" in report.sample.split("[[")[1]
     text = "\n".join(describe(report))
     assert "12 training and 0 held-out examples" in text and "no warnings" in text
+    # the memory estimate counts rows that fill max_length; the doctor says what share these examples fill
+    fill = sum(report.lengths) / 12 / 256
+    assert f"an example fills {fill:.0%} of max_length on average" in text
 
 
 def test_duplicates_are_named_with_both_lines(tmp_path, tokenizer):

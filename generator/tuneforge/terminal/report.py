@@ -41,7 +41,8 @@ def format_memory(plan) -> list[str]:
     devices = plan.values["gpu_count"] * plan.values["num_nodes"]
     weights, optimizer, *rest = [f"{name} {gb:g} GB" for name, gb in m.parts()]
     lines = [
-        f"Peak training memory per device (estimate, {devices} device{'s' if devices > 1 else ''}):",
+        f"Peak training memory per device (estimate, {devices} device{'s' if devices > 1 else ''},"
+        + f" rows that fill max_length={plan.values['max_length']}):",
         f"  {weights} + {optimizer} ({m.trainable_params:,} trainable parameters)",
         "  + " + " + ".join(rest),
         f"  = about {m.total_gb:g} GB of {plan.available_gb:g} GB: {'fits' if plan.fits else 'DOES NOT FIT'}",

@@ -186,6 +186,11 @@ def describe(report: Report) -> list[str]:
             f"{report.examples} training and {report.held_out} held-out examples; tokens per example: "
             f"min {lengths[0]}, median {lengths[len(lengths) // 2]}, max {lengths[-1]} (max_length {report.max_length})"
         )
+        fill = sum(min(n, report.max_length) for n in lengths) / len(lengths) / report.max_length
+        lines.append(
+            f"an example fills {fill:.0%} of max_length on average: batches of them take about that share of the "
+            "activation and logit memory the README's estimate counts for rows that fill max_length"
+        )
     lines += histogram(report.lengths, report.max_length)
     lines += [f"warning: {w}" for w in report.warnings] or ["no warnings"]
     if report.sample:
