@@ -3,9 +3,10 @@
     python benchmark.py [--new-tokens 128] [--prompts 4] [--parity-steps 32] [--threads N] [--smoke]
 
 For PyTorch fp32 (the merged model), the int4 ONNX model of --target and each GGUF file optimize.py wrote:
-first-token latency, decode tokens per second, size on disk and perplexity on the evaluation split. Checks
-that an fp32 ONNX export gives PyTorch's greedy tokens (--parity-steps of them; exit 1 if not), and counts how
-many of the first 20 greedy tokens of the GGUF Q8_0 model are PyTorch's. Writes outputs/benchmark.json.
+first-token latency, decode tokens per second, size on disk, perplexity on the evaluation split, and how many of
+the first 20 greedy tokens of each export are PyTorch's on the same prompts (an 8-bit export that agrees on fewer
+than 90 % is said to fall below the gate). Checks that an fp32 ONNX export gives PyTorch's greedy tokens
+(--parity-steps of them; exit 1 if not). Writes outputs/benchmark.json.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from finetune.scoring import perplexity
 from optimize import load_workflow, olive_run
 
 HERE = Path(__file__).parent
-# Q8_0 rounds every weight, so a near tie between two tokens may go the other way: of the first 20 greedy tokens of
-# each prompt, at least 16 are expected to be PyTorch's (position by position) on a trained model; an undertrained
-# one, whose next-token probabilities are flat, has near ties everywhere
-GGUF_PARITY_TOKENS, GGUF_PARITY = 20, 0.8
+# an export rounds every weight, so a near tie between two tokens may go the other way: of the first 20 greedy tokens
+# of each prompt, an 8-bit export (GGUF Q8_0) should give PyTorch's (position by position) at least 90 % of the time
+# on a trained model; 4-bit ones are reported, not gated (their agreement falls with the model's size). An
+# undertrained model, whose next-token probabilities are flat, has near ties everywhere
+AGREEMENT_TOKENS, AGREEMENT_GATE = 20, {"gguf_q8_0": 0.9}
 
 
 def size_on_disk(folder: Path, pattern: str = "*") -> int:
@@ -194,14 +196,23 @@ def main(argv: list[str] | None = None) -> int:
         report["fp32_greedy_tokens_match"] = all(
             fp32.generate_ids(p, args.parity_steps)[: len(g)] == g for p, g in zip(prompts, greedy)
         )
-    if "gguf_q8_0" in found:  # each answer as long as PyTorch's (it stops at the end token)
-        q8 = found["gguf_q8_0"][0]
-        same = total = 0
-        for prompt in prompts:
-            tokens = torch_backend.generate_ids(prompt, GGUF_PARITY_TOKENS)
-            same += sum(a == b for a, b in zip(q8.generate_ids(prompt, len(tokens)), tokens))
-            total += len(tokens)
-        report["gguf_q8_0_greedy_tokens_same"] = {"same": same, "of": total, "expected": same >= GGUF_PARITY * total}
+    report["below_gate"] = []
+    expected = [torch_backend.generate_ids(prompt, AGREEMENT_TOKENS) for prompt in prompts]
+    for name, (backend, _, _) in found.items():  # each answer as long as PyTorch's (it stops at the end token)
+        if name == "pytorch_fp32":
+            continue
+        same = sum(
+            a == b
+            for prompt, tokens in zip(prompts, expected)
+            for a, b in zip(backend.generate_ids(prompt, len(tokens)), tokens)
+        )
+        agreement = report["models"][name]["greedy_agreement"] = same / max(1, sum(map(len, expected)))
+        if agreement < AGREEMENT_GATE.get(name, 0):
+            report["below_gate"].append(
+                f"{name} gives PyTorch's greedy tokens {agreement:.0%} of the time, below the {AGREEMENT_GATE[name]:.0%} "
+                "an 8-bit export keeps on a trained model: check that the merged model is the tuned one, or export "
+                "F16 (gguf.quantizations in configs/train.yaml)"
+            )
 
     out = (smoke_path if args.smoke else Path)("outputs/benchmark.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -211,12 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"fp32 ONNX greedy tokens equal PyTorch's for {args.parity_steps} steps: {report['fp32_greedy_tokens_match']}"
         )
-    if "gguf_q8_0_greedy_tokens_same" in report:
-        same = report["gguf_q8_0_greedy_tokens_same"]
-        print(
-            f"GGUF Q8_0 greedy tokens that are PyTorch's: {same['same']} of the first {same['of']} "
-            f"(at least {GGUF_PARITY:.0%} expected of a trained model{'' if same['expected'] else '; fewer here'})"
-        )
+    for line in report["below_gate"]:
+        print(f"below the gate: {line}")
     if reference["size_mb"] < 50:
         print(
             f"note: a {reference['size_mb']:.1f} MB model: at this size the times are mostly overhead, "
@@ -236,10 +243,12 @@ def print_table(report: dict) -> None:
         ("  against PyTorch", "size_ratio", "{:.0%}"),
         ("perplexity", "perplexity", "{:.3f}"),
         ("  against PyTorch", "perplexity_ratio", "{:.3f}x"),
+        (f"greedy agreement ({AGREEMENT_TOKENS})", "greedy_agreement", "{:.0%}"),
     )
     print(f"{'':20}" + "".join(f"{name:>14}" for name in names))
     for label, key, form in rows:
-        print(f"{label:20}" + "".join(f"{form.format(report['models'][name][key]):>14}" for name in names))
+        cells = [report["models"][name].get(key) for name in names]
+        print(f"{label:20}" + "".join(f"{'-' if c is None else form.format(c):>14}" for c in cells))
 
 
 if __name__ == "__main__":

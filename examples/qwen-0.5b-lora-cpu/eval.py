@@ -22,6 +22,14 @@ from finetune.inference import PytorchBackend, backend_module, backend_names, de
 from finetune.plot import plot_scores
 from finetune.quiet import quiet_libraries
 
+# how far an export may fall below the tuned model it was made from, on the main metric, before eval.py says it lost
+# what training taught: 5 points (0.05 of a metric from 0 to 1, 5 of BLEU's 0 to 100), or 5 % more perplexity
+EXPORT_TOLERANCE = 0.05
+HIGHER_PRECISION = {
+    "onnx": "an ONNX export at a higher precision keeps more (python optimize.py --precision fp16)",
+    "gguf": "put Q8_0 (or F16) first in gguf.quantizations of configs/train.yaml and export again",
+}
+
 
 def candidates(args: argparse.Namespace, config: dict) -> dict[str, tuple[str, str]]:
     """name -> (backend, model path) of each model to score; the tuned model must exist."""
@@ -57,6 +65,30 @@ def load(backend: str, path: str, data: dict):
     return backend_module(backend).BACKEND(path, template_kwargs=template_kwargs)
 
 
+def below_gate(report: dict) -> dict[str, str]:
+    """export name -> why it falls below the tuned model by more than EXPORT_TOLERANCE on the main metric."""
+    metric = report["metric"]
+    tuned = report["models"].get("tuned", {}).get(metric)
+    found = {}
+    for name, scores in report["models"].items():
+        if name in ("base", "tuned") or tuned is None or metric not in scores:
+            continue
+        value = scores[metric]
+        if metric == "perplexity":
+            lost = value > tuned * (1 + EXPORT_TOLERANCE)
+            how = f"{value / tuned - 1:.0%} higher"
+        else:
+            scale = 100 if metric in ("bleu", "chrf") else 1
+            lost = value < tuned - EXPORT_TOLERANCE * scale
+            how = f"{(tuned - value) * 100 / scale:.0f} points lower"
+        if lost:
+            found[name] = (
+                f"{metric} {value:.4g} against the tuned model's {tuned:.4g}, {how}: the export lost part of what "
+                f"training taught; {HIGHER_PRECISION.get(name, 'export it at a higher precision')}"
+            )
+    return found
+
+
 def print_table(report: dict) -> None:
     names = list(report["models"])
     keys = list(dict.fromkeys(k for scores in report["models"].values() for k in scores))
@@ -69,6 +101,8 @@ def print_table(report: dict) -> None:
         print(f"{key:<14}{cells}")
     for name, error in report["broken"].items():
         print(f"{name}: BROKEN: {error}")
+    for name, why in report["below_gate"].items():
+        print(f"{name}: below the gate: {why}")
 
 
 def print_answers(report: dict, examples: list, count: int) -> None:
@@ -155,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for i, e in enumerate(examples[: max(10, args.show)])
     ]
+    report["below_gate"] = below_gate(report)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

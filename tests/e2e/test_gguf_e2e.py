@@ -204,8 +204,11 @@ def test_gguf_export_runs_in_llama_cpp_with_pytorch_greedy_tokens(new_workspace,
         set(measured["models"]) == {"pytorch_fp32", "gguf_q8_0", "gguf_q4_k_m"}
         and "fp32_greedy_tokens_match" not in measured
     )
-    same = measured["gguf_q8_0_greedy_tokens_same"]
-    assert same["of"] > 2 and same["same"] >= 0.8 * same["of"] and same["expected"]
+    # Q8_0 keeps PyTorch's greedy tokens on this trained tiny model; the gate speaks when it falls under 90 %
+    agreement = {name: m.get("greedy_agreement") for name, m in measured["models"].items()}
+    assert agreement["gguf_q8_0"] >= 0.8 and 0 <= agreement["gguf_q4_k_m"] <= 1 and agreement["pytorch_fp32"] is None
+    gated = [line for line in bench.stdout.splitlines() if line.startswith("below the gate: gguf_q8_0")]
+    assert len(gated) == (agreement["gguf_q8_0"] < 0.9) == len(measured["below_gate"]), bench.stdout[-2000:]
     assert measured["models"]["gguf_q8_0"]["perplexity_ratio"] == pytest.approx(1.0, rel=0.05)
     assert (
         measured["models"]["gguf_q4_k_m"]["size_mb"]

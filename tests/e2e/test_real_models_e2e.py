@@ -7,6 +7,7 @@ chat template, learns in Gemma's own turns from the catalog and stops at <end_of
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -56,7 +57,7 @@ def test_smollm2_learns_the_intents_and_keeps_them_in_onnx_and_gguf(new_workspac
         assert exported.returncode == 0, exported.stdout[-3000:] + exported.stderr[-3000:]
     scored = run(workspace, "eval.py", "--limit", "16", "--show", "2")
     assert scored.returncode == 0, scored.stdout[-3000:] + scored.stderr[-3000:]
-    shown = [line.split()[0] for line in scored.stdout.splitlines() if line.startswith("  ")]
+    shown = [line.split()[0] for line in scored.stdout.splitlines() if re.match(r"  [a-z]+: ", line)]
     assert shown == ["reference:", "base:", "tuned:", "onnx:", "gguf:"] * 2, scored.stdout[-3000:]
     report = json.loads((workspace / "eval" / "report.json").read_text())
     accuracy = {name: scores["accuracy"] for name, scores in report["models"].items()}

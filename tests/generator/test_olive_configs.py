@@ -204,3 +204,23 @@ def test_pip_resolves_each_runtime_on_its_platform(every_target, target, tmp_pat
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_small_models_int4_output_layer_stays_8_bit_on_the_cpu():
+    """An int4 output layer cost a tuned SmolLM2-135M a fifth of its accuracy: under the catalog's size the CPU
+    workflow keeps it 8-bit, with an option the installed Olive's ModelBuilder takes; bigger models stay all int4."""
+    from tuneforge.planning import hardware
+    from tuneforge.planning.answers import layer
+    from tuneforge.planning.plan import resolve
+
+    small = TARGETS["onnx-cpu"]["onnx"]["small_models"]
+    assert "int4_algo_config" in pass_parameters("ModelBuilder", "cpu", "CPUExecutionProvider")
+
+    def builder(model: str) -> dict:
+        plan = resolve(
+            layer(({"model": model, "targets": ["pytorch", "onnx-cpu", "onnx-cuda"]}, "--set")), dict(hardware.TYPICAL)
+        )
+        return {t: facts["onnx"].get("int4_algo_config") for t, facts in plan.target_facts.items() if "onnx" in facts}
+
+    assert builder("qwen3-0.6b") == {"onnx-cpu": small["int4_algo_config"], "onnx-cuda": None}
+    assert builder("llama-3.2-1b-instruct") == {"onnx-cpu": None, "onnx-cuda": None}

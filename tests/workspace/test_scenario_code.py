@@ -246,3 +246,21 @@ def test_generation_settings_turn_into_sampling_only_above_temperature_zero():
     assert sampling_options({"temperature": 0}) == {}
     assert sampling_options(SCENARIOS["creative"]["generation"]) == {"temperature": 0.8, "top_p": 0.95}
     assert sampling_options({"temperature": 0.5}) == {"temperature": 0.5, "top_p": 1.0}
+
+
+def test_eval_says_when_an_export_falls_below_the_tuned_model():
+    """5 points on a metric from 0 to 1 or BLEU's 0 to 100, or 5 % more perplexity: below it the export is named."""
+    from eval import below_gate
+
+    def report(metric, tuned, **exports):
+        return {"metric": metric, "models": {"base": {metric: 0.0}, "tuned": {metric: tuned}, **exports}}
+
+    accuracy = below_gate(report("accuracy", 0.9, onnx={"accuracy": 0.84}, gguf={"accuracy": 0.86}))
+    assert (
+        list(accuracy) == ["onnx"] and "accuracy 0.84 against the tuned model's 0.9, 6 points lower" in accuracy["onnx"]
+    )
+    assert "--precision fp16" in accuracy["onnx"]
+    assert list(below_gate(report("bleu", 30.0, onnx={"bleu": 26.0}, gguf={"bleu": 24.0}))) == ["gguf"]
+    perplexity = below_gate(report("perplexity", 10.0, onnx={"perplexity": 10.4}, gguf={"perplexity": 10.6}))
+    assert list(perplexity) == ["gguf"] and "6% higher" in perplexity["gguf"] and "Q8_0" in perplexity["gguf"]
+    assert below_gate(report("accuracy", 0.9)) == {}
