@@ -68,6 +68,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/onnx_speed.py
 	$(BIN)/python bench/cpu_backends.py
 	$(BIN)/python bench/plan_accuracy.py
+	$(BIN)/python bench/real_results.py
 	$(BIN)/python bench/ui_plan.py
 
 examples: $(STAMP)

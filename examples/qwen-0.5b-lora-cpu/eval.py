@@ -26,7 +26,7 @@ from finetune.quiet import quiet_libraries
 # what training taught: 5 points (0.05 of a metric from 0 to 1, 5 of BLEU's 0 to 100), or 5 % more perplexity
 EXPORT_TOLERANCE = 0.05
 HIGHER_PRECISION = {
-    "onnx": "an ONNX export at a higher precision keeps more (python optimize.py --precision fp16)",
+    "onnx": "an ONNX export at a higher precision keeps more (python optimize.py --precision fp32; fp16 on a GPU)",
     "gguf": "put Q8_0 (or F16) first in gguf.quantizations of configs/train.yaml and export again",
 }
 

@@ -124,6 +124,9 @@ def run(path: Path, smoke: bool = False, precision: str | None = None) -> Path:
             f"pip install -r olive/requirements-{path.stem}.txt (on the machine that runs it)"
         )
     config = load_workflow(path, smoke, precision=precision)
+    device = config["systems"]["local_system"]["accelerators"][0]["device"]
+    if precision == "fp16" and device == "cpu":
+        raise FileNotFoundError(f"{path.stem} runs on the CPU, where the model builder makes int4 or fp32, not fp16")
     check_inputs(config)
     for calibration in calibration_files(config):
         write_calibration(calibration, config["input_model"]["model_path"])
@@ -133,6 +136,9 @@ def run(path: Path, smoke: bool = False, precision: str | None = None) -> Path:
     print(f"{path.stem}: optimizing with Olive (its log: {log})", flush=True)
     with quiet_olive(log):
         olive_run(config)
+    if not any(output_dir.rglob("*.onnx")) and not any(output_dir.rglob("*.xml")):
+        # Olive prunes a pass it judges invalid and ends without an error: say so, never "optimized"
+        raise FileNotFoundError(f"{path.stem}: Olive made no model in {output_dir}; why is in its log, {log}")
     return output_dir
 
 

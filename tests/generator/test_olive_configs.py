@@ -107,18 +107,30 @@ def test_the_qnn_calibration_data_is_the_training_split_through_the_chat_templat
     assert all(r["text"].startswith("<|im_start|>system\n") and "<|im_start|>assistant\n" in r["text"] for r in rows)
 
 
-def test_optimize_precision_override_for_cuda_fp16(new_workspace):
+def test_optimize_precision_override_for_cuda_fp16_and_never_a_silent_empty_model(new_workspace, monkeypatch):
+    """fp16 is a GPU target's; asked of the CPU one it is refused by name, and a run in which Olive makes no model
+    (it prunes a pass it judges invalid and returns without an error) is an error, never "optimized"."""
     import sys
 
-    workspace = new_workspace(targets="pytorch,onnx-cuda")
+    workspace = new_workspace(targets="pytorch,onnx-cpu,onnx-cuda")
+    monkeypatch.chdir(workspace)
     sys.path.insert(0, str(workspace))
     try:
-        from optimize import load_workflow
+        import optimize
 
-        config = load_workflow(workspace / "olive" / "onnx-cuda.json", precision="fp16")
+        config = optimize.load_workflow(workspace / "olive" / "onnx-cuda.json", precision="fp16")
+        with pytest.raises(
+            FileNotFoundError, match="onnx-cpu runs on the CPU, where the model builder makes int4 or fp32"
+        ):
+            optimize.run(workspace / "olive" / "onnx-cpu.json", precision="fp16")
+        monkeypatch.setattr(optimize, "check_inputs", lambda config: None)
+        monkeypatch.setattr(optimize, "olive_run", lambda config: None)  # as Olive does with a pruned pass
+        with pytest.raises(FileNotFoundError, match=r"onnx-cpu: Olive made no model in outputs/onnx/onnx-cpu-fp32; "):
+            optimize.run(workspace / "olive" / "onnx-cpu.json", precision="fp32")
     finally:
         sys.path.remove(str(workspace))
-        sys.modules.pop("optimize", None)
+        for name in [m for m in sys.modules if m in ("optimize", "finetune") or m.startswith("finetune.")]:
+            del sys.modules[name]
     assert config["passes"]["builder"]["precision"] == "fp16"
     assert config["output_dir"] == "outputs/onnx/onnx-cuda-fp16"
 
@@ -204,23 +216,3 @@ def test_pip_resolves_each_runtime_on_its_platform(every_target, target, tmp_pat
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-
-
-def test_a_small_models_int4_output_layer_stays_8_bit_on_the_cpu():
-    """An int4 output layer cost a tuned SmolLM2-135M a fifth of its accuracy: under the catalog's size the CPU
-    workflow keeps it 8-bit, with an option the installed Olive's ModelBuilder takes; bigger models stay all int4."""
-    from tuneforge.planning import hardware
-    from tuneforge.planning.answers import layer
-    from tuneforge.planning.plan import resolve
-
-    small = TARGETS["onnx-cpu"]["onnx"]["small_models"]
-    assert "int4_algo_config" in pass_parameters("ModelBuilder", "cpu", "CPUExecutionProvider")
-
-    def builder(model: str) -> dict:
-        plan = resolve(
-            layer(({"model": model, "targets": ["pytorch", "onnx-cpu", "onnx-cuda"]}, "--set")), dict(hardware.TYPICAL)
-        )
-        return {t: facts["onnx"].get("int4_algo_config") for t, facts in plan.target_facts.items() if "onnx" in facts}
-
-    assert builder("qwen3-0.6b") == {"onnx-cpu": small["int4_algo_config"], "onnx-cuda": None}
-    assert builder("llama-3.2-1b-instruct") == {"onnx-cpu": None, "onnx-cuda": None}

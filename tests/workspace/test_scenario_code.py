@@ -259,7 +259,7 @@ def test_eval_says_when_an_export_falls_below_the_tuned_model():
     assert (
         list(accuracy) == ["onnx"] and "accuracy 0.84 against the tuned model's 0.9, 6 points lower" in accuracy["onnx"]
     )
-    assert "--precision fp16" in accuracy["onnx"]
+    assert "--precision fp32" in accuracy["onnx"]
     assert list(below_gate(report("bleu", 30.0, onnx={"bleu": 26.0}, gguf={"bleu": 24.0}))) == ["gguf"]
     perplexity = below_gate(report("perplexity", 10.0, onnx={"perplexity": 10.4}, gguf={"perplexity": 10.6}))
     assert list(perplexity) == ["gguf"] and "6% higher" in perplexity["gguf"] and "Q8_0" in perplexity["gguf"]

@@ -75,16 +75,8 @@ class Plan:
 
     @property
     def target_facts(self) -> dict[str, dict]:
-        """The catalog's facts about each chosen target, for this model (an ONNX target's builder options for a
-        small model from its small_models)."""
-        found = {}
-        for t in self.values["targets"]:
-            facts = catalog.load("targets")[t]
-            small = facts.get("onnx", {}).get("small_models")
-            if small and self.facts["params_b"] < small["below_params_b"]:
-                facts = {**facts, "onnx": {**facts["onnx"], "int4_algo_config": small["int4_algo_config"]}}
-            found[t] = facts
-        return found
+        """The catalog's facts about each chosen target."""
+        return {t: catalog.load("targets")[t] for t in self.values["targets"]}
 
     @property
     def onnx_targets(self) -> list[str]:
