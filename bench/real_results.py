@@ -39,7 +39,7 @@ CASES = {
     "gemma3-270m-classification": (
         "gemma3-270m",
         {"scenario": "classification", "dataset": "support", "dataset_format": "classification"},
-        ["training.max_steps=20", "training.learning_rate=5e-4", "training.per_device_train_batch_size=4"],
+        ["training.max_steps=40", "training.learning_rate=5e-4", "training.per_device_train_batch_size=8"],
     ),
 }
 QUICK = [
@@ -103,7 +103,8 @@ def run_case(name: str, work: Path, env: dict, small: bool) -> dict:
     below = {names.get(n, n): why for n, why in report["below_gate"].items()}
     for kind in types[1:]:
         gguf = next((ws / "outputs" / "gguf").glob(f"*-{kind}.gguf"))
-        step([python, "eval.py", "--no-onnx", "--gguf", str(gguf), "--out", f"eval/{kind}"], ws, env)
+        only = ["--no-onnx"] if onnx else []
+        step([python, "eval.py", *only, "--gguf", str(gguf), "--out", f"eval/{kind}"], ws, env)
         other = json.loads((ws / "eval" / kind / "report.json").read_text())
         scores[f"gguf_{kind.lower()}"] = other["models"]["gguf"][metric]
         below.update({f"gguf_{kind.lower()}": why for n, why in other["below_gate"].items() if n == "gguf"})
@@ -161,7 +162,12 @@ def main() -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OLIVE_DISABLE_TELEMETRY": "1"}
     try:
         names = args.only or (["smollm2-classification"] if args.size == "small" else list(CASES))
-        results = [run_case(name, work, env, args.size == "small") for name in names]
+        results = []
+        for name in names:  # each case's result kept, so that a second run with --workdir goes on where one stopped
+            done = work / f"{name}.{args.size}.json"
+            if not done.exists():
+                done.write_text(json.dumps(run_case(name, work, env, args.size == "small"), indent=2) + "\n")
+            results.append(json.loads(done.read_text()))
     except real_models.Unavailable as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
