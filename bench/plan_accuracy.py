@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/plan_accuracy.py [--size small] [--steps 3] [--only NAME]
 
-Trains generated workspaces on twelve CPU configurations (Llama-shaped models of 20M to 500M parameters with a
-32000-id vocabulary; LoRA, QLoRA and full fine-tuning; batch and length varied; packing and gradient
-checkpointing on and off), the figures in the catalog's hardware.yaml are fitted on, and seven held out on the two
+Trains generated workspaces on thirteen CPU configurations (Llama-shaped models of 20M to 500M parameters with a
+32000-id vocabulary; LoRA, QLoRA and full fine-tuning; batch and length varied; packing, gradient checkpointing
+and LoRA dropout on and off), the figures in the catalog's hardware.yaml are fitted on, and seven held out on the two
 real pretrained models (bench/real_models.py: SmolLM2-135M-Instruct, tied 49k-id embeddings; Gemma 3 270M, a
 262k-id vocabulary), for a few steps each, with the workspace's own train.py on rows that fill
 max_length, and sets the plan's estimate (`tuneforge plan`, the same numbers the README and the form show)
@@ -74,6 +74,10 @@ CASES = {  # name: (model, answers)
     ),
     "60m-qlora-b4-512": ("60m", {"technique": "qlora", "per_device_train_batch_size": 4, "max_length": 512}),
     "150m-lora-b4-512": ("150m", {"technique": "lora", "per_device_train_batch_size": 4, "max_length": 512}),
+    "150m-lora-b4-512-dropout": (
+        "150m",
+        {"technique": "lora", "per_device_train_batch_size": 4, "max_length": 512, "lora_dropout": 0.05},
+    ),
     "150m-full-b2-512-ckpt": (
         "150m",
         {"technique": "full", "per_device_train_batch_size": 2, "max_length": 512, "gradient_checkpointing": True},

@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
 from training import MEASURE, compare, save_bench_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,6 +129,7 @@ def main() -> int:
         str(ws / "bench-model"),
         str(data),
         str(work / "trl"),
+        str(yaml.safe_load((ws / "configs" / "train.yaml").read_text())["peft"]["lora_dropout"]),  # the same dropout
     ]
     compare(ours_cmd, peer_cmd, ws, args.rounds, total, memory_goal=0.8)
     return 0

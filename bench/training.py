@@ -1,10 +1,20 @@
-"""Training speed and memory: the workspace's train.py against TRL's SFTTrainer, side by side.
+"""Training speed and memory: the workspace's train.py against TRL's SFTTrainer, side by side, and against the machine.
 
-    .venv/bin/python bench/training.py [--examples 160] [--rounds 2]      # trl, the peer, is in requirements-dev.txt
+    .venv/bin/python bench/training.py [--model tiny|smollm2|gemma3-270m] [--examples 160] [--rounds 2]
+                                       [--lora-dropout P]   # trl, the peer, is in requirements-dev.txt
 
-Same ~21M-parameter Llama (random weights, a 32000-id vocabulary, BPE tokenizer trained on the data), same 160 variable-length
-chat examples, LoRA r16 on all linear layers, batch 8, max length 512, one epoch, fp32 on CPU.
-Reports non-padding tokens per second and peak resident memory of each training process.
+The same model and the same variable-length chat examples (built from the workspace's sample Q&A) for both: tiny is
+a ~21M-parameter Llama (random weights, a 32000-id vocabulary, BPE tokenizer trained on the data), where the
+vocabulary and per-step costs dominate; smollm2 and gemma3-270m are the real pretrained models of
+bench/real_models.py, with their own tokenizers and chat templates. LoRA r16 on all linear layers, alpha 32, batch
+8, max length 512, one epoch, fp32 on CPU; TRL with bf16 and gradient checkpointing off (its best here; its
+defaults run tens of times slower on this CPU). --lora-dropout: both runs' LoRA dropout (default: the plan's).
+
+Reports non-padding tokens per second and peak resident memory of each training process, the machine's fp32
+matrix-multiply peak measured in the same run, and each run's utilisation of it: achieved FLOP/s over the peak,
+counting 4 FLOPs per token per frozen weight a token passes through (every linear layer's forward product and its
+input gradient; the output head's too), as LoRA training of a frozen base costs; the adapters' own FLOPs, attention
+scores and elementwise work are left out, so this is a lower bound of the work done.
 """
 
 from __future__ import annotations
@@ -16,7 +26,11 @@ import random
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import real_models
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "templates" / "includes" / "samples" / "chat" / "messages.jsonl"
@@ -57,55 +71,56 @@ def run(command: list[str], cwd: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--model", choices=["tiny", *real_models.MODELS], default="tiny")
     parser.add_argument("--examples", type=int, default=160)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--lora-dropout", type=float, help="both runs' LoRA dropout (default: the plan's)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tuneforge-bench-train-"))
     os.environ.update(TUNEFORGE_CACHE_DIR=str(work / "cache"))
     ws = work / "ws"
+    model = "llama-3.2-1b-instruct" if args.model == "tiny" else str(real_models.checkpoint(args.model))
+    answers = {
+        "model": model,
+        "technique": "lora",
+        "lora_r": 16,
+        "lora_alpha": 32,
+        "packing": "true",
+        "per_device_train_batch_size": 8,
+        "gradient_accumulation_steps": 1,
+        "max_length": 512,
+        "num_train_epochs": 1,
+        "targets": "pytorch",
+        **({} if args.lora_dropout is None else {"lora_dropout": args.lora_dropout}),
+    }
+    sets = [f"--set={k}={v}" for k, v in answers.items()]
     subprocess.run(
-        [
-            str(BIN / "tuneforge"),
-            "new",
-            str(ws),
-            "--defaults",
-            "--no-detect",
-            "--set",
-            "model=llama-3.2-1b-instruct",
-            "--set",
-            "technique=lora",
-            "--set",
-            "lora_r=16",
-            "--set",
-            "lora_alpha=32",
-            "--set",
-            "packing=true",
-            "--set",
-            "per_device_train_batch_size=8",
-            "--set",
-            "gradient_accumulation_steps=1",
-            "--set",
-            "max_length=512",
-            "--set",
-            "num_train_epochs=1",
-            "--set",
-            "targets=pytorch",
-        ],
+        [str(BIN / "tuneforge"), "new", str(ws), "--defaults", "--no-detect", *sets],
         check=True,
         stdout=subprocess.DEVNULL,
     )
+    dropout = yaml.safe_load((ws / "configs" / "train.yaml").read_text())["peft"]["lora_dropout"]
     data = ws / "data" / "bench.jsonl"
     data.write_text("".join(json.dumps(e) + "\n" for e in chat_examples(args.examples)))
     sys.path.insert(0, str(ws))
+    from transformers import AutoConfig, AutoTokenizer
+
     from finetune.data import read_examples
     from finetune.encoding import encode
 
-    tokenizer, params = save_bench_model(data, ws / "bench-model")
+    if args.model == "tiny":
+        tokenizer, _ = save_bench_model(data, ws / "bench-model")
+        model = "bench-model"
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    flops_per_token = 4 * frozen_weights_per_token(
+        AutoConfig.from_pretrained(ws / model if args.model == "tiny" else model)
+    )
     tokens = [len(encode(e, tokenizer, 512)["input_ids"]) for e in read_examples(str(data), "messages")]
     total = sum(tokens)
     print(
-        f"model {params / 1e6:.1f}M parameters; {len(tokens)} examples, {total} tokens "
-        f"({total / len(tokens):.0f} on average, {min(tokens)} to {max(tokens)})"
+        f"model {args.model} ({flops_per_token / 4 / 1e6:.0f}M weights per token); {len(tokens)} examples, {total} "
+        f"tokens ({total / len(tokens):.0f} on average, {min(tokens)} to {max(tokens)}); LoRA dropout {dropout}"
     )
 
     ours_cmd = [
@@ -113,7 +128,7 @@ def main() -> int:
         "-c",
         MEASURE,
         "train.py",
-        "model.name_or_path=bench-model",
+        f"model.name_or_path={model}",
         "data.path=data/bench.jsonl",
         "data.eval_fraction=0",
         "training.save_strategy=no",
@@ -126,12 +141,49 @@ def main() -> int:
         sys.executable,
         str(ROOT / "bench" / "trl_peer.py"),
         "sft",
-        str(ws / "bench-model"),
+        str(ws / model) if args.model == "tiny" else model,
         str(data),
         str(work / "trl"),
+        str(dropout),
     ]
-    compare(ours_cmd, peer_cmd, ws, args.rounds, total, memory_goal=0.7)
+    summary = compare(ours_cmd, peer_cmd, ws, args.rounds, total, memory_goal=0.7)
+    peak = matmul_peak()
+    print(f"machine: fp32 matmul peak {peak / 1e9:.0f} GFLOP/s on {torch_threads()} threads (2048 x 2048, best of 10)")
+    for name, measured in summary.items():
+        achieved = measured["tokens_per_s"] * flops_per_token
+        print(f"{name:<10} {achieved / 1e9:6.1f} GFLOP/s = {achieved / peak:.0%} of the peak")
     return 0
+
+
+def frozen_weights_per_token(config) -> int:
+    """Weights of the linear layers one token passes through: every decoder layer's projections and the output head
+    (the input embedding is a lookup)."""
+    text = getattr(config, "text_config", None) or config
+    h, layers, inter = text.hidden_size, text.num_hidden_layers, text.intermediate_size
+    heads, kv = text.num_attention_heads, getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or h // heads
+    attention = h * head_dim * (2 * heads + 2 * kv)
+    return layers * (attention + 3 * h * inter) + text.vocab_size * h
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
+    """The best fp32 FLOP/s of a square matrix product on this machine, as PyTorch runs it."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
 
 
 def save_bench_model(data: Path, out: Path):
@@ -159,7 +211,7 @@ def save_bench_model(data: Path, out: Path):
     return tokenizer, sum(p.numel() for p in model.parameters())
 
 
-def compare(ours_cmd: list[str], peer_cmd: list[str], ws: Path, rounds: int, tokens: int, memory_goal: float) -> None:
+def compare(ours_cmd: list[str], peer_cmd: list[str], ws: Path, rounds: int, tokens: int, memory_goal: float) -> dict:
     """Run the workspace and TRL in turn, each round; print the best speed, the peak memory and the ratios."""
     results: dict[str, list[dict]] = {"tuneforge": [], "trl": []}
     for _ in range(rounds):
@@ -182,6 +234,7 @@ def compare(ours_cmd: list[str], peer_cmd: list[str], ws: Path, rounds: int, tok
     speed = summary["tuneforge"]["tokens_per_s"] / summary["trl"]["tokens_per_s"]
     memory = summary["tuneforge"]["peak_rss_mb"] / summary["trl"]["peak_rss_mb"]
     print(f"speed {speed:.2f}x TRL (goal >= 1.5x), peak memory {memory:.2f}x TRL (goal <= {memory_goal}x)")
+    return summary
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""The peer for bench/training.py (sft) and bench/preference.py (dpo): TRL's SFTTrainer or DPOTrainer with its
-defaults on the same model, data and hyperparameters, LoRA r16 on all linear layers. Run by those benchmarks in
-its own process; needs `pip install trl==1.16.0`.
+"""The peer for bench/training.py (sft) and bench/preference.py (dpo): TRL's SFTTrainer or DPOTrainer on the same
+model, data and hyperparameters, LoRA r16 on all linear layers, in fp32 on the CPU with gradient checkpointing off
+(TRL's best on a CPU: its defaults, bf16 autocast and checkpointing on, run tens of times slower here). Run by those
+benchmarks in its own process; needs `pip install trl==1.16.0`.
 
-    python bench/trl_peer.py sft|dpo MODEL DATA OUTPUT_DIR
+    python bench/trl_peer.py sft|dpo MODEL DATA OUTPUT_DIR [LORA_DROPOUT]
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import resource
 import sys
 
 
-def main(mode: str, model_path: str, data_path: str, output_dir: str) -> None:
+def main(mode: str, model_path: str, data_path: str, output_dir: str, lora_dropout: str = "0.05") -> None:
     from datasets import load_dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -32,12 +33,15 @@ def main(mode: str, model_path: str, data_path: str, output_dir: str) -> None:
         "report_to": "none",
         "seed": 42,
         "bf16": False,
+        "gradient_checkpointing": False,
         "use_cpu": True,
     }
     config = (
         SFTConfig(**common, learning_rate=2e-4) if mode == "sft" else DPOConfig(**common, learning_rate=2e-5, beta=0.1)
     )
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=16, lora_alpha=32, lora_dropout=float(lora_dropout), target_modules="all-linear", task_type="CAUSAL_LM"
+    )
     trainer = (SFTTrainer if mode == "sft" else DPOTrainer)(
         model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora
     )
@@ -48,4 +52,4 @@ def main(mode: str, model_path: str, data_path: str, output_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])

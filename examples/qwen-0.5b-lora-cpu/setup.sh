@@ -24,15 +24,15 @@ else
 fi
 "$PYTHON" -m venv --help >/dev/null 2>&1 && ok "venv module" || lack "the venv module (Debian/Ubuntu: apt install python3-venv)"
 command -v git >/dev/null 2>&1 && ok "git" || lack "git (tuneforge update merges your edits with it)"
-# memory against the plan's estimate of peak training memory per device (8.32 GB)
+# memory against the plan's estimate of peak training memory per device (7.26 GB)
 device_gb=$(awk '/^MemTotal:/ {print int($2 / 1048576)}' /proc/meminfo 2>/dev/null || true)
 [ -n "$device_gb" ] || device_gb=$(sysctl -n hw.memsize 2>/dev/null | awk '{print int($1 / 1073741824)}')
 if [ -z "$device_gb" ]; then
-  echo "  ?        memory: could not read it; training needs about 8.32 GB per device"
-elif awk "BEGIN {exit !($device_gb >= 8.32)}"; then
-  ok "${device_gb} GB of memory per device (training needs about 8.32 GB)"
+  echo "  ?        memory: could not read it; training needs about 7.26 GB per device"
+elif awk "BEGIN {exit !($device_gb >= 7.26)}"; then
+  ok "${device_gb} GB of memory per device (training needs about 7.26 GB)"
 else
-  lack "about 8.32 GB of memory per device for training as configured; ${device_gb} GB here (README.md, 'Will it fit?', lists what would)"
+  lack "about 7.26 GB of memory per device for training as configured; ${device_gb} GB here (README.md, 'Will it fit?', lists what would)"
 fi
 cached="${HF_HUB_CACHE:-${HF_HOME:-$HOME/.cache/huggingface}/hub}/models--$(printf '%s' "$MODEL" | sed 's|/|--|g')"
 if [ -d "$cached" ]; then

@@ -88,7 +88,7 @@ def test_impossible_combinations_say_why_and_what_works(answers, key, words, alt
     [
         {
             "hardware": "cpu",
-            "gpu_memory_gb": 16,
+            "gpu_memory_gb": 14,
             "model": "smollm3-3b",
         },  # on a CPU, QLoRA loads the weights in fp32 first
         {"hardware": "cuda", "gpu_memory_gb": 8, "model": "qwen3-32b"},

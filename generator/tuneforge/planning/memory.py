@@ -29,6 +29,7 @@ class Setup:
     hardware: str
     sequences: int = 1  # sequences per example through the model each step (2 for preference pairs)
     lora_experts: bool = False  # LoRA also on a mixture of experts' expert projections
+    lora_dropout: float = 0.0  # an adapter's dropout keeps one more copy of each adapted layer's input
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ def setup_for(values: dict, precision: str, devices: int) -> Setup:
         hardware=values["hardware"],
         sequences=catalog.load("objectives")[values.get("objective", "sft")]["sequences"],
         lora_experts=values.get("lora_experts", False),
+        lora_dropout=values.get("lora_dropout", 0.0),
     )
 
 
@@ -145,11 +147,12 @@ def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
 
     tokens = setup.batch * setup.max_length * setup.sequences
     act_bytes = 2 if setup.precision != "fp32" else 4
-    # copies of the hidden state each layer keeps for the backward pass, per token; adapters keep more (their
-    # dropout's copy of each adapted layer's input)
-    copies = device.get("activation_copies", 17) + (
-        0 if setup.technique == "full" else device.get("adapter_activation_copies", 0)
-    )
+    # copies of the hidden state each layer keeps for the backward pass, per token; adapters keep more, and more
+    # again with dropout (its copy of each adapted layer's input)
+    copies = device.get("activation_copies", 17)
+    if setup.technique != "full":
+        copies += device.get("adapter_activation_copies", 0)
+        copies += device.get("dropout_activation_copies", 0) if setup.lora_dropout else 0
     every_layer = tokens * h * copies * act_bytes * layers
     # attention probabilities, where attention does not run in a fused kernel
     attention = device.get("attention_copies", 0) * tokens * shape["num_attention_heads"] * setup.max_length * 4

@@ -15,6 +15,10 @@ from tuneforge.planning.models import resolve_model
 from tuneforge.planning.rules import Problem, check
 
 DEFAULT_ORIGINS = ("default", "detected")
+# measured by bench/training.py --model smollm2 --examples 48 (SmolLM2-135M-Instruct, LoRA r16, batch 8, 2 cores):
+# 247 against 175 tokens/s, peak 8.0 against 10.4 GB, loss 3.068 either way; PEFT, LLaMA-Factory and unsloth
+# default to no dropout too
+DROPOUT_WHY = "default: without dropout LoRA trained 41 % faster on a CPU with 22 % less memory, to the same loss"
 LEARNING_RATES = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4, "dora": 2e-4, "rslora": 1e-4, "ia3": 3e-3}
 # current models that fit each hardware's default memory: a small Qwen3 trains in fp32 on a CPU or a Mac, a 4B
 # one with LoRA in bf16 on a 24 GB GPU (the plan's verdict says so, tests/generator/test_plan.py checks it)
@@ -317,7 +321,7 @@ def _take_training(r: _Resolver, given: Given, facts: dict, precision: str, devi
     if r.values["lora_experts"]:
         r.take("lora_dropout", 0.0, "default: lora_experts=true (PEFT's LoRA on parameters has no dropout)")
     else:
-        r.take("lora_dropout", 0.05)
+        r.take("lora_dropout", 0.0, DROPOUT_WHY)
     objective = r.values["objective"]
     scale = catalog.load("objectives")[objective]["learning_rate_scale"]
     r.take(
