@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--model",
-        help="model folder or .gguf file (default: the first ONNX model under outputs/onnx/, "
+        help="model folder or .gguf file (default: the first ONNX model an olive/*.json wrote, "
         "or the GGUF file of the first of gguf.quantizations)",
     )
     parser.add_argument(

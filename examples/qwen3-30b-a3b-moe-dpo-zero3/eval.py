@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "--tuned", help="tuned model: merged folder, or adapter folder (default: merged, else the adapter)"
     )
     if "onnx" in backend_names():
-        parser.add_argument("--onnx", help="ONNX model folder (default: the first under outputs/onnx/)")
+        parser.add_argument("--onnx", help="ONNX model folder (default: the first an olive/*.json wrote)")
         parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX model")
     if "gguf" in backend_names():
         parser.add_argument("--gguf", help="GGUF file (default: the first of gguf.quantizations in gguf.output_dir)")

@@ -117,15 +117,20 @@ class OnnxBackend(Backend):
 
 
 def find_model(config: dict) -> str | None:
-    """The first ONNX Runtime GenAI model under outputs/onnx/, if optimize.py made one."""
-    found = sorted(Path("outputs/onnx").glob("*/genai_config.json"))
-    return str(found[0].parent) if found else None
+    """The first ONNX Runtime GenAI model an olive/*.json workflow wrote to its output_dir, if optimize.py made one."""
+    for workflow in sorted(Path("olive").glob("*.json")):
+        out = Path(json.loads(workflow.read_text(encoding="utf-8"))["output_dir"])
+        if (out / "genai_config.json").is_file():
+            return str(out)
+    return None
 
 
 def load(model_path: str | None, config: dict, adapters: dict | None, template_kwargs: dict | None) -> OnnxBackend:
     model_path = model_path or find_model(config)
     if not model_path:
-        raise FileNotFoundError("no ONNX model under outputs/onnx/: run python optimize.py first")
+        raise FileNotFoundError(
+            "no ONNX model where olive/*.json writes one (output_dir): run python optimize.py first"
+        )
     return OnnxBackend(model_path, adapters, template_kwargs=template_kwargs)
 
 
