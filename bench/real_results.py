@@ -17,18 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import real_models
+import yaml
+from cpu_backends import source_archive
+from text_workspace import bench_env, step
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# name: (model, answers, train.py overrides); support: 200 labelled support messages of our own making (five
-# intents, bench/support_data.py) with 60 more held out; chat: the default scenario's sample data (houseplants)
+# name: (model, answers, train.py overrides); support: 150 labelled support messages of our own making (five
+# intents, bench/support_data.py) with 50 more held out; chat: the default scenario's sample data (houseplants)
 CASES = {
     "smollm2-classification": (
         "smollm2",
@@ -49,13 +51,6 @@ QUICK = [
     "training.save_strategy=no",
     "training.report_to=none",
 ]
-
-
-def step(command: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed in {cwd}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-    return done
 
 
 def support_data(work: Path) -> Path:
@@ -101,8 +96,9 @@ def run_case(name: str, work: Path, env: dict, small: bool) -> dict:
     metric = report["metric"]
     scores = {names.get(n, n): s[metric] for n, s in report["models"].items()}
     below = {names.get(n, n): why for n, why in report["below_gate"].items()}
+    gguf_dir = ws / yaml.safe_load((ws / "configs" / "train.yaml").read_text())["gguf"]["output_dir"]
     for kind in types[1:]:
-        gguf = next((ws / "outputs" / "gguf").glob(f"*-{kind}.gguf"))
+        gguf = next(gguf_dir.glob(f"*-{kind}.gguf"))
         only = ["--no-onnx"] if onnx else []
         step([python, "eval.py", *only, "--gguf", str(gguf), "--out", f"eval/{kind}"], ws, env)
         other = json.loads((ws / "eval" / kind / "report.json").read_text())
@@ -126,13 +122,6 @@ def run_case(name: str, work: Path, env: dict, small: bool) -> dict:
             for n, m in measured["models"].items()
         },
     }
-
-
-def source_archive() -> Path:
-    found = sorted((Path(sys.prefix) / "sdist").glob("llama_cpp_python-*.tar.gz"))
-    if not found:
-        raise SystemExit(f"no llama-cpp-python source archive in {Path(sys.prefix) / 'sdist'}: run make")
-    return found[-1]
 
 
 def print_table(results: list[dict]) -> None:
@@ -159,7 +148,7 @@ def main() -> int:
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tuneforge-bench-real-"))
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OLIVE_DISABLE_TELEMETRY": "1"}
+    env = bench_env(work)
     try:
         names = args.only or (["smollm2-classification"] if args.size == "small" else list(CASES))
         results = []

@@ -109,13 +109,12 @@ def main() -> int:
     from finetune.encoding import encode
 
     if args.model == "tiny":
-        tokenizer, _ = save_bench_model(data, ws / "bench-model")
-        model = "bench-model"
+        model_dir = ws / "bench-model"
+        tokenizer, _ = save_bench_model(data, model_dir)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(model)
-    flops_per_token = 4 * frozen_weights_per_token(
-        AutoConfig.from_pretrained(ws / model if args.model == "tiny" else model)
-    )
+        model_dir = Path(model)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    flops_per_token = 4 * frozen_weights_per_token(AutoConfig.from_pretrained(model_dir))
     tokens = [len(encode(e, tokenizer, 512)["input_ids"]) for e in read_examples(str(data), "messages")]
     total = sum(tokens)
     print(
@@ -128,7 +127,7 @@ def main() -> int:
         "-c",
         MEASURE,
         "train.py",
-        f"model.name_or_path={model}",
+        f"model.name_or_path={model_dir}",
         "data.path=data/bench.jsonl",
         "data.eval_fraction=0",
         "training.save_strategy=no",
@@ -141,7 +140,7 @@ def main() -> int:
         sys.executable,
         str(ROOT / "bench" / "trl_peer.py"),
         "sft",
-        str(ws / model) if args.model == "tiny" else model,
+        str(model_dir),
         str(data),
         str(work / "trl"),
         str(dropout),

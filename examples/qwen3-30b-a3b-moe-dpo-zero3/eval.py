@@ -4,8 +4,9 @@ exist) on the held-out split with this workspace's metric (configs/train.yaml: t
     python eval.py [--limit N] [--show N] [--split eval|train] [--base PATH] [--tuned PATH] [--onnx PATH] [--gguf FILE] [--out eval]
                    [section.key=value ...]   # the same overrides as train.py, e.g. data.eval_fraction=0.2
 
-Prints a side-by-side table (--show N: also the first N prompts with each model's answer), writes <out>/report.json and <out>/report.png. Exits 1 when a model is
-broken (cannot load, or gives NaN), 2 on bad input; never because of a low score.
+Prints a side-by-side table (--show N: also the first N prompts with each model's answer), writes
+<out>/report.json and <out>/report.png, and names each export more than 5 points below the tuned model. Exits 1
+when a model is broken (cannot load, or gives NaN), 2 on bad input; never because of a low score.
 """
 
 from __future__ import annotations
