@@ -1,4 +1,5 @@
-"""The catalog: models, techniques, hardware, targets, compute platforms, scenarios and objectives, kept as YAML data."""
+"""The catalog: models, techniques, hardware, targets, compute platforms, scenarios, objectives, chat turns and
+tool-call formats, kept as YAML data."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ SECTIONS = (
     "scenarios",
     "objectives",
     "chat_formats",
+    "tool_calls",
 )
 
 

@@ -43,7 +43,10 @@ def resolve_model(value: str) -> dict:
         if not config_file.is_file():
             raise AnswerError("model", f"the folder {path} has no config.json, so its architecture is unknown")
         facts = facts_from_config(_read_json(config_file), hf_id=str(path.resolve()), source="local")
-        return with_architecture({**facts, "chat_template": has_chat_template(path)})
+        template = chat_template_text(path)
+        return with_architecture(
+            {**facts, "chat_template": template is not None, "tool_calls": tool_calls_in(template)}
+        )
     if value.count("/") == 1 and not value.startswith((".", "/", "~")):
         if not HF_ID.fullmatch(value) or ".." in value:
             raise AnswerError(
@@ -59,12 +62,45 @@ def resolve_model(value: str) -> dict:
     )
 
 
-def has_chat_template(folder: Path) -> bool:
-    """Whether a model folder's tokenizer has a chat template (in tokenizer_config.json, or a file of its own)."""
-    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
-        return True
-    config = folder / "tokenizer_config.json"
-    return config.is_file() and bool(_read_json(config).get("chat_template"))
+def chat_template_text(folder: Path) -> str | None:
+    """A model folder's chat template (chat_template.jinja, chat_template.json or tokenizer_config.json's), or None."""
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8", errors="replace")
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        if (folder / name).is_file():
+            template = _read_json(folder / name).get("chat_template")
+            if template:
+                return template if isinstance(template, str) else json.dumps(template)
+    return None
+
+
+def tool_calls_in(template: str | None) -> str | None:
+    """The tool-call format a chat template writes (tool_calls.yaml's detect strings), or None when it has none."""
+    if not template or "tool" not in template:
+        return None
+    found = (name for name, spec in catalog.load("tool_calls").items() if any(d in template for d in spec["detect"]))
+    return next(found, None)
+
+
+def tool_fallback(facts: dict) -> dict:
+    """The facts of a model trained for the tools scenario: its own template's tool-call format where it has one,
+    else its family's turns from chat_formats.yaml, which write hermes calls (said as fallback_chat_template's why)."""
+    if facts.get("tool_calls"):
+        return facts
+    name = catalog.load("architectures")[facts["architecture"]].get("chat_format", "chatml")
+    fallback = facts.get("fallback_chat_template") or {
+        "format": name,
+        "why": "its chat template has no tool calls",
+        **catalog.load("chat_formats")[name],
+    }
+    return {**facts, "fallback_chat_template": fallback, "tool_calls": tool_format(fallback["tool_calls"])}
+
+
+def tool_format(name: str | dict | None) -> dict | None:
+    """A tool-call format by name, as {format, start, end, list, arguments, ...} (tool_calls.yaml)."""
+    if name is None or isinstance(name, dict):
+        return name
+    return {"format": name, **catalog.load("tool_calls")[name]}
 
 
 def with_architecture(facts: dict) -> dict:
@@ -74,7 +110,9 @@ def with_architecture(facts: dict) -> dict:
     known = catalog.load("architectures")[facts["architecture"]]
     if facts.get("chat_template", True) is False:
         name = known.get("chat_format", "chatml")
-        facts = {**facts, "fallback_chat_template": {"format": name, **catalog.load("chat_formats")[name]}}
+        fallback = {"format": name, "why": "its tokenizer has no chat template", **catalog.load("chat_formats")[name]}
+        facts = {**facts, "fallback_chat_template": fallback, "tool_calls": fallback["tool_calls"]}
+    facts = {**facts, "tool_calls": tool_format(facts.get("tool_calls"))}
     return {
         "lora_target_modules": known["lora_target_modules"],
         **facts,

@@ -11,7 +11,7 @@ from tuneforge.planning import hardware
 from tuneforge.planning.answers import KEYS, Given, coerce
 from tuneforge.planning.fit import Suggestion, leanest, smaller_models, what_fits
 from tuneforge.planning.memory import Estimate, plan_memory, setup_for
-from tuneforge.planning.models import resolve_model
+from tuneforge.planning.models import resolve_model, tool_fallback
 from tuneforge.planning.rules import Problem, check
 
 DEFAULT_ORIGINS = ("default", "detected")
@@ -140,6 +140,7 @@ class Plan:
             "kaito_inference": "kaito" in targets,
             "export_chat": "foundry" in platforms or "kaito" in platforms,
             "chat_template": "fallback_chat_template" in self.facts,
+            "tools": v["scenario"] == "tools",
             # preference pairs and their losses: trained by an objective other than sft, scored by the scenario
             "preference": v["objective"] != "sft" or v["scenario"] == "preference",
         }
@@ -202,6 +203,8 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
     facts = resolve_model(r.values["model"])
     precision = catalog.load("hardware")[hw]["precision"]
     _take_data(r, given)
+    if r.values["scenario"] == "tools":
+        facts = tool_fallback(facts)
     _take_training(r, given, facts, precision, devices)
     compute = r.take("compute", "local")
     r.take(
@@ -300,7 +303,15 @@ def _take_training(r: _Resolver, given: Given, facts: dict, precision: str, devi
     )
     r.take("per_device_train_batch_size", 4 if gpu else 2)
     r.take("gradient_accumulation_steps", 4 if gpu else 2)
-    r.take("max_length", min(2048 if gpu else 512, facts["context_length"]))
+    scenario_length = catalog.load("scenarios")[r.values["scenario"]].get("max_length", 0)
+    if scenario_length > (2048 if gpu else 512):
+        r.take(
+            "max_length",
+            min(scenario_length, facts["context_length"]),
+            f"default: scenario={r.values['scenario']} needs {scenario_length}",
+        )
+    else:
+        r.take("max_length", min(2048 if gpu else 512, facts["context_length"]))
     r.take(
         "lora_r",
         {"quality": 32, "cost": 8}.get(priority, 16),

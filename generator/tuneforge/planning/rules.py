@@ -120,6 +120,29 @@ def _thinking(v: dict, facts: dict) -> list[Problem]:
     return []
 
 
+def _tools(v: dict, facts: dict) -> list[Problem]:
+    """A catalog model whose chat template has no tool calls takes its family's turns for the tools scenario,
+    which it can only learn where its vocabulary has them (architectures.yaml's chat_format says it does)."""
+    fallback = facts.get("fallback_chat_template") or {}
+    architecture = catalog.load("architectures")[facts["architecture"]]
+    if (
+        v["scenario"] != "tools"
+        or fallback.get("why") != "its chat template has no tool calls"
+        or facts.get("source") != "catalog"
+        or "chat_format" in architecture
+    ):
+        return []
+    able = sorted((f["params_b"], m) for m, f in catalog.load("models").items() if f.get("tool_calls"))[:3]
+    return [
+        Problem(
+            "model",
+            f"{facts['id']}'s chat template has no tool calls, and tuneforge's catalog has no turns with tool calls "
+            "that its vocabulary holds.",
+            [f"model={m}" for _, m in able] + ["a scenario other than tools"],
+        )
+    ]
+
+
 def _objective(v: dict, facts: dict) -> list[Problem]:
     objective, scenario, fmt = v["objective"], v["scenario"], v["dataset_format"]
     objectives = catalog.load("objectives")
@@ -377,6 +400,7 @@ RULES = [
     _technique_on_experts,
     _lora_on_experts,
     _thinking,
+    _tools,
     _objective,
     _distributed_on_hardware,
     _compute_platform,
