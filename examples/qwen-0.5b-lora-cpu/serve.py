@@ -8,7 +8,8 @@ playground page to try it in the browser.
 GET / is the playground (playground/): chat with a model, or compare the models served side by side.
 OpenAI's API: POST /v1/chat/completions and /v1/completions (each with "stream": true for server-sent events) and
 GET /v1/models. Each parameter of theirs is honoured (finetune/openai_api.py lists them: stop, n, seed, logprobs,
-the penalties, response_format, ...) or refused with a 400 that names it, never ignored.
+the penalties, response_format, tools for a model trained to call them, ...) or refused with a 400 that names
+it, never ignored.
 With several --adapter NAME=PATH the base is loaded once and each request's "model" picks the adapter
 (the first by default; the PyTorch backend also serves the base alone by its name); switching reloads nothing.
 Bound to localhost unless --host says otherwise; a bad request gets a 4xx with a reason.
@@ -116,6 +117,7 @@ class ChatHandler(BaseHTTPRequestHandler):
 
     routes: ClassVar[dict[str, tuple]] = {}
     playground: ClassVar[dict] = {}
+    tool_form: ClassVar[dict | None] = None  # how the model writes tool calls (configs/train.yaml's tools)
     busy_seconds = 150.0
     lock: threading.Lock
     protocol_version = "HTTP/1.1"
@@ -184,7 +186,7 @@ class ChatHandler(BaseHTTPRequestHandler):
             self.send_error_json(404, f"no route {self.path}")
             return
         try:
-            request = parse(read_body(self.headers, self.rfile), self.model_names)
+            request = parse(read_body(self.headers, self.rfile), self.model_names, self.tool_form)
             request["model"] = request["model"] or self.model_names[0]
             backend, name = self.routes[request["model"]]
             refusal = missing_support(request, backend.supports, backend.name)
@@ -192,7 +194,7 @@ class ChatHandler(BaseHTTPRequestHandler):
                 raise refusal
             # counted before taking the lock, so an over-long prompt costs nobody else any time
             prompts = (
-                [backend.prompt_ids(request["messages"])]
+                [backend.prompt_ids(request["messages"], request["tools"])]
                 if "messages" in request
                 else [backend.text_ids(prompt) for prompt in request["prompts"]]
             )
@@ -250,10 +252,14 @@ class ChatHandler(BaseHTTPRequestHandler):
             logprobs = backend.logprobs if request["logprobs"] else None
             choice = {"index": index, "finish_reason": backend.finish_reason}
             if chat:
-                choice |= {
-                    "message": {"role": "assistant", "content": text},
-                    "logprobs": {"content": logprobs} if logprobs is not None else None,
-                }
+                message = {"role": "assistant", "content": text}
+                if request.get("tools"):
+                    message, why = self.with_calls(text, request["tool_choice"])
+                    if why:
+                        self.send_json(422, error_body(BadRequest(422, why, "tool_choice_not_followed", "tool_choice")))
+                        return
+                    choice["finish_reason"] = "tool_calls" if "tool_calls" in message else choice["finish_reason"]
+                choice |= {"message": message, "logprobs": {"content": logprobs} if logprobs is not None else None}
             else:
                 choice |= {"text": text, "logprobs": legacy_logprobs(logprobs) if logprobs is not None else None}
             choices.append(choice)
@@ -265,6 +271,28 @@ class ChatHandler(BaseHTTPRequestHandler):
                 "usage": usage(request["prompt_tokens"], completion_tokens),
             },
         )
+
+    def call_stream(self):
+        from finetune.tool_calls import CallStream
+
+        return CallStream(self.tool_form)
+
+    def with_calls(self, text: str, choice: str) -> tuple[dict, str | None]:
+        """The assistant's message with the tool calls its text holds, and why it breaks tool_choice (or None)."""
+        from finetune.tool_calls import parse, to_openai
+
+        content, calls, _ = parse(text, self.tool_form)
+        names = [call["name"] for call in calls]
+        why = None
+        if choice == "required" and not calls:
+            why = "tool_choice is required, but the model answered without a tool call"
+        elif choice not in ("auto", "required") and names != [choice] * len(names or [None]):
+            why = f"tool_choice names {choice}, but the model called {', '.join(names) or 'no tool'}"
+        if why:
+            why += "; the backends here hold no grammar to force a call: retry, or send tool_choice auto"
+        if not calls:
+            return {"role": "assistant", "content": text}, why
+        return {"role": "assistant", "content": content or None, "tool_calls": to_openai(calls)}, why
 
     def stream(self, backend, request: dict) -> None:
         chat = "messages" in request
@@ -294,13 +322,28 @@ class ChatHandler(BaseHTTPRequestHandler):
             if chat:
                 event(index, None, None, None)
             told = 0  # the log probabilities already sent
+            calls = self.call_stream() if chat and request.get("tools") else None
             for piece in pieces:
                 fresh = backend.logprobs[told:] if request["logprobs"] else None
                 told = len(backend.logprobs)
+                piece = calls.feed(piece) if calls else piece
                 if piece or fresh:
                     event(index, piece, fresh, None)
             completion_tokens += backend.usage[1]
-            event(index, "", [] if request["logprobs"] else None, backend.finish_reason)
+            finish = backend.finish_reason
+            if calls:
+                rest, found = calls.finish()
+                if rest:
+                    event(index, rest, None, None)
+                if found:  # as OpenAI streams them: each call whole, by its index
+                    from finetune.tool_calls import to_openai
+
+                    deltas = [{"index": k, **call} for k, call in enumerate(to_openai(found))]
+                    send(
+                        {**base, "choices": [{"index": index, "delta": {"tool_calls": deltas}, "finish_reason": None}]}
+                    )
+                    finish = "tool_calls"
+            event(index, "", [] if request["logprobs"] else None, finish)
         if request["usage"]:  # as OpenAI's stream_options.include_usage: a last chunk with no choices
             send({**base, "choices": [], "usage": usage(request["prompt_tokens"], completion_tokens)})
         self.wfile.write(b"data: [DONE]\n\n")
@@ -312,11 +355,13 @@ def make_handler(
     playground: dict | None = None,
     busy_seconds: float = 150,
     request_timeout: float = SOCKET_TIMEOUT,
+    tool_form: dict | None = None,
 ):
     """A ChatHandler bound to the models served, with its own lock: one generation at a time (a model is not
     re-entrant, and the active adapter is the model's). routes: the name clients use -> (backend, its name there).
     playground: the page's defaults (system, max_tokens, temperature, top_p, prompt); the temperature and top_p are
-    also the server's for a request that sets none (greedy unless given)."""
+    also the server's for a request that sets none (greedy unless given). tool_form: how the model writes tool calls
+    (configs/train.yaml's tools section; None: requests may not offer tools)."""
     playground = {"temperature": 0.0, "top_p": 1.0, **(playground or {})}
     return type(
         "BoundChatHandler",
@@ -327,6 +372,7 @@ def make_handler(
             "busy_seconds": busy_seconds,
             "timeout": request_timeout,
             "lock": threading.Lock(),
+            "tool_form": tool_form,
         },
     )
 
@@ -421,7 +467,13 @@ def main(argv: list[str] | None = None) -> int:
         backend.max_seconds = args.max_seconds
     server = ThreadingHTTPServer(
         (args.host, args.port),
-        make_handler(routes, settings, busy_seconds=args.max_seconds + 30, request_timeout=args.request_timeout),
+        make_handler(
+            routes,
+            settings,
+            busy_seconds=args.max_seconds + 30,
+            request_timeout=args.request_timeout,
+            tool_form=config.get("tools"),
+        ),
     )
     backends = ", ".join(dict.fromkeys(backend.name for backend, _ in routes.values()))
     print(f"serving {', '.join(routes)} ({backends}) on http://{args.host}:{server.server_port}/v1", flush=True)

@@ -61,8 +61,9 @@ def steps(smoke: dict, train_config: dict) -> list[tuple[str, list[str]]]:
     if smoke["launcher"][0] in ("torchrun", "deepspeed"):
         # a free port, so that two smoke runs on one machine do not collide on the default 29500
         launcher.insert(1, f"--master_port={free_port()}")
+    data_overrides = [o for o in smoke["train_overrides"] if o.startswith("data.")]  # the data as training sees it
     plan = [
-        ("check data", [sys.executable, "check_data.py", f"model.name_or_path={base}", "data.max_length=256"]),
+        ("check data", [sys.executable, "check_data.py", f"model.name_or_path={base}", *data_overrides]),
         ("train", [*launcher, "train.py", *model_overrides, *smoke["train_overrides"]]),
         (
             "merge",
@@ -199,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         base,
         extra_texts=prompts,
         thinking=smoke.get("thinking_template", False),
+        tools=smoke.get("tools_template", False),
+        end_of_turn=train_config["data"].get("end_of_turn"),
     )
     results = [("tiny model", True, time.time() - started)]
     print(f"[smoke] tiny {smoke['tiny_model']['architecture']} model at {base}", flush=True)

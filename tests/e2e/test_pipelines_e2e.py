@@ -30,6 +30,7 @@ METRICS = {
     "qa": {"exact_match", "f1"},
     "summarization": {"rougeL"},
     "preference": {"preference_accuracy", "margin", "mean_words", "distinct_2", "repetition"},
+    "tools": {"call_accuracy", "valid_calls", "answer_f1"},
 }
 
 

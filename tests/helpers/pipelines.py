@@ -146,7 +146,14 @@ PIPELINES = {
         "targets": "pytorch,onnx-cpu",
         "gpu_memory_gb": 64,
     },
-    "smollm3-qlora": {"model": "smollm3-3b", "technique": "qlora", "targets": "pytorch", "gpu_memory_gb": 400},
+    # tool calls through the catalog's ChatML turns (SmolLM3's own template drops earlier turns' calls)
+    "smollm3-qlora-tools": {
+        "model": "smollm3-3b",
+        "technique": "qlora",
+        "scenario": "tools",
+        "targets": "pytorch",
+        "gpu_memory_gb": 400,
+    },
     "smollm3-dora-onnx": {
         "model": "smollm3-3b",
         "technique": "dora",

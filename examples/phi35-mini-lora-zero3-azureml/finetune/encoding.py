@@ -10,8 +10,8 @@ IGNORE_INDEX = -100
 
 
 def use_chat_template(tokenizer, source: str, data: dict) -> None:
-    """Give a tokenizer without a chat template the workspace's (data.chat_template: a Jinja file), with
-    data.end_of_turn, the token that closes each answer, as its end token; DataError when there is none."""
+    """Give a tokenizer the workspace's chat template (data.chat_template: a Jinja file), with data.end_of_turn,
+    the token that closes each answer, as its end token; DataError when there is none."""
     from pathlib import Path
 
     path = data.get("chat_template")
@@ -49,13 +49,15 @@ def encode(
     last_turn_only: bool = False,
 ) -> dict | None:
     """Token ids and labels; labels are IGNORE_INDEX outside assistant turns (outside the last one with
-    last_turn_only, as preference pairs compare only their final answers). None if nothing is left to learn.
-    template_kwargs reach the chat template as they do when answering (e.g. enable_thinking)."""
+    last_turn_only, as preference pairs compare only their final answers): a tool-calling conversation learns
+    its calls and answers, never the tools' results. None if nothing is left to learn. template_kwargs reach the
+    chat template as they do when answering (e.g. enable_thinking), and the example's tools with them."""
     if example.text is not None:
         ids = tokenizer(example.text, add_special_tokens=True)["input_ids"][: max_length - 1] + [tokenizer.eos_token_id]
         return {"input_ids": ids, "labels": list(ids)}
     messages = with_system(example.messages, system_prompt)
-    full, spans = assistant_spans(messages, tokenizer, example.source, template_kwargs or {})
+    template_kwargs = {**(template_kwargs or {}), **({"tools": example.tools} if example.tools else {})}
+    full, spans = assistant_spans(messages, tokenizer, example.source, template_kwargs)
     spans = spans[-1:] if last_turn_only else spans
     encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids = encoded["input_ids"][:max_length]

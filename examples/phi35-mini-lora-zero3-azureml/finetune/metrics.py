@@ -6,6 +6,7 @@ from a hub at run time.
 
 from __future__ import annotations
 
+import json
 import re
 import string
 from collections import Counter
@@ -104,6 +105,34 @@ def qa(predictions: list[str], references: list[str]) -> dict:
             precision, recall = common / len(pred), common / len(ref)
             f1 += 2 * precision * recall / (precision + recall)
     return {"exact_match": exact / len(references), "f1": f1 / len(references)}
+
+
+def tools(predictions: list[str], references: list[tuple[dict, list[dict]]], form: dict) -> dict:
+    """Each assistant turn of tool-calling conversations, as the model said it, against (the turn, its tools):
+    call_accuracy over the turns that call (the same functions with arguments equal as JSON, in any order),
+    valid_calls (the share of the model's calls that parse and match their function's schema) and answer_f1
+    (SQuAD's token F1 over the turns that answer in text; calling there instead scores 0)."""
+    from finetune.tool_calls import from_openai, parse, problem, schemas
+
+    def same(calls: list[dict]) -> list[str]:
+        return sorted(json.dumps(c, sort_keys=True) for c in calls)
+
+    hits, calling, made, valid, f1 = 0, 0, 0, 0, []
+    for text, (turn, functions) in zip(predictions, references):
+        content, calls, broken = parse(text, form)
+        allowed = schemas(functions)
+        made += len(calls) + len(broken)
+        valid += sum(problem(c, allowed) is None for c in calls)
+        if turn.get("tool_calls"):
+            calling += 1
+            hits += same(calls) == same([from_openai(c) for c in turn["tool_calls"]])
+        else:
+            f1.append(0.0 if calls or broken else qa([content], [turn["content"]])["f1"])
+    return {
+        "call_accuracy": hits / calling if calling else float("nan"),
+        "valid_calls": valid / made if made else float("nan"),
+        "answer_f1": sum(f1) / len(f1) if f1 else float("nan"),
+    }
 
 
 def text_statistics(texts: list[str]) -> dict:

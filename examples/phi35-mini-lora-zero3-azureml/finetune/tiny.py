@@ -12,6 +12,25 @@ CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+# ChatML with Qwen2.5's tool calls (hermes): the tools in the system turn, calls in <tool_call> tags, results in a
+# user turn of <tool_response> blocks
+TOOLS_CHAT_TEMPLATE = (
+    "{%- set ns = namespace(messages=messages) %}{%- if tools %}{{ '<|im_start|>system\n' }}"
+    "{%- if messages[0].role == 'system' %}{{ messages[0].content + '\n\n' }}{%- set ns.messages = messages[1:] %}{%- endif %}"
+    "{{ '# Tools\n\nYou may call one or more functions to assist with the user query.\n\n<tools>' }}"
+    "{%- for tool in tools %}{{ '\n' + (tool | tojson) }}{%- endfor %}"
+    "{{ '\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags.<|im_end|>\n' }}{%- endif %}"
+    "{%- for m in ns.messages %}{%- if m.role == 'tool' %}"
+    "{%- if loop.first or ns.messages[loop.index0 - 1].role != 'tool' %}{{ '<|im_start|>user' }}{%- endif %}"
+    "{{ '\n<tool_response>\n' + m.content + '\n</tool_response>' }}"
+    "{%- if loop.last or ns.messages[loop.index0 + 1].role != 'tool' %}{{ '<|im_end|>\n' }}{%- endif %}"
+    "{%- elif m.role == 'assistant' and m.tool_calls %}{{ '<|im_start|>assistant' + ('\n' + m.content if m.content else '') }}"
+    '{%- for call in m.tool_calls %}{{ \'\n<tool_call>\n{"name": "\' + call.function.name + \'", "arguments": \' '
+    "+ (call.function.arguments | tojson) + '}\n</tool_call>' }}{%- endfor %}{{ '<|im_end|>\n' }}"
+    "{%- else %}{{ '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{%- endif %}"
+)
 # Qwen3's thinking behaviour without its tool calls: the last assistant turn carries a <think> block (empty
 # when it has no reasoning), earlier ones lose theirs, and enable_thinking=false closes an empty block in the
 # generation prompt
@@ -53,7 +72,9 @@ def corpus(data_path: str) -> list[str]:
     return texts + ["system", "user", "assistant"]
 
 
-def build_tokenizer(texts: list[str], vocab_size: int, thinking: bool = False):
+def build_tokenizer(
+    texts: list[str], vocab_size: int, thinking: bool = False, tools: bool = False, special: list[str] = ()
+):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -61,14 +82,16 @@ def build_tokenizer(texts: list[str], vocab_size: int, thinking: bool = False):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size,
+        special_tokens=list(dict.fromkeys([*SPECIAL_TOKENS, *special])),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<pad>", unk_token=None
     )
     fast.add_tokens(REASONING_TOKENS)
-    fast.chat_template = THINKING_CHAT_TEMPLATE if thinking else CHAT_TEMPLATE
+    fast.chat_template = TOOLS_CHAT_TEMPLATE if tools else THINKING_CHAT_TEMPLATE if thinking else CHAT_TEMPLATE
     return fast
 
 
@@ -102,11 +125,21 @@ def build_model(spec: dict, tokenizer):
 
 
 def save_tiny_model(
-    spec: dict, data_path: str, vocab_size: int, out: Path, extra_texts: list[str] = (), thinking: bool = False
+    spec: dict,
+    data_path: str,
+    vocab_size: int,
+    out: Path,
+    extra_texts: list[str] = (),
+    thinking: bool = False,
+    tools: bool = False,
+    end_of_turn: str | None = None,
 ) -> Path:
     """A tiny model and a tokenizer trained on the data (and on extra texts such as the prompts it will see);
-    thinking: a chat template with a thinking switch, as the real model's has."""
-    tokenizer = build_tokenizer(corpus(data_path) + [t for t in extra_texts if t], vocab_size, thinking)
+    thinking: a chat template with a thinking switch, tools: one that writes tool calls, as the real model's has;
+    end_of_turn: the token that ends an answer in the workspace's own chat template, one token as in the real
+    model's vocabulary."""
+    texts = corpus(data_path) + [t for t in extra_texts if t]
+    tokenizer = build_tokenizer(texts, vocab_size, thinking, tools, [end_of_turn] if end_of_turn else [])
     model = build_model(spec, tokenizer)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)

@@ -66,9 +66,15 @@ class Backend:
             raise KeyError(name)
         self.active = name
 
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
+    def prompt_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        """The prompt's tokens: the messages (and the functions they may call) through the chat template."""
         return self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=True, **self.template_kwargs
+            messages,
+            tools=tools or None,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            **self.template_kwargs,
         )["input_ids"]
 
     def text_ids(self, text: str) -> list[int]:
@@ -102,13 +108,18 @@ class Backend:
         return piece
 
     def stream(
-        self, messages: list[dict], max_new_tokens: int, ids: list[int] | None = None, settings: Settings | None = None
+        self,
+        messages: list[dict],
+        max_new_tokens: int,
+        ids: list[int] | None = None,
+        settings: Settings | None = None,
+        tools: list[dict] | None = None,
     ) -> Iterator[str]:
         """The answer's text as it is generated (settings: this answer's own, else the backend's sampling); then
         usage is (prompt tokens, completion tokens), finish_reason "stop" or "length", and logprobs one entry per
         token when settings ask for them."""
         settings = settings or Settings(sampling=self.sampling)
-        ids = ids if ids is not None else self.prompt_ids(messages)
+        ids = ids if ids is not None else self.prompt_ids(messages, tools)
         self.logprobs: list[dict] = []
         stops, piece = StopText(settings.stop), self.pieces()
         deadline = time.monotonic() + self.max_seconds if self.max_seconds else None

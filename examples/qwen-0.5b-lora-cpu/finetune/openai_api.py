@@ -18,18 +18,15 @@ MAX_STOPS = 4
 CHAT = {
     "model", "messages", "max_tokens", "max_completion_tokens", "stream", "stream_options", "temperature", "top_p",
     "stop", "n", "seed", "logprobs", "top_logprobs", "frequency_penalty", "presence_penalty", "response_format",
-    "user",
+    "user", "tools", "tool_choice", "parallel_tool_calls",
 }  # fmt: skip
 COMPLETIONS = {
     "model", "prompt", "max_tokens", "stream", "stream_options", "temperature", "top_p", "stop", "n", "seed",
     "logprobs", "frequency_penalty", "presence_penalty", "echo", "best_of", "user",
 }  # fmt: skip
 WHY_NOT = {
-    "tools": "this server does not parse tool calls",
-    "tool_choice": "this server does not parse tool calls",
-    "parallel_tool_calls": "this server does not parse tool calls",
-    "functions": "this server does not parse tool calls",
-    "function_call": "this server does not parse tool calls",
+    "functions": "OpenAI's API replaced it with tools",
+    "function_call": "OpenAI's API replaced it with tool_choice",
     "logit_bias": "the backends here take no per-token bias",
     "suffix": "the models here do not fill in the middle",
     "audio": "the models here answer in text",
@@ -207,26 +204,94 @@ def _response_format(request: dict) -> dict | None:
     raise _bad("response_format", 'must be {"type": "text"}, {"type": "json_object"} or {"type": "json_schema", ...}')
 
 
-def parse_chat(body: bytes, model_names: list[str] | None = None) -> dict:
+NO_TOOLS = "this workspace's model was not trained to call tools (a workspace generated with --set scenario=tools is)"
+
+
+def _tools(request: dict, tool_form: dict | None) -> tuple[list | None, str]:
+    """The tools the prompt offers (None: none) and the tool_choice: auto, none, required or a function's name."""
+    tools, choice = request.get("tools"), request.get("tool_choice")
+    if tools is None:
+        if choice not in (None, "none"):
+            raise _bad("tool_choice", "needs 'tools' to choose from")
+        return None, "none"
+    if tool_form is None:
+        raise BadRequest(400, f"'tools' is not supported: {NO_TOOLS}", "unsupported_parameter", "tools")
+    from finetune.tool_calls import ToolError, schemas
+
+    try:
+        functions = schemas(tools)
+    except ToolError as error:
+        raise _bad("tools", str(error)) from None
+    if request.get("parallel_tool_calls") is False:
+        raise BadRequest(
+            400,
+            "'parallel_tool_calls': false is not supported: every call the model writes is returned",
+            "unsupported_parameter",
+            "parallel_tool_calls",
+        )
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name") if choice.get("type") == "function" else None
+        if name not in functions:
+            raise _bad(
+                "tool_choice", f'must be {{"type": "function", "function": {{"name": one of {", ".join(functions)}}}}}'
+            )
+        choice = name
+    elif choice is None:
+        choice = "auto"
+    elif choice not in ("auto", "none", "required"):
+        raise _bad("tool_choice", "must be auto, none, required or a function to call")
+    if choice not in ("auto", "none") and request.get("stream"):
+        raise BadRequest(
+            400,
+            "'tool_choice' other than auto or none is not supported with stream: without a grammar the answer is "
+            "checked for the call once complete, which a stream cannot wait for",
+            "unsupported_parameter",
+            "tool_choice",
+        )
+    return (None if choice == "none" else tools), choice
+
+
+def _message(i: int, message: object, tool_form: dict | None) -> dict:
+    """One message of a chat request as the chat templates take it."""
+    role = message.get("role") if isinstance(message, dict) else None
+    if role == "tool" and tool_form is None:
+        raise BadRequest(400, f"messages[{i}]: {NO_TOOLS}", "unsupported_parameter", f"messages[{i}].role")
+    if role not in ("system", "developer", "user", "assistant", "tool"):
+        raise _bad(f"messages[{i}].role", "must be system, developer, user, assistant or tool")
+    if role == "assistant" and message.get("tool_calls"):
+        if tool_form is None:
+            raise BadRequest(400, f"messages[{i}]: {NO_TOOLS}", "unsupported_parameter", f"messages[{i}].tool_calls")
+        from finetune.tool_calls import ToolError, from_openai
+
+        calls = message["tool_calls"] if isinstance(message["tool_calls"], list) else [None]
+        try:
+            found = [{"id": call.get("id"), "type": "function", "function": from_openai(call)} for call in calls]
+        except (ToolError, AttributeError) as error:
+            raise _bad(
+                f"messages[{i}].tool_calls", str(error) if isinstance(error, ToolError) else "must be a list of calls"
+            ) from None
+        content = message.get("content")
+        return {"role": "assistant", "content": _content(i, content) if content else "", "tool_calls": found}
+    turn = {"role": "system" if role == "developer" else role, "content": _content(i, message.get("content"))}
+    if role == "tool" and isinstance(message.get("tool_call_id"), str):
+        turn["tool_call_id"] = message["tool_call_id"]
+    return turn
+
+
+def parse_chat(body: bytes, model_names: list[str] | None = None, tool_form: dict | None = None) -> dict:
     """A chat completion request, checked: {model, messages, max_tokens, stream, usage, n, sampling, settings,
-    logprobs} (model None if not given; sampling: the temperature and top_p given, the server's own for the rest)."""
+    logprobs, tools, tool_choice} (model None if not given; sampling: the temperature and top_p given, the server's
+    own for the rest). tool_form: how the model writes calls (configs/train.yaml's tools section), None for a
+    model not trained to call tools, whose requests may not offer any."""
     request = _load(body)
     _refuse_unknown(request, CHAT, "/v1/chat/completions")
     parsed = _common(request, model_names, 256)
     messages = request.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("messages", "must be a non-empty list")
-    checked = []
-    for i, message in enumerate(messages):
-        role = message.get("role") if isinstance(message, dict) else None
-        if role == "tool":
-            raise BadRequest(400, f"messages[{i}]: {WHY_NOT['tools']}", "unsupported_parameter", f"messages[{i}].role")
-        if role not in ("system", "developer", "user", "assistant"):
-            raise _bad(f"messages[{i}].role", "must be system, developer, user or assistant")
-        # OpenAI's developer messages are the system prompt of newer clients; the chat templates know system
-        checked.append(
-            {"role": "system" if role == "developer" else role, "content": _content(i, message.get("content"))}
-        )
+    # OpenAI's developer messages are the system prompt of newer clients; the chat templates know system
+    checked = [_message(i, message, tool_form) for i, message in enumerate(messages)]
+    parsed["tools"], parsed["tool_choice"] = _tools(request, tool_form)
     logprobs = _flag(request, "logprobs")
     top = _integer(request, "top_logprobs", 0, 20, None)
     if top is not None and not logprobs:
@@ -236,8 +301,9 @@ def parse_chat(body: bytes, model_names: list[str] | None = None) -> dict:
     return {**parsed, "messages": checked, "logprobs": logprobs}
 
 
-def parse_completion(body: bytes, model_names: list[str] | None = None) -> dict:
-    """A (legacy) completion request, checked: as parse_chat, with prompts (a list of texts) for messages."""
+def parse_completion(body: bytes, model_names: list[str] | None = None, tool_form: dict | None = None) -> dict:
+    """A (legacy) completion request, checked: as parse_chat, with prompts (a list of texts) for messages (and
+    no tools: tool_form is not used)."""
     request = _load(body)
     _refuse_unknown(request, COMPLETIONS, "/v1/completions")
     parsed = _common(request, model_names, 16)

@@ -1,9 +1,9 @@
 """Read training data and turn each example into chat turns (finetune/encoding.py makes them token ids).
 
 Formats: messages, prompt-completion, alpaca and text, plus one per task (classification, ner, translation,
-qa, summarization) whose fields the config's task.instruction turns into a prompt, and two of preferences
-(preference: a chosen and a rejected answer; kto: one answer marked desirable or not). Every error names
-the file and line it comes from.
+qa, summarization) whose fields the config's task.instruction turns into a prompt, two of preferences
+(preference: a chosen and a rejected answer; kto: one answer marked desirable or not), and tools
+(conversations that call functions). Every error names the file and line it comes from.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ TASK_FORMATS = {
     "summarization": (("document",), "summary"),
     "ner": (("tokens",), "tags"),
 }
-FORMATS = ["messages", "prompt-completion", "alpaca", "text", *TASK_FORMATS, "preference", "kto"]
+FORMATS = ["messages", "prompt-completion", "alpaca", "text", *TASK_FORMATS, "preference", "kto", "tools"]
 TAG = re.compile(r"^(O|[BI]-[A-Za-z_]+)$")
 
 
@@ -41,6 +41,7 @@ class Example:
     tags: list[str] | None = None
     rejected: str | None = None  # preference: the answer not to give (messages end with the chosen one)
     desirable: bool | None = None  # kto: whether the answer that ends messages is one to give
+    tools: list[dict] | None = None  # tools: the functions the conversation may call (OpenAI's tools list)
 
     @property
     def prompt(self) -> list[dict]:
@@ -52,6 +53,11 @@ class Example:
     def reference(self) -> str:
         """The last answer: what the model should say."""
         return [m for m in self.messages if m["role"] == "assistant"][-1]["content"]
+
+    def turns(self) -> list[tuple[list[dict], dict]]:
+        """(the turns before it, the assistant turn) for each assistant turn: a tool-calling conversation's calls
+        and answers, each scored on its own."""
+        return [(self.messages[:i], m) for i, m in enumerate(self.messages) if m["role"] == "assistant"]
 
 
 def read_examples(
@@ -178,6 +184,8 @@ def to_example(row: object, fmt: str, where: str, task: dict | None = None) -> E
         return _ner_example(row, where, task or {})
     if fmt in ("preference", "kto"):
         return _preference_example(row, fmt, where)
+    if fmt == "tools":
+        return _tools_example(row, where)
     if fmt in TASK_FORMATS:
         return _task_example(row, fmt, where, task or {})
     raise DataError(f"unknown data format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -268,6 +276,60 @@ def _preference_example(row: dict, fmt: str, where: str) -> Example:
     if texts[0].strip() == texts[1].strip():
         raise DataError(f"{where}: 'chosen' and 'rejected' are the same answer, so there is nothing to prefer")
     return Example(where, messages=messages, rejected=texts[1])
+
+
+def _tools_example(row: dict, where: str) -> Example:
+    """tools: OpenAI's functions, and messages whose assistant turns hold text or tool_calls (each checked against
+    its function's schema) and whose tool turns hold the results, each after the call it answers."""
+    from finetune.tool_calls import ToolError, from_openai, normalized_tools, problem, schemas
+
+    try:
+        functions = schemas(row.get("tools"))
+    except ToolError as error:
+        raise DataError(f"{where}: {error}") from None
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: missing 'messages' (a list of turns: user, assistant with text or tool_calls, tool)")
+    turns, pending = [], []  # pending: the calls not yet answered by a tool turn, as (id, name)
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ROLES | {"tool"}:
+            raise DataError(f"{where}: message {i + 1} needs a role of {sorted(ROLES | {'tool'})}")
+        content = message.get("content")
+        if role == "tool":
+            if not pending:
+                raise DataError(f"{where}: message {i + 1} is a tool result with no assistant tool call before it")
+            if not isinstance(content, str):
+                content = json.dumps(content, ensure_ascii=False)
+            ids = [call_id for call_id, _ in pending]
+            at = ids.index(message["tool_call_id"]) if message.get("tool_call_id") in ids else 0
+            call_id, name = pending.pop(at)
+            turns.append({"role": "tool", "content": content, "tool_call_id": call_id, "name": name})
+            continue
+        if role == "assistant" and message.get("tool_calls"):
+            if not isinstance(message["tool_calls"], list):
+                raise DataError(f"{where}: message {i + 1}'s tool_calls must be a list")
+            calls = []
+            for j, raw in enumerate(message["tool_calls"]):
+                try:
+                    call = from_openai(raw)
+                except ToolError as error:
+                    raise DataError(f"{where}: message {i + 1}, call {j + 1}: {error}") from None
+                if why := problem(call, functions):
+                    raise DataError(f"{where}: message {i + 1} {why}")
+                call_id = (raw.get("id") if isinstance(raw, dict) else None) or f"call_{i}_{j}"
+                pending.append((call_id, call["name"]))
+                calls.append({"id": call_id, "type": "function", "function": call})
+            if content is not None and not isinstance(content, str):
+                raise DataError(f"{where}: message {i + 1} has a 'content' that is not text")
+            turns.append({"role": "assistant", "content": content or "", "tool_calls": calls})
+            continue
+        if not isinstance(content, str) or (role == "assistant" and not content.strip()):
+            raise DataError(f"{where}: message {i + 1} has no text 'content' (nor tool_calls)")
+        turns.append({"role": role, "content": content})
+    if not any(m["role"] == "assistant" for m in turns):
+        raise DataError(f"{where}: no assistant turn to learn from")
+    return Example(where, messages=turns, tools=normalized_tools(row["tools"]))
 
 
 def _turns(value: list, where: str, key: str) -> list[dict]:

@@ -12,13 +12,14 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def load_tokenizer(name_or_path: str, data: dict | None = None):
-    """The model's tokenizer; one without a chat template (a base model) takes the config's data.chat_template."""
+    """The model's tokenizer, with the config's data.chat_template where it sets one (the turns the workspace gives
+    a base model, or a model whose own template has no tool calls); one with no template at all needs it."""
     from transformers import AutoTokenizer
 
     from finetune.encoding import use_chat_template
 
     tokenizer = from_pretrained(AutoTokenizer, name_or_path)
-    if not getattr(tokenizer, "chat_template", None):
+    if (data or {}).get("chat_template") or not getattr(tokenizer, "chat_template", None):
         use_chat_template(tokenizer, name_or_path, data or {})
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

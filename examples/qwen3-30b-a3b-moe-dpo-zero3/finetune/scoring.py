@@ -85,6 +85,15 @@ def score(
             scores.update(preference(backend, examples, data, tokenizer))
         else:
             scores["perplexity"] = perplexity(backend, encode_examples(examples, tokenizer, data))
+    if scenario == "tools":
+        max_new_tokens, system = config["generation"]["max_new_tokens"], data.get("system_prompt")
+        turns = [(i, e, before, turn) for i, e in enumerate(examples) for before, turn in e.turns()]
+        said = [
+            "".join(backend.stream(with_system(before, system), max_new_tokens, tools=e.tools)).strip()
+            for _, e, before, _ in turns
+        ]
+        scores.update(metrics.tools(said, [(turn, e.tools) for _, e, _, turn in turns], config["tools"]))
+        predictions = ["\n".join(text for (i, *_), text in zip(turns, said) if i == n) for n in range(len(examples))]
     if scenario in GENERATED:
         predictions = answers(backend, examples, data.get("system_prompt"), config["generation"]["max_new_tokens"])
         references = [e.reference for e in examples]
