@@ -89,6 +89,8 @@ def expected_files(values: dict) -> set[str]:
         files |= {"finetune/gguf.py", "finetune/modelfile.py", "finetune/gguf_backend.py"}
     if values["objective"] != "sft" or values["scenario"] == "preference":
         files |= {"finetune/preference.py", "finetune/preference_trainer.py", "finetune/losses.py"}
+    if values["scenario"] == "tools":
+        files |= {"finetune/tool_calls.py"}
     if onnx:
         files |= {f"olive/{t}.json" for t in onnx} | {"finetune/onnx_backend.py"}
         # the targets that run on another machine's ONNX Runtime build

@@ -263,7 +263,7 @@ serve = template_module(WORKSPACE_TEMPLATE / "{% if include.local_runtime %}serv
 class Scripted(Backend):
     """A backend that answers each prompt with the next of its scripted texts, token by token."""
 
-    name, models, active, sampling, context_length = "pytorch", ["tuned"], "tuned", {}, 8192  # noqa: RUF012
+    name, models, active, sampling, context_length = "pytorch", ["tuned"], "tuned", {}, 8192
 
     def __init__(self, tokenizer, answers: list[str]):
         self.tokenizer, self.answers = tokenizer, list(answers)
