@@ -61,7 +61,11 @@ def chat(**fields):
             "messages[0].content[0]",
             "the models here read text",
         ),
-        ({"messages": [{"role": "tool", "content": "42", "tool_call_id": "a"}]}, "messages[0].role", "trained to call tools"),
+        (
+            {"messages": [{"role": "tool", "content": "42", "tool_call_id": "a"}]},
+            "messages[0].role",
+            "trained to call tools",
+        ),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "'tools' is not supported"),
         ({"logit_bias": {"5": 1}}, "logit_bias", "'logit_bias' is not supported"),
         ({"store": True}, "store", "takes only: frequency_penalty, logprobs, max_completion_tokens"),
