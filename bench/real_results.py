@@ -30,7 +30,8 @@ from text_workspace import bench_env, step
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # name: (model, answers, train.py overrides); support: 150 labelled support messages of our own making (five
-# intents, bench/support_data.py) with 50 more held out; chat: the default scenario's sample data (houseplants)
+# intents, bench/support_data.py) with 50 more held out; chat: the default scenario's sample data (houseplants);
+# tools: the tools scenario's sample (54 conversations, 5 held out)
 CASES = {
     "smollm2-classification": (
         "smollm2",
@@ -38,6 +39,8 @@ CASES = {
         ["training.max_steps=20", "training.learning_rate=1e-3", "training.per_device_train_batch_size=8"],
     ),
     "smollm2-chat": ("smollm2", {"scenario": "chat"}, []),
+    # the tools scenario's sample (plant-shop tools; SmolLM2's template has none, so the catalog's ChatML turns)
+    "smollm2-tools": ("smollm2", {"scenario": "tools"}, []),
     "gemma3-270m-classification": (
         "gemma3-270m",
         {"scenario": "classification", "dataset": "support", "dataset_format": "classification"},

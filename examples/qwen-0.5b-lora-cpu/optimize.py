@@ -193,7 +193,7 @@ def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
     from finetune.config import load_config
     from finetune.hub import ModelUnavailable
     from finetune.inference import model_name
-    from finetune.modelfile import modelfile, read_turns
+    from finetune.modelfile import modelfile, read_tool_turns, read_turns
     from finetune.modeling import load_tokenizer
 
     config = load_config("configs/train.yaml")
@@ -219,7 +219,11 @@ def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
     end_ids = GenerationConfig.from_pretrained(merged).eos_token_id
     end_ids = end_ids if isinstance(end_ids, list) else [end_ids]
     system = config["data"].get("system_prompt")
-    turns = read_turns(tokenizer, end_ids, config["data"].get("chat_template_kwargs"), with_system=bool(system))
+    kwargs = config["data"].get("chat_template_kwargs")
+    turns = read_turns(tokenizer, end_ids, kwargs, with_system=bool(system))
+    tools = read_tool_turns(tokenizer, turns, kwargs) if turns and config.get("tools") else None
+    if turns and config.get("tools") and tools is None:
+        print("gguf: the Modelfile's template has no tools: the chat template does not write them turn by turn")
     # Ollama's context: at least what training saw, at most what the model reads
     context = min(
         max(config["data"]["max_length"], 4096),
@@ -227,7 +231,8 @@ def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
     )
 
     def write_modelfile(folder: Path, model: Path, adapter: Path | None = None) -> None:
-        text = modelfile(model.name, turns, system, config.get("generation", {}), context, adapter and adapter.name)
+        generation = config.get("generation", {})
+        text = modelfile(model.name, turns, system, generation, context, adapter and adapter.name, tools)
         (folder / "Modelfile").write_text(text, encoding="utf-8")
 
     write_modelfile(out, files[0])

@@ -3,12 +3,16 @@
 python chat.py                                  # PyTorch, merged model (or base + adapter)
 python chat.py --backend onnx                   # an optimized model: onnx or gguf, where the workspace has it
 python chat.py --prompt "Hello" [--max-new-tokens 128]   # one answer, then exit
+
+A model trained to call tools gets the tools of the first training example (or of --tools FILE); when it calls
+one, you type the result and it answers from it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from importlib.util import find_spec
 
 from finetune.config import ConfigError, load_config
 from finetune.inference import AdapterError, backend_names, load_backend, sampling_options
@@ -34,11 +38,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--greedy", action="store_true", help="greedy decoding, whatever generation.temperature says")
     parser.add_argument("--config", default="configs/train.yaml")
+    calls_tools = find_spec("finetune.tool_calls") is not None  # a workspace for the tools scenario
+    if calls_tools:
+        parser.add_argument(
+            "--tools", help="a JSON file of OpenAI's tools list (default: the first training example's)"
+        )
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
         backend = load_backend(args.backend, args.model, config, {"tuned": args.adapter} if args.adapter else None)
+        if calls_tools:
+            from finetune.tool_calls import ToolChat
+
+            tools = ToolChat(config, args.tools)
     except (ConfigError, FileNotFoundError, AdapterError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # the tools file: DataError, ToolError
         print(f"error: {error}", file=sys.stderr)
         return 2
     generation = config.get("generation", {})
@@ -59,15 +75,21 @@ def main(argv: list[str] | None = None) -> int:
             if text in ("", "/exit", "/quit"):
                 return 0
         history.append({"role": "user", "content": text})
-        print("model> ", end="", flush=True)
-        answer = ""
-        for piece in backend.stream(history, max_new_tokens):
-            answer += piece
-            print(piece, end="", flush=True)
-        print()
-        if answer and not answer.strip():  # else it looks like no answer at all
-            print(f"(the answer was {backend.usage[1]} tokens of whitespace only)")
-        history.append({"role": "assistant", "content": answer})
+        while True:  # answers, and the answers to the results of the tools it calls
+            print("model> ", end="", flush=True)
+            answer = ""
+            for piece in backend.stream(history, max_new_tokens, tools=tools.offered if calls_tools else None):
+                answer += piece
+                print(piece, end="", flush=True)
+            print()
+            if answer and not answer.strip():  # else it looks like no answer at all
+                print(f"(the answer was {backend.usage[1]} tokens of whitespace only)")
+            if not calls_tools:
+                history.append({"role": "assistant", "content": answer})
+                break
+            results = tools.take_turn(answer, history, ask=None if args.prompt is not None else input)
+            if not results:
+                break
         if args.prompt is not None:
             return 0
 

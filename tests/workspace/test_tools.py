@@ -309,3 +309,65 @@ def test_the_official_client_gets_calls_and_streamed_calls_then_sends_the_result
 
         with pytest.raises(openai.UnprocessableEntityError, match="answered without a tool call"):
             client.chat.completions.create(model="tuned", messages=question, tools=[STOCK], tool_choice="required")
+
+
+_modelfile = template_module(
+    WORKSPACE_TEMPLATE / "finetune" / "{% if include.gguf %}modelfile.py{% endif %}", "modelfile"
+)
+
+
+@pytest.mark.parametrize("source", ["tiny", "catalog chatml", "Qwen-Qwen2.5-7B-Instruct.jinja", "tiny without tools"])
+def test_the_ollama_template_writes_tools_calls_and_results_as_the_chat_template_does(real_templates, source):
+    """The Modelfile's tool section is read from the chat template and rendered back (as Ollama's template would,
+    JSON spacing aside) to what the chat template renders for conversations that offer tools, call and answer."""
+    import copy
+
+    tokenizer = copy.deepcopy(build_tokenizer([SAMPLE.read_text()], 512, tools=source != "tiny without tools"))
+    if source == "catalog chatml":
+        tokenizer.chat_template = catalog.load("chat_formats")["chatml"]["template"]
+    elif source.endswith(".jinja"):
+        tokenizer.chat_template = real_templates[source]
+    turns = _modelfile.read_turns(tokenizer, [tokenizer.eos_token_id])
+    tools = _modelfile.read_tool_turns(tokenizer, turns)
+    if source == "tiny without tools":
+        assert turns is not None and tools is None
+        return
+    system = {"role": "system", "content": "Be brief."}
+    called = {"role": "assistant", "content": "", "tool_calls": [CALL, {**CALL, "id": "b"}]}
+    for messages in ([system, *CONVERSATION[:1]], [system, *CONVERSATION], [system, *CONVERSATION[:1], called]):
+        want = tokenizer.apply_chat_template(messages, tools=[STOCK], tokenize=False, add_generation_prompt=True)
+        assert tools.render(turns, messages, [STOCK]) == want
+    text = _modelfile.modelfile("m.gguf", turns, "Be brief.", {}, 4096, tools=tools)
+    template = next(line for line in text.splitlines() if line.startswith("TEMPLATE"))
+    for part in ("{{ range $i, $t := $.Tools }}", "{{ json $t }}", ".ToolCalls", "{{ json $c.Function.Arguments }}"):
+        assert part in template
+    assert '{{- else if eq .Role "tool" }}{{ "<|im_start|>user\\n<tool_response>\\n" }}' in template
+
+
+def test_chat_shows_a_call_takes_the_typed_result_and_refuses_a_bad_tools_file(tmp_path, capsys):
+    from finetune.tool_calls import ToolChat, ToolError
+
+    config = {"tools": FORMS["hermes"], "data": {"path": str(SAMPLE), "format": "tools"}, "training": {"seed": 1}}
+    chat = ToolChat(config)
+    assert [t["function"]["name"] for t in chat.offered] == ["check_stock", "order_status", "care_guide"]
+    history = [{"role": "user", "content": "Do you have ferns?"}]
+    said = '<tool_call>\n{"name": "check_stock", "arguments": {"plant": "fern", "size": "huge"}}\n</tool_call>'
+    results = chat.take_turn(said, history, ask=lambda prompt: '{"in_stock": 3}')
+    assert results == [
+        {"role": "tool", "content": '{"in_stock": 3}', "tool_call_id": "call_1_0", "name": "check_stock"}
+    ]
+    assert history[1]["tool_calls"][0]["function"] == {
+        "name": "check_stock",
+        "arguments": {"plant": "fern", "size": "huge"},
+    }
+    shown = capsys.readouterr().out
+    assert '(tool call: check_stock({"plant": "fern", "size": "huge"}); it calls check_stock with arguments' in shown
+    assert "do not match its schema ('huge' is not one of" in shown
+    assert chat.take_turn("Yes, three.", history) == [] and history[-1] == {
+        "role": "assistant",
+        "content": "Yes, three.",
+    }
+    bad = tmp_path / "tools.json"
+    bad.write_text("[{")
+    with pytest.raises(ToolError, match="not a JSON file of OpenAI's tools list"):
+        ToolChat(config, str(bad))

@@ -1,5 +1,6 @@
-"""An Ollama Modelfile for a GGUF model: the model's chat template in Ollama's (Go) template syntax, its stop
-tokens, the system prompt and the generation settings of configs/train.yaml.
+"""An Ollama Modelfile for a GGUF model: the model's chat template in Ollama's (Go) template syntax (with its tools,
+calls and results for a model trained to call tools), its stop tokens, the system prompt and the generation
+settings of configs/train.yaml.
 
 The chat template is read, not guessed: it is rendered with marker messages, and the text around each marker
 gives what each role's turn starts with and what every turn ends with. The result is checked by rendering
@@ -36,10 +37,9 @@ class Turns:
         """The prompt Ollama's template below renders for messages (with the generation prompt)."""
         return "".join(getattr(self, m["role"]) + m["content"] + self.end for m in messages) + self.prompt
 
-    def go_template(self) -> str:
-        def quoted(text: str) -> str:
-            return "{{ " + json.dumps(text, ensure_ascii=False) + " }}" if text else ""  # a Go string literal
-
+    def go_template(self, tools: ToolTurns | None = None) -> str:
+        if tools is not None:
+            return tools.go_template(self)
         return (
             "{{- range .Messages }}"
             '{{- if eq .Role "system" }}'
@@ -53,6 +53,168 @@ class Turns:
             + "{{- end }}"
             + quoted(self.prompt)
         )
+
+
+def quoted(text: str) -> str:
+    """Text as a Go template writes it: a string literal in an action."""
+    return "{{ " + json.dumps(text, ensure_ascii=False) + " }}" if text else ""
+
+
+# a function and a call's arguments whose text is found again in what the template renders
+TOOLS = [
+    {"type": "function", "function": {"name": f"\u2063F{i}\u2063", "parameters": {"type": "object", "properties": {}}}}
+    for i in (1, 2)
+]
+ARGUMENTS = {"\u2063A\u2063": 1}
+RESULT = "\u2063RESULT\u2063"
+
+
+@dataclass(frozen=True)
+class ToolTurns:
+    """How a chat template writes tools: the functions after the system message (header, each function's JSON
+    with `between` them, footer), each call of an assistant turn (before its name, between name and arguments,
+    after the arguments; `sep` between calls) and a tool's result (before and after it, the turn's end included)."""
+
+    header: str
+    between: str
+    footer: str
+    call: tuple[str, str, str]
+    sep: str
+    result: tuple[str, str]
+
+    def render(self, turns: Turns, messages: list[dict], tools: list[dict]) -> str:
+        """What the Go template below renders for messages offering tools, with the generation prompt."""
+        out = []
+        for m in messages:
+            if m["role"] == "tool":
+                out.append(self.result[0] + m["content"] + self.result[1])
+                continue
+            out.append(getattr(turns, m["role"]) + m["content"])
+            if m["role"] == "system" and tools:
+                functions = self.between.join(json.dumps(t, ensure_ascii=False) for t in tools)
+                out.append(self.header + functions + self.footer)
+            calls = [c["function"] for c in m.get("tool_calls") or []]
+            pre, mid, post = self.call
+            out.append(
+                self.sep.join(
+                    pre + c["name"] + mid + json.dumps(c["arguments"], ensure_ascii=False) + post for c in calls
+                )
+            )
+            out.append(turns.end)
+        return "".join(out) + turns.prompt
+
+    def go_template(self, turns: Turns) -> str:
+        pre, mid, post = self.call
+        return (
+            "{{- range .Messages }}"
+            '{{- if eq .Role "system" }}'
+            + quoted(turns.system)
+            + "{{ .Content }}{{ if $.Tools }}"
+            + quoted(self.header)
+            + "{{ range $i, $t := $.Tools }}{{ if $i }}"
+            + quoted(self.between)
+            + "{{ end }}{{ json $t }}{{ end }}"
+            + quoted(self.footer)
+            + "{{ end }}"
+            + quoted(turns.end)
+            + '{{- else if eq .Role "user" }}'
+            + quoted(turns.user)
+            + "{{ .Content }}"
+            + quoted(turns.end)
+            + '{{- else if eq .Role "assistant" }}'
+            + quoted(turns.assistant)
+            + "{{ .Content }}{{ range $i, $c := .ToolCalls }}{{ if $i }}"
+            + quoted(self.sep)
+            + "{{ end }}"
+            + quoted(pre)
+            + "{{ $c.Function.Name }}"
+            + quoted(mid)
+            + "{{ json $c.Function.Arguments }}"
+            + quoted(post)
+            + "{{ end }}"
+            + quoted(turns.end)
+            + '{{- else if eq .Role "tool" }}'
+            + quoted(self.result[0])
+            + "{{ .Content }}"
+            + quoted(self.result[1])
+            + "{{- end }}{{- end }}"
+            + quoted(turns.prompt)
+        )
+
+
+def read_tool_turns(tokenizer, turns: Turns, template_kwargs: dict | None = None) -> ToolTurns | None:
+    """The chat template's tools, calls and results as ToolTurns, or None when it does not write them so (then the
+    Modelfile's template has no tools, and Ollama answers a request that offers some with its own refusal)."""
+    kwargs = template_kwargs or {}
+
+    def render(messages: list[dict], tools: list[dict] | None, prompt: bool = True) -> str:
+        text = tokenizer.apply_chat_template(
+            messages, tools=tools, tokenize=False, add_generation_prompt=prompt, **kwargs
+        )
+        bos = tokenizer.bos_token or ""
+        return text[len(bos) :] if bos and text.startswith(bos) else text
+
+    def called(*names: str) -> dict:
+        calls = [
+            {"id": f"call_{n}", "type": "function", "function": {"name": n, "arguments": ARGUMENTS}} for n in names
+        ]
+        return {"role": "assistant", "content": "", "tool_calls": calls}
+
+    system, user = {"role": "system", "content": MARK["system"]}, {"role": "user", "content": MARK["user1"]}
+    name1, name2 = (t["function"]["name"] for t in TOOLS)
+    tool1, tool2 = (json.dumps(t, ensure_ascii=False) for t in TOOLS)
+    arguments = json.dumps(ARGUMENTS, ensure_ascii=False)
+    try:
+        both = render([system, user], TOOLS)
+        one_call = render([system, user, called(name1)], TOOLS, prompt=False)
+        two_calls = render([system, user, called(name1, name2)], TOOLS, prompt=False)
+        answered = render(
+            [system, user, called(name1), {"role": "tool", "content": RESULT, "tool_call_id": "call_1"}], TOOLS
+        )
+    except Exception:  # noqa: BLE001  a template that refuses tools or these turns
+        return None
+    plain = turns.render([system, user])
+    opening = turns.system + MARK["system"]
+    if not (both.startswith(opening) and tool1 in both and tool2 in both):
+        return None
+    header = _between(both, MARK["system"], tool1)
+    between = _between(both, tool1, tool2)
+    rest = both[both.index(tool2) + len(tool2) :]
+    tail = plain[len(opening) :]
+    if not rest.endswith(tail):
+        return None
+    footer = rest[: len(rest) - len(tail)]
+    prefix = both[: -len(turns.prompt)] if turns.prompt else both
+    if not (one_call.startswith(prefix + turns.assistant) and one_call.endswith(turns.end)):
+        return None
+    written = one_call[len(prefix + turns.assistant) : len(one_call) - len(turns.end)]
+    if name1 not in written or arguments not in written:
+        return None
+    pre, after = written.split(name1, 1)
+    mid, post = after.split(arguments, 1)
+    second = two_calls[len(prefix + turns.assistant) : len(two_calls) - len(turns.end)]
+    first, two = (pre + name + mid + arguments + post for name in (name1, name2))
+    if not (second.startswith(first) and second.endswith(two)):
+        return None
+    sep = second[len(first) : len(second) - len(two)]
+    after_call = answered[len(one_call) :]
+    if RESULT not in after_call or not after_call.endswith(turns.prompt):
+        return None
+    opened, closed = after_call.split(RESULT, 1)
+    found = ToolTurns(
+        header, between, footer, (pre, mid, post), sep, (opened, closed[: len(closed) - len(turns.prompt)])
+    )
+    # one result per call turn: a template that joins several results into one turn (Qwen's) gets each in a turn
+    # of its own from Ollama, as Ollama's own Qwen template does
+    checks = [
+        [system, user],
+        [system, user, called(name1, name2)],
+        [system, user, called(name1), {"role": "tool", "content": "a"}, {"role": "assistant", "content": "c"}, user],
+    ]
+    for messages in checks:
+        if found.render(turns, messages, TOOLS) != render(messages, TOOLS):
+            return None
+    return found
 
 
 def _between(text: str, start: str, end: str) -> str:
@@ -136,13 +298,17 @@ def modelfile(
     generation: dict,
     context_length: int,
     adapter: str | None = None,
+    tools: ToolTurns | None = None,
 ) -> str:
-    """The Modelfile's text (FROM ./gguf_name, and ADAPTER ./adapter when given, in the same folder)."""
+    """The Modelfile's text (FROM ./gguf_name, and ADAPTER ./adapter when given, in the same folder); with tools, its
+    template writes the tools offered, the calls and the results as the model learnt them."""
     lines = ["# Ollama: ollama create NAME -f Modelfile (in this folder), then ollama run NAME", f"FROM ./{gguf_name}"]
     if adapter:
         lines.append(f"ADAPTER ./{adapter}")
     if turns is not None:
-        lines.append(f'TEMPLATE """{turns.go_template()}"""')
+        if tools is not None:
+            lines.append("# tools as the model learnt them; Ollama writes JSON without spaces where training had them")
+        lines.append(f'TEMPLATE """{turns.go_template(tools)}"""')
         lines += [f"PARAMETER stop {json.dumps(stop)}" for stop in turns.stops]
     else:
         lines.append(
