@@ -94,3 +94,38 @@ def test_each_format_ends_every_answer_with_its_end_token_after_its_own_generati
     for at in (2, 4):
         before = render(at, prompt=True)
         assert whole.startswith(before + messages[at]["content"] + facts["end_of_turn"]), (name, whole)
+
+
+@pytest.mark.parametrize(
+    "files, fmt, fallback",
+    [
+        ({"tokenizer_config__json": json.dumps({"chat_template": "{{ messages }}"})}, "hermes", "chatml"),
+        ({"chat_template__jinja": "{%- for c in m.tool_calls %}{{ '}\\n</tool_call>' }}{% endfor %}"}, "hermes", None),
+        (
+            {"chat_template__jinja": '{% if tools %}{{ \'{"name": "\' + n + \'", "parameters": \' }}{% endif %}'},
+            "llama3_json",
+            None,
+        ),
+        ({"tokenizer_config__json": '{"eos_token": "<eos>"}'}, "hermes", "chatml"),
+    ],
+)
+def test_the_tools_scenario_takes_the_templates_own_calls_or_the_catalogs_turns(tmp_path, files, fmt, fallback):
+    model = tmp_path / "model"
+    model.mkdir()
+    plan = plan_for(model=local_model(model, "qwen2", **files), scenario="tools")
+    assert plan.facts["tool_calls"]["format"] == fmt and not plan.problems
+    assert plan.facts.get("fallback_chat_template", {}).get("format") == fallback
+    assert plan.include["chat_template"] == bool(fallback) and plan.include["tools"]
+
+
+def test_a_catalog_model_without_tool_calls_gets_its_familys_turns_or_a_refusal(capsys):
+    from tuneforge.terminal.report import format_plan
+
+    gemma = plan_for(model="gemma-3-1b-it", scenario="tools")
+    assert gemma.facts["fallback_chat_template"]["format"] == "gemma" and not gemma.problems
+    assert "Chat turns: gemma from tuneforge's catalog" in format_plan(gemma, [])
+    assert plan_for(model="qwen2.5-0.5b-instruct", scenario="tools").facts["tool_calls"]["format"] == "hermes"
+    assert "fallback_chat_template" not in plan_for(model="qwen2.5-0.5b-instruct", scenario="tools").facts
+    (problem,) = plan_for(model="phi-3-mini-4k-instruct", scenario="tools").problems
+    assert problem.key == "model" and "chat template has no tool calls" in problem.reason
+    assert "model=qwen2.5-0.5b-instruct" in problem.alternatives

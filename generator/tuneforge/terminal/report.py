@@ -26,6 +26,7 @@ def format_plan(plan, files: list[str]) -> str:
             f"{f['context_length']} tokens){GATED[f.get('gated')]}"
         ),
         f"Precision: {plan.precision}",
+        *format_turns(plan),
         "",
     ]
     lines += format_memory(plan)
@@ -34,6 +35,19 @@ def format_plan(plan, files: list[str]) -> str:
     if files:
         lines += ["", f"Files ({len(files)}):"] + [f"  {name}" for name in files]
     return "\n".join(lines)
+
+
+def format_turns(plan) -> list[str]:
+    """The chat turns the workspace trains with where they are not the model's own, and the tool-call format."""
+    lines = []
+    fallback = plan.facts.get("fallback_chat_template")
+    if fallback:
+        lines.append(
+            f"Chat turns: {fallback['format']} from tuneforge's catalog, as configs/chat_template.jinja ({fallback['why']})"
+        )
+    if plan.values["scenario"] == "tools" and plan.facts.get("tool_calls"):
+        lines.append(f"Tool calls: {plan.facts['tool_calls']['format']} (catalog/tool_calls.yaml)")
+    return lines
 
 
 def format_memory(plan) -> list[str]:
