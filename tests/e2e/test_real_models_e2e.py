@@ -109,3 +109,16 @@ def test_gemma3_base_without_a_chat_template_learns_in_its_own_turns(new_workspa
     assert answer.returncode == 0, answer.stderr[-3000:]
     said = json.loads(answer.stdout.splitlines()[-1])
     assert said["text"].strip() == "billing" and said["reason"] == "stop" and said["tokens"] <= 4, said
+
+
+def test_smollm2_checks_tool_calling_data_in_the_catalogs_chatml_turns(new_workspace):
+    """SmolLM2's own template has no tool calls: the tools scenario gives it the catalog's ChatML turns with hermes
+    calls, which its real tokenizer holds as single tokens; the data doctor finds every sample row sound and marks
+    the calls and answers as trained, the tools' results not (a full run: bench/real_results.py smollm2-tools)."""
+    workspace = new_workspace(model=str(real_model("smollm2")), scenario="tools", targets="pytorch")
+    assert "<tool_call>" in (workspace / "configs" / "chat_template.jinja").read_text()
+    checked = run(workspace, "check_data.py")
+    assert checked.returncode == 0 and "no warnings" in checked.stdout, checked.stdout[-3000:] + checked.stderr[-3000:]
+    sample = checked.stdout.split("what the loss is computed on):\n", 1)[1]
+    assert "<|im_start|>assistant\n[[<tool_call>\n{\"name\": " in sample
+    assert "]]<|im_start|>user\n<tool_response>\n" in sample and "[[<tool_response>" not in sample
