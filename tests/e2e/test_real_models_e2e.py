@@ -120,5 +120,5 @@ def test_smollm2_checks_tool_calling_data_in_the_catalogs_chatml_turns(new_works
     checked = run(workspace, "check_data.py")
     assert checked.returncode == 0 and "no warnings" in checked.stdout, checked.stdout[-3000:] + checked.stderr[-3000:]
     sample = checked.stdout.split("what the loss is computed on):\n", 1)[1]
-    assert "<|im_start|>assistant\n[[<tool_call>\n{\"name\": " in sample
+    assert '<|im_start|>assistant\n[[<tool_call>\n{"name": ' in sample
     assert "]]<|im_start|>user\n<tool_response>\n" in sample and "[[<tool_response>" not in sample
