@@ -19,7 +19,6 @@ DEFAULT_ORIGINS = ("default", "detected")
 # 247 against 175 tokens/s, peak 8.0 against 10.4 GB, loss 3.068 either way; PEFT, LLaMA-Factory and unsloth
 # default to no dropout too
 DROPOUT_WHY = "default: without dropout LoRA trained 41 % faster on a CPU with 22 % less memory, to the same loss"
-LEARNING_RATES = {"full": 2e-5, "lora": 2e-4, "qlora": 2e-4, "dora": 2e-4, "rslora": 1e-4, "ia3": 3e-3}
 # current models that fit each hardware's default memory: a small Qwen3 trains in fp32 on a CPU or a Mac, a 4B
 # one with LoRA in bf16 on a 24 GB GPU (the plan's verdict says so, tests/generator/test_plan.py checks it)
 DEFAULT_MODELS = {"cpu": "qwen3-0.6b", "mps": "qwen3-1.7b", "cuda": "qwen3-4b", "rocm": "qwen3-4b"}
@@ -337,7 +336,7 @@ def _take_training(r: _Resolver, given: Given, facts: dict, precision: str, devi
     scale = catalog.load("objectives")[objective]["learning_rate_scale"]
     r.take(
         "learning_rate",
-        float(f"{LEARNING_RATES[technique] * scale:.3g}"),
+        float(f"{catalog.load('techniques')[technique]['learning_rate'] * scale:.3g}"),
         f"default: suits {technique}" + (f" and objective={objective}" if scale != 1 else ""),
     )
     r.take("num_train_epochs", 3)
