@@ -10,7 +10,7 @@ hidden size 768, 4 KV heads, tied embeddings, with the real tokenizer of --vocab
 models/ggml-vocab-<vocab>.gguf from llama-cpp-python's source archive in .venv/sdist, read by transformers
 offline): 174M parameters with Llama 3's 128,256 ids. Trains it from random weights for a few steps with the
 workspace's train.py (so that perplexity means something), then runs merge.py, optimize.py (Olive ModelBuilder
-int4 RTN; llama.cpp's converter and quantizer) and benchmark.py (greedy decoding of 128 tokens from 4 held-out
+int4 RTN), export_gguf.py (llama.cpp's converter and quantizer) and benchmark.py (greedy decoding of 128 tokens from 4 held-out
 prompts, every core; perplexity on 32 held-out paragraphs). With --workdir a second run reuses what the first built.
 About 12 minutes on 2 cores, 4 of them training.
 
@@ -122,7 +122,7 @@ def main() -> int:
             [sys.executable, "optimize.py", "--target", "onnx-cpu"], ws, env, show=lambda line: not line.startswith("[")
         )
     if not list((ws / "outputs" / "gguf").glob("*.gguf")):
-        step([sys.executable, "optimize.py", "--target", "gguf", "--llama-cpp-source", str(source_archive())], ws, env)
+        step([sys.executable, "export_gguf.py", "--llama-cpp-source", str(source_archive())], ws, env)
     sizes = (
         ["--new-tokens", "16", "--prompts", "2", "--parity-steps", "8", "--eval-examples", "4"]
         if tiny

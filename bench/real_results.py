@@ -5,7 +5,7 @@ the scenario's metric, then the tuned model through each export, held to the mer
 
 Each case generates a workspace for the model (bench/real_models.py: SmolLM2-135M-Instruct, Gemma 3 270M base)
 and runs its README's steps offline, as a user does: check_data.py, train.py (timed), merge.py, optimize.py for
-ONNX int4 (SmolLM2 only: onnxruntime-genai's builder does not take Gemma 3) and GGUF Q8_0 and Q4_K_M, eval.py
+ONNX int4 (SmolLM2 only: onnxruntime-genai's builder does not take Gemma 3), export_gguf.py for GGUF Q8_0 and Q4_K_M, eval.py
 (base, tuned and each export on the scenario's metric; eval.py says when an export falls more than 5 points
 below the tuned model) and benchmark.py (size, decode speed, and how many of each export's first 20 greedy
 tokens are the merged model's; it says when an 8-bit export agrees on under 90 %). Prints one table; writes
@@ -91,7 +91,7 @@ def run_case(name: str, work: Path, env: dict, small: bool) -> dict:
     step([python, "merge.py"], ws, env)
     if onnx:
         step([python, "optimize.py", "--target", "onnx-cpu"], ws, env)
-    step([python, "optimize.py", "--target", "gguf", "--llama-cpp-source", str(source_archive())], ws, env)
+    step([python, "export_gguf.py", "--llama-cpp-source", str(source_archive())], ws, env)
     # eval.py scores base, tuned and each export (the first GGUF type; the others one by one after)
     names = {"onnx": "onnx_int4", "gguf": f"gguf_{types[0].lower()}"}
     step([python, "eval.py"], ws, env)

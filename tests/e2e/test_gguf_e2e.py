@@ -101,7 +101,7 @@ def train_merge_export(workspace: Path) -> Path:
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert run(workspace, "merge.py").returncode == 0
-    exported = run(workspace, "optimize.py", "--target", "gguf", "--llama-cpp-source", str(llama_cpp_source()))
+    exported = run(workspace, "export_gguf.py", "--llama-cpp-source", str(llama_cpp_source()))
     assert exported.returncode == 0, exported.stdout[-3000:] + exported.stderr[-3000:]
     return workspace / "outputs" / "gguf"
 
@@ -121,14 +121,15 @@ def assert_llama_cpp_answers_as_pytorch(result: dict) -> None:
 
 def test_gguf_export_runs_in_llama_cpp_with_pytorch_greedy_tokens(new_workspace, vocabularies):
     workspace = new_workspace(model="llama-3.2-1b-instruct", technique="lora", targets="pytorch,gguf")
-    assert not (workspace / "olive").exists() and (workspace / "optimize.py").exists()
+    assert not (workspace / "olive").exists() and not (workspace / "optimize.py").exists()
+    assert (workspace / "export_gguf.py").exists()
     made = run(workspace, "-c", LLAMA3, str(vocabularies), LLAMA3_TEMPLATE)
     assert made.returncode == 0, made.stderr[-3000:]
-    offline = run(workspace, "optimize.py", "--target", "gguf", "--llama-cpp-source", str(workspace / "missing.tar.gz"))
+    offline = run(workspace, "export_gguf.py", "--llama-cpp-source", str(workspace / "missing.tar.gz"))
     assert offline.returncode == 2 and "merge.py" in offline.stderr and "Traceback" not in offline.stderr
     out = train_merge_export(workspace)
     shutil.rmtree(workspace / "outputs" / "llama.cpp")
-    offline = run(workspace, "optimize.py", "--target", "gguf", "--llama-cpp-source", str(workspace / "missing.tar.gz"))
+    offline = run(workspace, "export_gguf.py", "--llama-cpp-source", str(workspace / "missing.tar.gz"))
     assert (
         offline.returncode == 2 and "missing.tar.gz not found" in offline.stderr and "Traceback" not in offline.stderr
     )

@@ -19,6 +19,8 @@ from tuneforge import catalog
     [
         {},
         {"targets": "pytorch"},
+        {"targets": "pytorch,onnx-cpu,gguf"},
+        {"targets": "pytorch,gguf"},
         {"hardware": "cuda", "gpu_memory_gb": 24, "compute": "azureml", "targets": "pytorch,azureml-endpoint"},
         {
             "hardware": "cuda",
@@ -48,9 +50,10 @@ def test_vscode_files_point_at_real_scripts(new_workspace, answers):
     tasks = jsonc(workspace / ".vscode" / "tasks.json")["tasks"]
     labels = {t["label"] for t in tasks}
     assert {"setup", "smoke", "train", "merge", "chat", "test"} <= labels
-    onnx = (workspace / "optimize.py").exists()
-    assert ({"optimize", "serve", "benchmark"} <= labels) == onnx
-    assert ("Serve (OpenAI-compatible)" in names) == onnx
+    onnx, gguf = (workspace / "optimize.py").exists(), (workspace / "export_gguf.py").exists()
+    assert ("optimize" in labels) == onnx and ("export gguf" in labels) == gguf
+    assert ({"serve", "benchmark"} <= labels) == (onnx or gguf)
+    assert ("Serve (OpenAI-compatible)" in names) == (onnx or gguf)
     for task in tasks:
         for command in (task["command"], task.get("windows", {}).get("command", "")):
             for script in re.findall(r"([\w./-]+\.(?:py|sh|ps1|yaml|yml))", command):

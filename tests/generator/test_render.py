@@ -77,7 +77,6 @@ def expected_files(values: dict) -> set[str]:
         files.add("launch.sh")
     if onnx or "gguf" in values["targets"]:
         files |= {
-            "optimize.py",
             "serve.py",
             "finetune/openai_api.py",
             "benchmark.py",
@@ -86,13 +85,17 @@ def expected_files(values: dict) -> set[str]:
             "playground/playground.css",
         }
     if "gguf" in values["targets"]:
-        files |= {"finetune/gguf.py", "finetune/modelfile.py", "finetune/gguf_backend.py"}
+        files |= {"export_gguf.py", "finetune/gguf.py", "finetune/modelfile.py", "finetune/gguf_backend.py"}
     if values["objective"] != "sft" or values["scenario"] == "preference":
         files |= {"finetune/preference.py", "finetune/preference_trainer.py", "finetune/losses.py"}
     if values["scenario"] == "tools":
         files |= {"finetune/tool_calls.py"}
     if onnx:
-        files |= {f"olive/{t}.json" for t in onnx} | {"finetune/onnx_backend.py"}
+        files |= {f"olive/{t}.json" for t in onnx} | {
+            "optimize.py",
+            "finetune/onnx_backend.py",
+            "finetune/workflows.py",
+        }
         # the targets that run on another machine's ONNX Runtime build
         files |= {f"olive/requirements-{t}.txt" for t in onnx if "runtime" in catalog.load("targets")[t]}
     compute, targets = values["compute"], values["targets"]
