@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=backend_names(), default="pytorch")
     parser.add_argument(
         "--model",
-        help="model folder, or file for the backend (default: the merged model, or what optimize.py made for it)",
+        help="model folder, or file for the backend (default: the merged model, or what optimize.py or export_gguf.py made)",
     )
     parser.add_argument(
         "--adapter",

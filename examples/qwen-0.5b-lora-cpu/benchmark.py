@@ -2,7 +2,7 @@
 
     python benchmark.py [--new-tokens 128] [--prompts 4] [--parity-steps 32] [--threads N] [--smoke]
 
-For PyTorch fp32 (the merged model), the int4 ONNX model of --target and each GGUF file optimize.py wrote:
+For PyTorch fp32 (the merged model), the int4 ONNX model of --target and each GGUF file export_gguf.py wrote:
 first-token latency, decode tokens per second, size on disk, perplexity on the evaluation split, and how many of
 the first 20 greedy tokens of each export are PyTorch's on the same prompts (an 8-bit export that agrees on fewer
 than 90 % is said to fall below the gate). Checks that an fp32 ONNX export gives PyTorch's greedy tokens
@@ -23,7 +23,6 @@ from finetune.encoding import IGNORE_INDEX, build_datasets
 from finetune.inference import Backend, PytorchBackend, backend_module
 from finetune.quiet import quiet_libraries
 from finetune.scoring import perplexity
-from optimize import load_workflow, olive_run
 
 HERE = Path(__file__).parent
 # an export rounds every weight, so a near tie between two tokens may go the other way: of the first 20 greedy tokens
@@ -91,6 +90,8 @@ def gguf_steps(backend: Backend):
 
 
 def export_fp32(workflow: Path, smoke: bool, merged: str) -> Path:
+    from finetune.workflows import load_workflow, olive_run
+
     config = load_workflow(workflow, smoke)
     config["input_model"] = {"type": "HfModel", "model_path": merged}
     config["passes"] = {"builder": {"type": "ModelBuilder", "precision": "fp32"}}
@@ -102,7 +103,7 @@ def export_fp32(workflow: Path, smoke: bool, merged: str) -> Path:
 
 
 def gguf_files(config: dict, smoke: bool) -> list[Path]:
-    """The quantized GGUF files of the merged model that optimize.py --target gguf wrote."""
+    """The quantized GGUF files of the merged model that export_gguf.py wrote."""
     folder = (smoke_path if smoke else Path)(config["gguf"]["output_dir"])
     return sorted(p for p in folder.glob("*.gguf") if not p.name.endswith("-F16.gguf"))
 
@@ -116,7 +117,9 @@ def models(args, config: dict, merged: str) -> dict:
     torch_backend = PytorchBackend(merged)
     found = {"pytorch_fp32": (torch_backend, pytorch_steps(torch_backend), size_on_disk(Path(merged), "*.safetensors"))}
     workflow = HERE / "olive" / f"{args.target}.json"
-    if workflow.exists():
+    if workflow.exists():  # an ONNX workspace, with finetune/workflows.py
+        from finetune.workflows import load_workflow
+
         onnx_dir = Path(load_workflow(workflow, args.smoke)["output_dir"])
         if not onnx_dir.exists():
             raise FileNotFoundError(f"{onnx_dir} not found: run `python optimize.py` first")
@@ -125,7 +128,7 @@ def models(args, config: dict, merged: str) -> dict:
     if "gguf" in config:
         files = gguf_files(config, args.smoke)
         if not files:
-            raise FileNotFoundError("no GGUF files: run `python optimize.py --target gguf` first")
+            raise FileNotFoundError("no GGUF files: run `python export_gguf.py` first")
         for path in files:
             backend = backend_module("gguf").GgufBackend(str(path), threads=args.threads)
             found[f"gguf_{gguf_kind(path).lower()}"] = (backend, gguf_steps(backend), path.stat().st_size)

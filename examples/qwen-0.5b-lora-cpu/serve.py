@@ -3,7 +3,7 @@ playground page to try it in the browser.
 
     python serve.py [--host 127.0.0.1] [--port 8000] [--model outputs/onnx/onnx-cpu] [--backend onnx]
     python serve.py --backend pytorch --adapter support=outputs/run --adapter legal=outputs/run-legal
-    python serve.py --compare        # base, tuned, and the ONNX and GGUF models where optimize.py made them
+    python serve.py --compare        # base, tuned, and the ONNX and GGUF models optimize.py and export_gguf.py made
 
 GET / is the playground (playground/): chat with a model, or compare the models served side by side.
 OpenAI's API: POST /v1/chat/completions and /v1/completions (each with "stream": true for server-sent events) and
@@ -432,8 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compare",
         action="store_true",
-        help="serve the base and the tuned model (PyTorch), and the ONNX and GGUF models where optimize.py "
-        "made them, as base, tuned, onnx and gguf: the playground's compare mode asks each",
+        help="serve the base and the tuned model (PyTorch), and the ONNX and GGUF models where optimize.py and "
+        "export_gguf.py made them, as base, tuned, onnx and gguf: the playground's compare mode asks each",
     )
     parser.add_argument("--config", default="configs/train.yaml")
     parser.add_argument(

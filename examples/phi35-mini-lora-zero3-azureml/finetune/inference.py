@@ -326,7 +326,8 @@ def backend_module(name: str):
         target = "onnx-cpu" if name == "onnx" else name  # onnx: any ONNX target brings the backend
         raise FileNotFoundError(
             f"this workspace has no {name} backend: it was generated without a {name} target; add one with "
-            f"`tuneforge update . --set targets=<the targets you keep>,{target}`, then run python optimize.py"
+            f"`tuneforge update . --set targets=<the targets you keep>,{target}`, then run python "
+            + ("optimize.py" if name == "onnx" else "export_gguf.py")
         )
     return import_module(f"finetune.{KINDS[name]}")
 
@@ -359,7 +360,7 @@ def find_model(backend: str, config: dict) -> str | None:
 def compare_backends(config: dict) -> dict[str, tuple]:
     """What serve.py --compare serves, as {name: (backend, its name there)}: base and tuned in PyTorch (one model
     with the adapter switched off for the base, when training left an adapter; else the base model beside the
-    tuned one), then the ONNX and GGUF models where optimize.py made them."""
+    tuned one), then the ONNX and GGUF models where optimize.py and export_gguf.py made them."""
     adapter = Path(config["merge"]["adapter_dir"])
     if (adapter / "adapter_config.json").is_file():
         both = load_backend("pytorch", None, config, {"tuned": str(adapter)})

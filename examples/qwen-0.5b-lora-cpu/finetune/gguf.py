@@ -60,7 +60,7 @@ def converter(source: str | None = None) -> Path:
             raise FileNotFoundError(
                 f"llama.cpp's converter comes in the source archive of {package}, which pip could not fetch here; "
                 f"on a machine that reaches the package index run `pip download --no-deps --no-binary :all: {package}` "
-                "and pass the archive: python optimize.py --target gguf --llama-cpp-source llama_cpp_python-....tar.gz"
+                "and pass the archive: python export_gguf.py --llama-cpp-source llama_cpp_python-....tar.gz"
             )
         source = str(archives[-1])
     unpack(Path(source), CONVERTER_DIR)

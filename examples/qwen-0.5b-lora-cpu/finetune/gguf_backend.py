@@ -1,4 +1,4 @@
-"""llama.cpp as a generation backend: the GGUF file optimize.py --target gguf wrote, for chat.py, serve.py,
+"""llama.cpp as a generation backend: the GGUF file export_gguf.py wrote, for chat.py, serve.py,
 eval.py and benchmark.py. Rendered with the gguf target."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from finetune.inference import AdapterError, Backend, cores_allowed, log_softmax
 
 
 class GgufBackend(Backend):
-    """llama.cpp (llama-cpp-python) on a GGUF file optimize.py --target gguf wrote; prompts are built with the
+    """llama.cpp (llama-cpp-python) on a GGUF file export_gguf.py wrote; prompts are built with the
     tokenizer files kept beside it, as in training."""
 
     name = "gguf"
@@ -34,7 +34,7 @@ class GgufBackend(Backend):
 
         path = Path(model_path)
         if not path.is_file() or path.suffix != ".gguf":
-            raise FileNotFoundError(f"no GGUF file {model_path}: run python optimize.py --target gguf first")
+            raise FileNotFoundError(f"no GGUF file {model_path}: run python export_gguf.py first")
         self.tokenizer = load_tokenizer(str(path.parent))
         from finetune.gguf import output_to
 
@@ -137,7 +137,7 @@ def gguf_folder(config: dict) -> Path:
 
 
 def find_model(config: dict) -> str | None:
-    """The GGUF file chat.py, serve.py and eval.py use by default: of the files optimize.py wrote to
+    """The GGUF file chat.py, serve.py and eval.py use by default: of the files export_gguf.py wrote to
     gguf.output_dir, the first of gguf.quantizations (the one the Modelfile loads)."""
     found = sorted(gguf_folder(config).glob("*.gguf"))
     for kind in (config.get("gguf") or {}).get("quantizations", []):
@@ -153,9 +153,7 @@ def load(model_path: str | None, config: dict, adapters: dict | None, template_k
         raise AdapterError("the gguf backend serves the merged model; serve adapters with --backend pytorch or onnx")
     model_path = model_path or find_model(config)
     if model_path is None:
-        raise FileNotFoundError(
-            f"no GGUF model under {gguf_folder(config)}/: run python optimize.py --target gguf first"
-        )
+        raise FileNotFoundError(f"no GGUF model under {gguf_folder(config)}/: run python export_gguf.py first")
     context = max(4096, int(config.get("data", {}).get("max_length") or 0))
     return GgufBackend(model_path, template_kwargs=template_kwargs, context_length=context)
 
