@@ -4,8 +4,9 @@ import pytest
 
 from tuneforge import catalog
 from tuneforge.planning.memory import Setup, plan_memory
+from tuneforge.planning.models import resolve_model
 
-MODELS = catalog.load("models")
+MODELS = {model: resolve_model(model) for model in catalog.load("models")}  # with their architecture's facts
 
 
 def estimate(model, technique, batch=2, length=2048, checkpointing=True, distributed="none", devices=1, r=16):
