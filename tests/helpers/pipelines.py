@@ -146,12 +146,13 @@ PIPELINES = {
         "targets": "pytorch,onnx-cpu",
         "gpu_memory_gb": 64,
     },
-    # tool calls through the catalog's ChatML turns (SmolLM3's own template drops earlier turns' calls)
-    "smollm3-qlora-tools": {
+    # tool calls through the catalog's ChatML turns (SmolLM3's own template drops earlier turns' calls), scored
+    # on PyTorch and ONNX alike
+    "smollm3-qlora-tools-onnx": {
         "model": "smollm3-3b",
         "technique": "qlora",
         "scenario": "tools",
-        "targets": "pytorch",
+        "targets": "pytorch,onnx-cpu",
         "gpu_memory_gb": 400,
     },
     "smollm3-dora-onnx": {
