@@ -42,16 +42,23 @@ def test_answers_file_errors(tmp_path):
         read_answers_file(tmp_path / "missing.yml")
 
 
-def test_copier_questions_mirror_the_answer_keys():
+def test_copier_questions_are_the_answer_keys_and_the_derived_ones(tmp_path, monkeypatch):
+    """The versioned template's copier.yml declares every answer and derived key, typed as the answers are, and
+    nothing else: the template's own copier.yml lists none of them (each said once, in planning/answers.py)."""
     import yaml
 
     from helpers.project import ROOT
+    from tuneforge.rendering.render import versioned_template
 
-    copier = yaml.safe_load((ROOT / "templates" / "copier.yml").read_text())
+    own = yaml.safe_load((ROOT / "templates" / "copier.yml").read_text())
+    assert [k for k in own if not k.startswith("_")] == []
+    monkeypatch.setenv("TUNEFORGE_CACHE_DIR", str(tmp_path))
+    copier = yaml.safe_load((versioned_template().repo / "copier.yml").read_text())
     questions = {k for k, q in copier.items() if not k.startswith("_") and q.get("when") is not False}
     assert questions == set(KEYS) | set(DERIVED_KEYS)
     types = {"int": "int", "float": "float", "bool": "bool", "list": "yaml"}  # the rest are text
     assert {k: copier[k]["type"] for k in KEYS} == {k: types.get(BY_KEY[k].kind, "str") for k in KEYS}
+    assert all(copier[k]["help"].endswith("(derived)") for k in DERIVED_KEYS)
 
 
 def test_coerce_rejects_fractional_ints():

@@ -1,12 +1,13 @@
 """The answers a workspace is generated from: their keys, types and allowed values, and parsing.
 
-The template's copier.yml declares the same keys (a test keeps the two in step); this module is what
-the command line, the prompts and the plan use to read and check them.
+The template's copier.yml gets its questions from here (copier_questions, added where the template is versioned);
+this module is what the command line, the prompts and the plan use to read and check them.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from collections.abc import Callable
@@ -165,25 +166,39 @@ SPEC: list[Answer] = [
 ]
 BY_KEY = {a.key: a for a in SPEC}
 KEYS = list(BY_KEY)
-# Values the plan derives and the template needs; recorded in the answers file, never asked.
-DERIVED_KEYS = [
-    "model_facts",
-    "scenario_facts",
-    "objective_facts",
-    "technique_facts",
-    "precision",
-    "resource_name",
-    "memory_plan",
-    "explicit_answers",
-    "target_facts",
-    "onnx_targets",
-    "npu_targets",
-    "runtime_targets",
-    "platforms",
-    "instances",
-    "include",
-    "pins",
-]
+# Values the plan derives and the template needs (Plan's attributes of these names), recorded in the answers
+# file so that a later update renders the old version exactly, never asked: name -> (copier type, what it holds)
+DERIVED = {
+    "model_facts": ("yaml", "Facts about the model"),
+    "scenario_facts": ("yaml", "The scenario's prompt, generation settings and metric"),
+    "objective_facts": ("yaml", "What training optimises and the loss's settings"),
+    "technique_facts": ("yaml", "What the technique trains and which runtimes take its adapter"),
+    "precision": ("str", "Training precision"),
+    "resource_name": ("str", "The project name as cloud resources and Kubernetes accept it"),
+    "memory_plan": ("yaml", "The plan's peak training memory estimate and verdict"),
+    "explicit_answers": ("yaml", "Answers the user chose rather than defaulted"),
+    "target_facts": ("yaml", "The catalog's facts about each chosen target"),
+    "onnx_targets": ("yaml", "The targets an Olive workflow renders for"),
+    "npu_targets": ("yaml", "The ONNX targets compiled to one static graph for an NPU"),
+    "runtime_targets": ("yaml", "The ONNX targets whose machine needs other ONNX Runtime packages"),
+    "platforms": ("yaml", "The cloud platforms the workspace gets deployment files for"),
+    "instances": ("yaml", "The GPU instance each cloud target and cloud training job uses"),
+    "include": ("yaml", "One switch per optional file or folder of the workspace"),
+    "pins": ("yaml", "Every package version tuneforge pins, from the catalog's pins.txt"),
+}
+DERIVED_KEYS = list(DERIVED)
+COPIER_TYPES = {"int": "int", "float": "float", "bool": "bool", "list": "yaml"}  # the other kinds are text
+
+
+def copier_questions() -> str:
+    """The questions of the template's copier.yml: every answer key and every derived one, declared only so that
+    copier records them (tuneforge checks every answer and passes them all, so copier asks nothing)."""
+    lines = [f"{a.key}: {{type: {COPIER_TYPES.get(a.kind, 'str')}}}" for a in SPEC]
+    lines += [
+        f"{key}: {{type: {kind}, help: {json.dumps(text + ' (derived)')}}}" for key, (kind, text) in DERIVED.items()
+    ]
+    return "\n".join(lines) + "\n"
+
 
 _TRUE = {"true", "yes", "y", "1", "on"}
 _FALSE = {"false", "no", "n", "0", "off"}

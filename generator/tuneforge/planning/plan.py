@@ -8,7 +8,7 @@ from typing import Any
 
 from tuneforge import catalog
 from tuneforge.planning import hardware
-from tuneforge.planning.answers import KEYS, Given, coerce
+from tuneforge.planning.answers import DERIVED_KEYS, KEYS, Given, coerce
 from tuneforge.planning.fit import Suggestion, leanest, smaller_models, what_fits
 from tuneforge.planning.memory import Estimate, plan_memory, setup_for
 from tuneforge.planning.models import resolve_model, tool_fallback
@@ -52,25 +52,32 @@ class Plan:
         return [k for k in KEYS if self.origins.get(k, "default").split(":")[0] not in DEFAULT_ORIGINS]
 
     def derived(self) -> dict[str, Any]:
-        """What the plan derives from the answers for the template (answers.DERIVED_KEYS names them, in this order)."""
-        return {
-            "model_facts": dict(self.facts),
-            "scenario_facts": catalog.load("scenarios")[self.values["scenario"]],
-            "objective_facts": catalog.load("objectives")[self.values["objective"]],
-            "technique_facts": catalog.load("techniques")[self.values["technique"]],
-            "precision": self.precision,
-            "resource_name": self.resource_name,
-            "memory_plan": self.memory_plan,
-            "explicit_answers": self.explicit,
-            "target_facts": self.target_facts,
-            "onnx_targets": self.onnx_targets,
-            "npu_targets": self.npu_targets,
-            "runtime_targets": self.runtime_targets,
-            "platforms": self.platforms,
-            "instances": self.instances,
-            "include": self.include,
-            "pins": catalog.pins(),
-        }
+        """What the plan derives from the answers for the template: its attributes answers.DERIVED names."""
+        return {key: getattr(self, key) for key in DERIVED_KEYS}
+
+    @property
+    def model_facts(self) -> dict:
+        return dict(self.facts)
+
+    @property
+    def scenario_facts(self) -> dict:
+        return catalog.load("scenarios")[self.values["scenario"]]
+
+    @property
+    def objective_facts(self) -> dict:
+        return catalog.load("objectives")[self.values["objective"]]
+
+    @property
+    def technique_facts(self) -> dict:
+        return catalog.load("techniques")[self.values["technique"]]
+
+    @property
+    def explicit_answers(self) -> list[str]:
+        return self.explicit
+
+    @property
+    def pins(self) -> dict[str, str]:
+        return catalog.pins()
 
     def copier_data(self) -> dict[str, Any]:
         """The data the template renders from; recorded whole in the workspace's answers file."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuneforge import __version__
+from tuneforge.planning.answers import copier_questions
 
 ANSWERS_FILE = ".copier-answers.yml"
 CONFLICT_MARKER = "<<<<<<< before updating"
@@ -69,8 +70,9 @@ def git(cwd: Path, *args: str, check: bool = True) -> str:
     return result.stdout
 
 
-def template_digest(src: Path) -> str:
-    digest = hashlib.sha256()
+def template_digest(src: Path, questions: str = "") -> str:
+    """The template's content (and the questions added to its copier.yml) in 12 hex digits."""
+    digest = hashlib.sha256(questions.encode())
     for path in sorted(p for p in src.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         digest.update(path.relative_to(src).as_posix().encode() + b"\0")
         digest.update(b"x" if os.access(path, os.X_OK) else b"-")
@@ -89,13 +91,15 @@ class Template:
 
 
 def versioned_template(src: Path | None = None) -> Template:
-    """Make sure the cache repository holds the current template content as a tagged commit."""
+    """Make sure the cache repository holds the current template content as a tagged commit, its copier.yml with
+    the questions planning/answers.py declares."""
     src = src or template_source()
     if not (src / "copier.yml").is_file():
         raise RenderError(f"no copier template at {src}")
     repo = cache_dir() / "template"
     repo.mkdir(parents=True, exist_ok=True)
-    digest = template_digest(src)
+    questions = copier_questions()
+    digest = template_digest(src, questions)
     with open(repo.parent / "template.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (repo / ".git").is_dir():
@@ -108,6 +112,8 @@ def versioned_template(src: Path | None = None) -> Template:
             if child.name != ".git":
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         shutil.copytree(src, repo, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        with open(repo / "copier.yml", "a", encoding="utf-8") as copier_yml:
+            copier_yml.write("\n" + questions)
         git(repo, "add", "-A")
         git(repo, "commit", "-q", "--allow-empty", "-m", f"template from tuneforge {__version__} ({digest})")
         tag = f"{len(tags) + 1}+t{digest}"
