@@ -49,18 +49,23 @@ class OnnxBackend(Backend):
         eos = genai_config["model"].get("eos_token_id", [])
         self.end_ids = frozenset(eos if isinstance(eos, list) else [eos])
         self.template_kwargs = template_kwargs or {}
-        # ONNX Runtime GenAI's template engine takes no arguments such as enable_thinking: with any, the exported
-        # tokenizer's own template is rendered by transformers, as in training (loaded once, not per prompt)
-        self.chat_tokenizer = None
+        # ONNX Runtime GenAI's template engine takes no arguments such as enable_thinking, nor tools: with any, the
+        # exported tokenizer's own template is rendered by transformers, as in training (loaded once, not per prompt)
+        self.model_path, self.chat_tokenizer = model_path, None
         if self.template_kwargs:
-            from finetune.modeling import load_tokenizer
+            self.use_transformers_template()
 
-            self.chat_tokenizer = load_tokenizer(model_path)
+    def use_transformers_template(self) -> None:
+        from finetune.modeling import load_tokenizer
 
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        self.chat_tokenizer = load_tokenizer(self.model_path)
+
+    def prompt_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        if tools and self.chat_tokenizer is None:
+            self.use_transformers_template()
         if self.chat_tokenizer is not None:
             prompt = self.chat_tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True, **self.template_kwargs
+                messages, tools=tools or None, tokenize=False, add_generation_prompt=True, **self.template_kwargs
             )
         else:
             prompt = self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
