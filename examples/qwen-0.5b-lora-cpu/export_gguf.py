@@ -13,11 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-from finetune.config import smoke_path
 from finetune.quiet import quiet_libraries
 
 
-def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
+def export_gguf(source: str | None = None) -> Path:
     """The merged model as GGUF files (gguf.quantizations), its tokenizer files and an Ollama Modelfile; for a
     LoRA run also, in adapter/, the base model and the adapter as a GGUF LoRA file, with a Modelfile for both."""
     from transformers import GenerationConfig
@@ -30,10 +29,9 @@ def export_gguf(smoke: bool = False, source: str | None = None) -> Path:
     from finetune.modeling import load_tokenizer
 
     config = load_config("configs/train.yaml")
-    place = smoke_path if smoke else Path
-    merged = place(config["merge"]["output_dir"])
-    adapter_dir = place(config["merge"]["adapter_dir"])
-    out = place(config["gguf"]["output_dir"])
+    merged = Path(config["merge"]["output_dir"])
+    adapter_dir = Path(config["merge"]["adapter_dir"])
+    out = Path(config["gguf"]["output_dir"])
     if not (merged / "config.json").exists():
         raise FileNotFoundError(f"{merged} not found: run python merge.py first")
     out.mkdir(parents=True, exist_ok=True)
@@ -117,10 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         "--llama-cpp-source",
         help="llama-cpp-python's source archive (or its unpacked folder), for a machine where pip cannot download it",
     )
-    parser.add_argument("--smoke", action="store_true", help="export the smoke test's tiny model (see smoke.yaml)")
     args = parser.parse_args(argv)
     try:
-        print(f"gguf: GGUF files and Modelfile in {export_gguf(args.smoke, args.llama_cpp_source)}/")
+        print(f"gguf: GGUF files and Modelfile in {export_gguf(args.llama_cpp_source)}/")
     except (FileNotFoundError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -40,6 +40,7 @@ from finetune.openai_api import (
     BadRequest,
     check_context,
     check_json,
+    check_tool_choice,
     envelope,
     error_body,
     legacy_logprobs,
@@ -272,24 +273,12 @@ class ChatHandler(BaseHTTPRequestHandler):
             },
         )
 
-    def call_stream(self):
-        from finetune.tool_calls import CallStream
-
-        return CallStream(self.tool_form)
-
     def with_calls(self, text: str, choice: str) -> tuple[dict, str | None]:
         """The assistant's message with the tool calls its text holds, and why it breaks tool_choice (or None)."""
         from finetune.tool_calls import parse, to_openai
 
         content, calls, _ = parse(text, self.tool_form)
-        names = [call["name"] for call in calls]
-        why = None
-        if choice == "required" and not calls:
-            why = "tool_choice is required, but the model answered without a tool call"
-        elif choice not in ("auto", "required") and names != [choice] * len(names or [None]):
-            why = f"tool_choice names {choice}, but the model called {', '.join(names) or 'no tool'}"
-        if why:
-            why += "; the backends here hold no grammar to force a call: retry, or send tool_choice auto"
+        why = check_tool_choice([call["name"] for call in calls], choice)
         if not calls:
             return {"role": "assistant", "content": text}, why
         return {"role": "assistant", "content": content or None, "tool_calls": to_openai(calls)}, why
@@ -322,7 +311,11 @@ class ChatHandler(BaseHTTPRequestHandler):
             if chat:
                 event(index, None, None, None)
             told = 0  # the log probabilities already sent
-            calls = self.call_stream() if chat and request.get("tools") else None
+            calls = None
+            if chat and request.get("tools"):
+                from finetune.tool_calls import CallStream
+
+                calls = CallStream(self.tool_form)
             for piece in pieces:
                 fresh = backend.logprobs[told:] if request["logprobs"] else None
                 told = len(backend.logprobs)

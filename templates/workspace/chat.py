@@ -51,10 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             from finetune.tool_calls import ToolChat
 
             tools = ToolChat(config, args.tools)
-    except (ConfigError, FileNotFoundError, AdapterError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except ValueError as error:  # the tools file: DataError, ToolError
+    # ValueError: a tools file's DataError or ToolError
+    except (ConfigError, FileNotFoundError, AdapterError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     generation = config.get("generation", {})

@@ -141,7 +141,7 @@ def test_explicit_answers_win_over_priority():
     plan = plan_for(priority="memory", hardware="cuda", technique="lora", gradient_checkpointing=False)
     assert plan.values["technique"] == "lora" and plan.origins["technique"] == "--set"
     assert plan.values["gradient_checkpointing"] is False
-    assert plan.explicit == ["technique", "hardware", "priority", "gradient_checkpointing"]
+    assert plan.explicit_answers == ["technique", "hardware", "priority", "gradient_checkpointing"]
 
 
 def test_a_gpu_too_small_for_lora_defaults_to_qlora_and_says_why():

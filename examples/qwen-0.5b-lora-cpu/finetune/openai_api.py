@@ -263,13 +263,13 @@ def _message(i: int, message: object, tool_form: dict | None) -> dict:
             raise BadRequest(400, f"messages[{i}]: {NO_TOOLS}", "unsupported_parameter", f"messages[{i}].tool_calls")
         from finetune.tool_calls import ToolError, from_openai
 
-        calls = message["tool_calls"] if isinstance(message["tool_calls"], list) else [None]
+        calls = message["tool_calls"]
+        if not isinstance(calls, list) or not all(isinstance(call, dict) for call in calls):
+            raise _bad(f"messages[{i}].tool_calls", "must be a list of calls")
         try:
             found = [{"id": call.get("id"), "type": "function", "function": from_openai(call)} for call in calls]
-        except (ToolError, AttributeError) as error:
-            raise _bad(
-                f"messages[{i}].tool_calls", str(error) if isinstance(error, ToolError) else "must be a list of calls"
-            ) from None
+        except ToolError as error:
+            raise _bad(f"messages[{i}].tool_calls", str(error)) from None
         content = message.get("content")
         return {"role": "assistant", "content": _content(i, content) if content else "", "tool_calls": found}
     turn = {"role": "system" if role == "developer" else role, "content": _content(i, message.get("content"))}
@@ -365,6 +365,18 @@ def check_json(text: str, schema: dict) -> str | None:
     except jsonschema.SchemaError as error:
         return f"the schema is not a valid JSON schema ({error.message})"
     return None
+
+
+def check_tool_choice(names: list[str], choice: str) -> str | None:
+    """Why an answer calling these functions does not follow tool_choice (None when it does): as check_json for
+    response_format, the answer is checked once complete, as no backend here forces a call with a grammar."""
+    if choice == "required" and not names:
+        why = "tool_choice is required, but the model answered without a tool call"
+    elif choice not in ("auto", "none", "required") and (not names or set(names) != {choice}):
+        why = f"tool_choice names {choice}, but the model called {', '.join(names) or 'no tool'}"
+    else:
+        return None
+    return why + "; the backends here hold no grammar to force a call: retry, or send tool_choice auto"
 
 
 def check_context(prompt_tokens: int, max_tokens: int, context_length: int) -> None:

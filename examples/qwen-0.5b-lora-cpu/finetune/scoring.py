@@ -85,15 +85,16 @@ def score(
             scores.update(preference(backend, examples, data, tokenizer))
         else:
             scores["perplexity"] = perplexity(backend, encode_examples(examples, tokenizer, data))
-    if scenario == "tools":
+    if scenario == "tools":  # each assistant turn answered on its own; an example's answers joined for the report
         max_new_tokens, system = config["generation"]["max_new_tokens"], data.get("system_prompt")
-        turns = [(i, e, before, turn) for i, e in enumerate(examples) for before, turn in e.turns()]
-        said = [
-            "".join(backend.stream(with_system(before, system), max_new_tokens, tools=e.tools)).strip()
-            for _, e, before, _ in turns
-        ]
-        scores.update(metrics.tools(said, [(turn, e.tools) for _, e, _, turn in turns], config["tools"]))
-        predictions = ["\n".join(text for (i, *_), text in zip(turns, said) if i == n) for n in range(len(examples))]
+        said, references = [], []
+        for e in examples:
+            turns = e.turns()
+            for before, turn in turns:
+                said.append("".join(backend.stream(with_system(before, system), max_new_tokens, tools=e.tools)).strip())
+                references.append((turn, e.tools))
+            predictions.append("\n".join(said[len(said) - len(turns) :]))
+        scores.update(metrics.tools(said, references, config["tools"]))
     if scenario in GENERATED:
         predictions = answers(backend, examples, data.get("system_prompt"), config["generation"]["max_new_tokens"])
         references = [e.reference for e in examples]

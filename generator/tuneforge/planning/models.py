@@ -87,12 +87,14 @@ def tool_fallback(facts: dict) -> dict:
     else its family's turns from chat_formats.yaml, which write hermes calls (said as fallback_chat_template's why)."""
     if facts.get("tool_calls"):
         return facts
+    return family_turns(facts, "its chat template has no tool calls")
+
+
+def family_turns(facts: dict, why: str) -> dict:
+    """The facts with the turns of the model's family from chat_formats.yaml (its architecture's chat_format,
+    else ChatML) as the workspace's chat template, and the tool-call format those turns write."""
     name = catalog.load("architectures")[facts["architecture"]].get("chat_format", "chatml")
-    fallback = facts.get("fallback_chat_template") or {
-        "format": name,
-        "why": "its chat template has no tool calls",
-        **catalog.load("chat_formats")[name],
-    }
+    fallback = {"format": name, "why": why, **catalog.load("chat_formats")[name]}
     return {**facts, "fallback_chat_template": fallback, "tool_calls": tool_format(fallback["tool_calls"])}
 
 
@@ -109,10 +111,9 @@ def with_architecture(facts: dict) -> dict:
     without one), the turns the workspace gives it instead (chat_formats.yaml)."""
     known = catalog.load("architectures")[facts["architecture"]]
     if facts.get("chat_template", True) is False:
-        name = known.get("chat_format", "chatml")
-        fallback = {"format": name, "why": "its tokenizer has no chat template", **catalog.load("chat_formats")[name]}
-        facts = {**facts, "fallback_chat_template": fallback, "tool_calls": fallback["tool_calls"]}
-    facts = {**facts, "tool_calls": tool_format(facts.get("tool_calls"))}
+        facts = family_turns(facts, "its tokenizer has no chat template")
+    else:
+        facts = {**facts, "tool_calls": tool_format(facts.get("tool_calls"))}
     return {
         "lora_target_modules": known["lora_target_modules"],
         **facts,

@@ -48,7 +48,8 @@ class Plan:
         return f"does not fit: needs about {self.memory.total_gb:g} GB, {self.available_gb:g} GB given"
 
     @property
-    def explicit(self) -> list[str]:
+    def explicit_answers(self) -> list[str]:
+        """The answers the user chose rather than defaulted."""
         return [k for k in KEYS if self.origins.get(k, "default").split(":")[0] not in DEFAULT_ORIGINS]
 
     def derived(self) -> dict[str, Any]:
@@ -70,10 +71,6 @@ class Plan:
     @property
     def technique_facts(self) -> dict:
         return catalog.load("techniques")[self.values["technique"]]
-
-    @property
-    def explicit_answers(self) -> list[str]:
-        return self.explicit
 
     @property
     def pins(self) -> dict[str, str]:
@@ -309,15 +306,10 @@ def _take_training(r: _Resolver, given: Given, facts: dict, precision: str, devi
     )
     r.take("per_device_train_batch_size", 4 if gpu else 2)
     r.take("gradient_accumulation_steps", 4 if gpu else 2)
-    scenario_length = catalog.load("scenarios")[r.values["scenario"]].get("max_length", 0)
-    if scenario_length > (2048 if gpu else 512):
-        r.take(
-            "max_length",
-            min(scenario_length, facts["context_length"]),
-            f"default: scenario={r.values['scenario']} needs {scenario_length}",
-        )
-    else:
-        r.take("max_length", min(2048 if gpu else 512, facts["context_length"]))
+    length = 2048 if gpu else 512
+    needed = catalog.load("scenarios")[r.values["scenario"]].get("max_length", 0)
+    why = f"default: scenario={r.values['scenario']} needs {needed}" if needed > length else "default"
+    r.take("max_length", min(max(length, needed), facts["context_length"]), why)
     r.take(
         "lora_r",
         {"quality": 32, "cost": 8}.get(priority, 16),

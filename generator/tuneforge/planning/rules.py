@@ -123,13 +123,11 @@ def _thinking(v: dict, facts: dict) -> list[Problem]:
 def _tools(v: dict, facts: dict) -> list[Problem]:
     """A catalog model whose chat template has no tool calls takes its family's turns for the tools scenario,
     which it can only learn where its vocabulary has them (architectures.yaml's chat_format says it does)."""
-    fallback = facts.get("fallback_chat_template") or {}
-    architecture = catalog.load("architectures")[facts["architecture"]]
     if (
         v["scenario"] != "tools"
-        or fallback.get("why") != "its chat template has no tool calls"
         or facts.get("source") != "catalog"
-        or "chat_format" in architecture
+        or catalog.load("models")[facts["id"]].get("tool_calls")
+        or "chat_format" in catalog.load("architectures")[facts["architecture"]]
     ):
         return []
     able = sorted((f["params_b"], m) for m, f in catalog.load("models").items() if f.get("tool_calls"))[:3]

@@ -209,7 +209,9 @@ class Form:
         plan = self.checked_plan(answers, folder)
         render_workspace(folder, plan.copier_data())
         self.dest, self.workspace = folder.resolve(), True
-        self.start = Given({k: plan.values[k] for k in plan.explicit}, {k: "previous answers" for k in plan.explicit})
+        self.start = Given(
+            {k: plan.values[k] for k in plan.explicit_answers}, {k: "previous answers" for k in plan.explicit_answers}
+        )
         return {
             "dest": str(self.dest),
             "message": f"created {self.dest}/ ({plan.values['model']}, {plan.values['technique']}, "
