@@ -27,7 +27,8 @@ class Setup:
     devices: int  # data-parallel devices in total (gpu_count x num_nodes)
     lora_r: int
     hardware: str
-    sequences: int = 1  # sequences per example through the model each step (2 for preference pairs)
+    sequences: int = 1  # sequences per example through the model each step (2 for preference pairs, GRPO's group)
+    generates: bool = False  # each step first samples its sequences (GRPO): a KV cache for all of them
     lora_experts: bool = False  # LoRA also on a mixture of experts' expert projections
     lora_dropout: float = 0.0  # an adapter's dropout keeps one more copy of each adapted layer's input
 
@@ -41,6 +42,7 @@ class Estimate:
     logits_gb: float
     overhead_gb: float
     total_gb: float
+    generation_gb: float = 0.0  # the KV cache while sampling; it is freed before the backward pass needs activations
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +81,7 @@ def trainable_parameters(
 
 def setup_for(values: dict, precision: str, devices: int) -> Setup:
     """The Setup a plan's answers describe."""
+    objective = catalog.load("objectives")[values.get("objective", "sft")]
     return Setup(
         technique=values["technique"],
         precision=precision,
@@ -89,10 +92,16 @@ def setup_for(values: dict, precision: str, devices: int) -> Setup:
         devices=devices,
         lora_r=values["lora_r"],
         hardware=values["hardware"],
-        sequences=catalog.load("objectives")[values.get("objective", "sft")]["sequences"],
+        sequences=sequences(objective),
+        generates=objective.get("generates", False),
         lora_experts=values.get("lora_experts", False),
         lora_dropout=values.get("lora_dropout", 0.0),
     )
+
+
+def sequences(objective: dict) -> int:
+    """Sequences per example through the model each step: the objective's own, or the answers GRPO samples."""
+    return objective["settings"]["num_generations"]["value"] if objective.get("generates") else objective["sequences"]
 
 
 def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
@@ -166,7 +175,9 @@ def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
     logits = (
         tokens * vocab * 4 * device.get("logits_copies", 1)
     )  # fp32 logits (on GPU their gradient reuses the buffer)
-    total = weights + optimizer + activations + logits + overhead_gb * GB
+    # sampling holds keys and values of every layer for every sequence, before the training pass needs activations
+    generation = tokens * layers * 2 * linear_sizes(shape)["k_proj"][1] * act_bytes if setup.generates else 0
+    total = weights + optimizer + max(activations + logits, generation) + overhead_gb * GB
     return Estimate(
         weights_gb=_gb(weights),
         trainable_params=int(trainable),
@@ -175,6 +186,7 @@ def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
         logits_gb=_gb(logits),
         overhead_gb=overhead_gb,
         total_gb=_gb(total),
+        generation_gb=_gb(generation),
     )
 
 

@@ -144,8 +144,10 @@ class Plan:
             "export_chat": "foundry" in platforms or "kaito" in platforms,
             "chat_template": "fallback_chat_template" in self.facts,
             "tools": v["scenario"] == "tools",
-            # preference pairs and their losses: trained by an objective other than sft, scored by the scenario
-            "preference": v["objective"] != "sft" or v["scenario"] == "preference",
+            # preference pairs and their losses: trained by a preference objective, scored by the scenario
+            "preference": self.objective_facts["kind"] == "preference" or v["scenario"] == "preference",
+            # sampling, rewards.py and the GRPO loss
+            "grpo": self.objective_facts["kind"] == "reinforcement",
         }
 
     @property
@@ -346,9 +348,13 @@ def _take_training(r: _Resolver, given: Given, facts: dict, precision: str, devi
 
 def _scenario_default(given: Given) -> tuple[str, str]:
     """chat, unless the format given can only mean another scenario (text: domain; a task's own format: that task)
-    or the objective given is a preference one."""
-    if given.values.get("objective", "sft") != "sft":
-        return "preference", f"default: suits objective={given.values['objective']}"
+    or the objective given brings its own (a preference one: preference; grpo: one whose answers can be checked)."""
+    objective = given.values.get("objective", "sft")
+    brings = catalog.load("objectives").get(objective, {}).get("scenario")
+    if brings and not given.values.get("dataset_format"):
+        return brings, f"default: suits objective={objective}"
+    if brings == "preference":
+        return "preference", f"default: suits objective={objective}"
     fmt = given.values.get("dataset_format")
     for scenario, facts in catalog.load("scenarios").items():
         if fmt and fmt == facts["formats"][0] and fmt not in catalog.load("scenarios")["chat"]["formats"]:

@@ -142,10 +142,11 @@ def _tools(v: dict, facts: dict) -> list[Problem]:
 
 
 def _objective(v: dict, facts: dict) -> list[Problem]:
-    objective, scenario, fmt = v["objective"], v["scenario"], v["dataset_format"]
+    objective, scenario = v["objective"], v["scenario"]
     objectives = catalog.load("objectives")
-    preference = [o for o in objectives if o != "sft"]
-    if objective == "sft":
+    kind = objectives[objective]["kind"]
+    preference = [o for o, f in objectives.items() if f["kind"] == "preference"]
+    if kind == "supervised":
         if scenario == "preference":
             return [
                 Problem(
@@ -156,6 +157,22 @@ def _objective(v: dict, facts: dict) -> list[Problem]:
                 )
             ]
         return []
+    problems = _reinforcement(v) if kind == "reinforcement" else _preference(v, objectives, preference)
+    allowed = catalog.load("compute")[v["compute"]].get("objectives")
+    if allowed and objective not in allowed["only"]:
+        problems.append(
+            Problem(
+                "compute",
+                f"{allowed['why']}, so it cannot run {objective}.",
+                ["compute=azureml", "compute=local"]
+                + [f"objective={o}" + (" with scenario=chat" if o == "sft" else "") for o in allowed["only"]],
+            )
+        )
+    return problems
+
+
+def _preference(v: dict, objectives: dict, preference: list[str]) -> list[Problem]:
+    objective, scenario, fmt = v["objective"], v["scenario"], v["dataset_format"]
     if scenario != "preference":
         return [
             Problem(
@@ -165,25 +182,42 @@ def _objective(v: dict, facts: dict) -> list[Problem]:
                 ["scenario=preference", "objective=sft"],
             )
         ]
-    problems = []
     if fmt not in objectives[objective]["formats"]:
         readers = [o for o in preference if fmt in objectives[o]["formats"]]
-        problems.append(
+        return [
             Problem(
                 "dataset_format",
                 f"{objective} needs {' or '.join(objectives[objective]['formats'])} data, "
                 f"and {fmt} examples have no rejected answer to compare with.",
                 [f"objective={o}" for o in readers] + [f"dataset_format={f}" for f in objectives[objective]["formats"]],
             )
-        )
-    allowed = catalog.load("compute")[v["compute"]].get("objectives")
-    if allowed and objective not in allowed["only"]:
+        ]
+    return []
+
+
+def _reinforcement(v: dict) -> list[Problem]:
+    """GRPO: a reward function must be able to check the scenario's answers, and generation must run where the
+    weights are sharded."""
+    objective, scenario = v["objective"], v["scenario"]
+    checked = [s for s, f in catalog.load("scenarios").items() if f.get("rewards")]
+    problems = []
+    if scenario not in checked:
         problems.append(
             Problem(
-                "compute",
-                f"{allowed['why']}, so it cannot run {objective}.",
-                ["compute=azureml", "compute=local"]
-                + [f"objective={o}" + (" with scenario=chat" if o == "sft" else "") for o in allowed["only"]],
+                "objective",
+                f"{objective} learns from rewards that check each sampled answer against the example's own, and the "
+                f"{scenario} scenario's answers have no such check (they are judged by "
+                f"{catalog.load('scenarios')[scenario]['metric'].replace('_', ' ')}).",
+                [f"scenario={s}" for s in checked] + ["objective=sft"],
+            )
+        )
+    if v["distributed"] == "fsdp":
+        problems.append(
+            Problem(
+                "distributed",
+                f"{objective} samples answers every step, and the workspace generates with whole weights, which FSDP "
+                "shards across devices.",
+                ["distributed=ddp", "distributed=deepspeed-zero2", "distributed=deepspeed-zero3"],
             )
         )
     return problems

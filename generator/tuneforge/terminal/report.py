@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tuneforge import catalog
 from tuneforge.planning.answers import KEYS, format_value
+from tuneforge.planning.memory import sequences
 
 GATED = {
     True: " - gated: accept its licence on the hub and set HF_TOKEN",
@@ -62,7 +63,13 @@ def format_memory(plan) -> list[str]:
         f"  = about {m.total_gb:g} GB of {plan.available_gb:g} GB: {'fits' if plan.fits else 'DOES NOT FIT'}",
     ]
     objective = catalog.load("objectives")[plan.values["objective"]]
-    if objective["sequences"] > 1:
+    if objective.get("generates"):
+        lines.append(
+            f"  {plan.values['objective']} samples {sequences(objective)} answers per prompt each step (activations and "
+            f"logits counted {sequences(objective)} times); their KV cache while sampling, {m.generation_gb:g} GB, is "
+            "freed before the training pass and fits in the same memory; no reference model is held"
+        )
+    elif objective["sequences"] > 1:
         lines.append(
             f"  {plan.values['objective']} runs {objective['sequences']} sequences per example (activations and logits"
             " counted twice)"
