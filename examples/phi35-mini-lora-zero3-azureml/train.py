@@ -21,7 +21,7 @@ from finetune.doctor import examine
 from finetune.encoding import build_datasets
 from finetune.files import write_text
 from finetune.modeling import add_adapter, count_trainable, load_base_model, load_tokenizer, stop_at_end_of_turn
-from finetune.plot import plot_losses
+from finetune.plot import plot_losses, plot_rewards
 from finetune.quiet import quiet_libraries
 
 
@@ -54,7 +54,8 @@ def training_arguments(config: dict, has_eval: bool):
     args["remove_unused_columns"] = False
     args.setdefault("save_only_model", False)
     args.setdefault("dataloader_pin_memory", torch.cuda.is_available())  # pinning needs an accelerator
-    args.setdefault("include_num_input_tokens_seen", "non_padding")  # for train_tokens_per_second in metrics.json
+    # for train_tokens_per_second in metrics.json (GRPO's trainer counts its prompts and sampled answers itself)
+    args.setdefault("include_num_input_tokens_seen", "no" if config.get("grpo") else "non_padding")
     return TrainingArguments(**args)
 
 
@@ -81,20 +82,44 @@ def tracking(tracker: str) -> str:
     return tracker
 
 
+def objective_parts(config: dict, tokenizer, seed: int) -> tuple[list, list, type, dict, str]:
+    """(training rows, held-out rows, the Trainer, its arguments beyond the common ones, what a row is) for the
+    config's objective: supervised, a preference one (preference:) or GRPO (grpo:)."""
+    if config.get("preference"):  # finetune/preference*.py: in workspaces generated with a preference objective
+        from finetune.preference import PairCollator, build_preference_datasets
+        from finetune.preference_trainer import PreferenceTrainer
+
+        rows = build_preference_datasets(config, tokenizer, seed)
+        collator = PairCollator(tokenizer.pad_token_id)
+        unit = "answers" if config["preference"]["objective"] == "kto" else "pairs"
+        return *rows, PreferenceTrainer, {"data_collator": collator, "preference": config["preference"]}, unit
+    if config.get("grpo"):  # finetune/grpo*.py and rewards.py: in workspaces generated with objective grpo
+        import rewards
+        from finetune.grpo import PromptCollator, build_grpo_datasets, constants, reward_functions
+        from finetune.grpo_trainer import GRPOTrainer
+
+        extra = {
+            "data_collator": PromptCollator(tokenizer.pad_token_id),
+            "grpo": config["grpo"],
+            "rewards": reward_functions(rewards, config["grpo"]["rewards"]),
+            "constants": constants(config),
+        }
+        return *build_grpo_datasets(config, tokenizer, seed), GRPOTrainer, extra, "prompts"
+    from finetune.trainer import AnswerOnlyTrainer
+
+    data = config["data"]
+    collator = Collator(tokenizer.pad_token_id, packing=data.get("packing", False), max_length=data["max_length"])
+    return *build_datasets(config, tokenizer, seed), AnswerOnlyTrainer, {"data_collator": collator}, "examples"
+
+
 def train(config: dict, resume: bool = False) -> dict:
     from transformers import set_seed
 
     seed = config["training"]["seed"]
     set_seed(seed)
-    preference = config.get("preference")
-    if preference:  # finetune/preference*.py: in workspaces generated with a preference objective
-        from finetune.preference import PairCollator, build_preference_datasets
-        from finetune.preference_trainer import PreferenceTrainer
-    else:
-        from finetune.trainer import AnswerOnlyTrainer
     tokenizer = load_tokenizer(config["model"]["name_or_path"], config["data"])
     check_data(config, tokenizer, first=is_first_process())
-    train_set, eval_set = (build_preference_datasets if preference else build_datasets)(config, tokenizer, seed)
+    train_set, eval_set, trainer_class, extra, unit = objective_parts(config, tokenizer, seed)
     args = training_arguments(config, has_eval=bool(eval_set))
     model = load_base_model(config)
     stop_at_end_of_turn(model, tokenizer)
@@ -102,27 +127,17 @@ def train(config: dict, resume: bool = False) -> dict:
     model = add_adapter(model, config, args.gradient_checkpointing)
     trainable, total = count_trainable(model)
     if args.process_index == 0:
-        unit = {None: "examples", "kto": "answers"}.get(preference and preference["objective"], "pairs")
-        what = f"{preference['objective']} on {len(train_set)} {unit}" if preference else f"{len(train_set)} {unit}"
+        objective = (config.get("preference") or {}).get("objective") or ("grpo" if config.get("grpo") else None)
+        what = f"{objective} on {len(train_set)} {unit}" if objective else f"{len(train_set)} {unit}"
         print(f"training {trainable:,} of {total:,} parameters, {what} ({len(eval_set)} held out)", flush=True)
-    common = {
-        "model": model,
-        "args": args,
-        "train_dataset": train_set,
-        "eval_dataset": eval_set or None,
-        "processing_class": tokenizer,
-    }
-    if preference:
-        trainer = PreferenceTrainer(**common, data_collator=PairCollator(tokenizer.pad_token_id), preference=preference)
-    else:
-        trainer = AnswerOnlyTrainer(
-            **common,
-            data_collator=Collator(
-                tokenizer.pad_token_id,
-                packing=config["data"].get("packing", False),
-                max_length=config["data"]["max_length"],
-            ),
-        )
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set or None,
+        processing_class=tokenizer,
+        **extra,
+    )
     resume_from = resume and last_complete_checkpoint(args.output_dir, speak=args.process_index == 0)
     already = tokens_seen(resume_from) if resume_from else 0  # read now: training may rotate that checkpoint away
     trainer.train(resume_from_checkpoint=resume_from or None)
@@ -134,8 +149,10 @@ def train(config: dict, resume: bool = False) -> dict:
     if eval_set:
         scores = trainer.evaluate()
         metrics["eval_loss"] = scores["eval_loss"]
-        if preference:  # how often the held-out chosen answer wins, and by how much
+        if config.get("preference"):  # how often the held-out chosen answer wins, and by how much
             metrics.update({k: v for k, v in scores.items() if k.startswith("eval_rewards/")})
+        elif config.get("grpo"):  # the held-out prompts' sampled answers: their reward, and each function's
+            metrics.update({k: v for k, v in scores.items() if k == "eval_reward" or k.endswith("/mean")})
         else:
             metrics["eval_perplexity"] = math.exp(min(scores["eval_loss"], 50))
     metrics.update(peak_memory(), train_tokens_per_second=_tokens_per_second(trainer, already))
@@ -144,8 +161,11 @@ def train(config: dict, resume: bool = False) -> dict:
         out = Path(args.output_dir)
         write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         write_text(out / "log_history.json", json.dumps(trainer.state.log_history, indent=2) + "\n")
-        plot = plot_losses(trainer.state.log_history, out / "loss.png")
-        print(f"saved to {out}/ (metrics.json{', loss.png' if plot else ''}): {json.dumps(metrics)}", flush=True)
+        plots = [plot_losses(trainer.state.log_history, out / "loss.png")]
+        if config.get("grpo"):
+            plots.append(plot_rewards(trainer.state.log_history, out / "reward.png"))
+        charts = "".join(f", {p.name}" for p in plots if p)
+        print(f"saved to {out}/ (metrics.json{charts}): {json.dumps(metrics)}", flush=True)
     return metrics
 
 

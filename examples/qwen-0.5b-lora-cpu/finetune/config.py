@@ -152,6 +152,11 @@ RANGES = {
     "preference.gamma": _between(0, 100),
     "preference.desirable_weight": _between(0, 100, low_open=True),
     "preference.undesirable_weight": _between(0, 100, low_open=True),
+    "grpo.num_generations": _whole(2, 1024),
+    "grpo.max_completion_length": _whole(1, 1 << 20),
+    "grpo.temperature": _between(0, 10, low_open=True),
+    "grpo.beta": _between(0, 1000),
+    "grpo.epsilon": _between(0, 1, low_open=True),
 }
 
 

@@ -38,6 +38,27 @@ def plot_losses(log_history: list[dict], path: Path) -> Path | None:
     return path
 
 
+def plot_rewards(log_history: list[dict], path: Path) -> Path | None:
+    """GRPO: the mean reward of the sampled answers per logged step, training and held out."""
+    plt = _pyplot()
+    train = [(e["step"], e["reward"]) for e in log_history if "reward" in e]
+    evals = [(e["step"], e["eval_reward"]) for e in log_history if "eval_reward" in e]
+    if plt is None or not train:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(*zip(*train), marker="." if len(train) < 50 else None, label="train reward")
+    if evals:
+        ax.plot(*zip(*evals), marker="o", label="eval reward")
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean reward of the sampled answers")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_scores(report: dict, path: Path) -> Path | None:
     """One bar chart per metric, a bar per model (perplexity on a log scale)."""
     plt = _pyplot()

@@ -87,14 +87,18 @@ def score(
             scores["perplexity"] = perplexity(backend, encode_examples(examples, tokenizer, data))
     if scenario == "tools":  # each assistant turn answered on its own; an example's answers joined for the report
         max_new_tokens, system = config["generation"]["max_new_tokens"], data.get("system_prompt")
-        said, references = [], []
+        said, references, asked = [], [], []
         for e in examples:
             turns = e.turns()
             for before, turn in turns:
-                said.append("".join(backend.stream(with_system(before, system), max_new_tokens, tools=e.tools)).strip())
+                asked.append(with_system(before, system))
+                said.append("".join(backend.stream(asked[-1], max_new_tokens, tools=e.tools)).strip())
                 references.append((turn, e.tools))
             predictions.append("\n".join(said[len(said) - len(turns) :]))
         scores.update(metrics.tools(said, references, config["tools"]))
+        if config.get("grpo"):  # each turn rewarded on its own, as training rewards a conversation's last one
+            rows = [{"answer": turn.get("content") or "", "turn": turn, "tools": tools} for turn, tools in references]
+            scores.update(rewards(config, asked, said, rows, tokenizer))
     if scenario in GENERATED:
         predictions = answers(backend, examples, data.get("system_prompt"), config["generation"]["max_new_tokens"])
         references = [e.reference for e in examples]
@@ -110,4 +114,25 @@ def score(
             scores.update(metrics.qa(predictions, references))
         else:
             scores.update(metrics.text_statistics(predictions))
+        if config.get("grpo"):
+            from finetune.grpo import columns
+
+            asked = [with_system(e.prompt, data.get("system_prompt")) for e in examples]
+            scores.update(rewards(config, asked, predictions, [columns(e) for e in examples], tokenizer))
     return scores, predictions
+
+
+def rewards(config: dict, prompts: list, answers: list[str], rows: list[dict], tokenizer) -> dict:
+    """GRPO workspaces: the mean of each reward function of rewards.py that grpo.rewards switches on, and of their
+    weighted sum (`reward`), over the model's answers."""
+    import rewards as module
+    from finetune import grpo
+
+    functions = grpo.reward_functions(module, config["grpo"]["rewards"])
+    columns = {key: [row[key] for row in rows] for key in rows[0]}
+    lengths = [
+        len(tokenizer(a, add_special_tokens=False)["input_ids"]) if tokenizer else len(a.split()) for a in answers
+    ]
+    extra = {"completion_lengths": lengths, "max_completion_length": config["grpo"]["max_completion_length"]}
+    total, found = grpo.score(functions, prompts, answers, {**columns, **grpo.constants(config), **extra})
+    return {"reward": float(total.mean()), **{f"reward/{name}": sum(v) / len(v) for name, v in found.items()}}
