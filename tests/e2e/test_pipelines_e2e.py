@@ -77,8 +77,15 @@ def test_smoke_passes_and_each_step_did_its_part(new_workspace, name):
     report = json.loads((smoke / "eval" / "report.json").read_text())
     assert report["scenario"] == scenario and report["metric"] == SCENARIOS[scenario]["metric"]
     assert set(report["models"]) == ({"base", "tuned", "onnx"} if onnx else {"base", "tuned"})
+    config = yaml.safe_load((workspace / "configs" / "train.yaml").read_text())
+    rewards = {name for name, weight in config.get("grpo", {"rewards": {}})["rewards"].items() if weight}
+    rewarded = {"reward", *(f"reward/{name}" for name in rewards)} if rewards else set()  # GRPO: each reward's mean
     for model, scores in report["models"].items():
-        assert set(scores) == METRICS[scenario], model
+        assert set(scores) == METRICS[scenario] | rewarded, model
+    if rewards:  # each step logs each reward function's mean over the sampled answers, and the run plots the total
+        logged = json.loads((smoke / "run" / "log_history.json").read_text())
+        assert all(f"rewards/{name}/mean" in e for e in logged if "loss" in e for name in rewards), logged[-2]
+        assert (smoke / "run" / "reward.png").stat().st_size > 1000
     assert report["broken"] == {}
     assert (smoke / "eval" / "report.png").stat().st_size > 1000
     if scenario != "domain":

@@ -86,8 +86,10 @@ def expected_files(values: dict) -> set[str]:
         }
     if "gguf" in values["targets"]:
         files |= {"export_gguf.py", "finetune/gguf.py", "finetune/modelfile.py", "finetune/gguf_backend.py"}
-    if values["objective"] != "sft" or values["scenario"] == "preference":
+    if values["objective"] in ("dpo", "orpo", "kto", "simpo") or values["scenario"] == "preference":
         files |= {"finetune/preference.py", "finetune/preference_trainer.py", "finetune/losses.py"}
+    if values["objective"] == "grpo":
+        files |= {"finetune/grpo.py", "finetune/grpo_trainer.py", "rewards.py"}
     if values["scenario"] == "tools":
         files |= {"finetune/tool_calls.py"}
     if onnx:

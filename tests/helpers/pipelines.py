@@ -8,7 +8,8 @@ value of the other dimensions at least once, spread over different architectures
 (with its data format and metric), each plain data format, both ONNX modes (merged, separate adapters), the
 launchers (torchrun's two processes, DeepSpeed ZeRO-2 and ZeRO-3), thinking=keep on each architecture whose
 template has the switch, and lora_experts on each mixture of experts. tests/e2e/test_pipelines_e2e.py checks the
-table covers them. The preference objectives train in tests/workspace/test_preference.py, GGUF in
+table covers them. The preference objectives train in tests/workspace/test_preference.py, GRPO in one run here and in
+tests/workspace/test_grpo.py, GGUF in
 tests/e2e/test_gguf_e2e.py, two real pretrained models in tests/e2e/test_real_models_e2e.py.
 """
 
@@ -154,6 +155,15 @@ PIPELINES = {
         "scenario": "tools",
         "targets": "pytorch,onnx-cpu",
         "gpu_memory_gb": 400,
+    },
+    # GRPO: sampled tool calls rewarded by the scenario's own check, on a quantized base (tests/workspace/test_grpo.py
+    # trains one until its reward rises)
+    "qwen2-qlora-grpo-tools": {
+        "model": "qwen2.5-0.5b-instruct",
+        "technique": "qlora",
+        "scenario": "tools",
+        "objective": "grpo",
+        "targets": "pytorch",
     },
     "smollm3-dora-onnx": {
         "model": "smollm3-3b",
