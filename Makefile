@@ -65,6 +65,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/generation.py
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/preference.py
+	$(BIN)/python bench/grpo.py
 	$(BIN)/python bench/onnx_speed.py
 	$(BIN)/python bench/cpu_backends.py
 	$(BIN)/python bench/plan_accuracy.py

@@ -81,6 +81,11 @@ def test_preference_benchmark_against_trl():
     assert "tuneforge" in out and "trl" in out and "x TRL" in out
 
 
+def test_grpo_benchmark_against_trl():
+    out = bench("bench/grpo.py", "--prompts", "4", "--generations", "2", "--completion", "4")
+    assert re.search(r"tuneforge .* tokens/s .*\ntrl .* tokens/s", out) and "x TRL" in out, out
+
+
 def test_ui_plan_benchmark():
     from helpers.browser import chromedriver
 

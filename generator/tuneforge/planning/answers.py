@@ -111,7 +111,11 @@ SPEC: list[Answer] = [
         "objective",
         "choice",
         "What training optimises: sft learns the answers in the data; dpo, orpo, kto and simpo learn "
-        "to prefer some answers over others (scenario=preference)",
+        "to prefer some answers over others (scenario=preference); grpo samples several answers to each prompt "
+        "(num_generations), scores them with reward functions you own (rewards.py: the scenario's check of the "
+        "answer, weights in configs/train.yaml) and moves toward the better ones (scenario="
+        + ", ".join(s for s, facts in catalog.load("scenarios").items() if facts.get("rewards"))
+        + ")",
         _ids("objectives"),
     ),
     Answer(
