@@ -9,15 +9,24 @@ benchmarks in its own process; needs `pip install trl==1.16.0`.
 from __future__ import annotations
 
 import json
+import re
 import resource
+import string
 import sys
 
 
 def label_match(completions, answer, **kwargs) -> list[float]:
-    """bench/grpo.py's reward, as the workspace's rewards.label_match computes it: the first line names the label."""
-    said = [c[0]["content"] if isinstance(c, list) else c for c in completions]
-    first = [s.strip().splitlines()[0].strip().strip(".!?,;: ").lower() if s.strip() else "" for s in said]
-    return [float(f == a.lower()) for f, a in zip(first, answer)]
+    """bench/grpo.py's reward, as the workspace's rewards.label_match computes it: 1 when the first line is the label,
+    0.5 when the answer names it and no other label of the data's set, else 0."""
+    scores = []
+    for said, label in zip((c[0]["content"] if isinstance(c, list) else c for c in completions), answer):
+        first = said.strip().splitlines()[0].strip().strip(string.punctuation + " ").lower() if said.strip() else ""
+        named = {other for other in LABELS if re.search(rf"\b{re.escape(other)}\b", said.lower())}
+        scores.append(1.0 if first == label.lower() else 0.5 if named == {label.lower()} else 0.0)
+    return scores
+
+
+LABELS: set[str] = set()
 
 
 def grpo_config(common: dict, settings: str):
@@ -74,6 +83,7 @@ def main(
         r=16, lora_alpha=32, lora_dropout=float(lora_dropout), target_modules="all-linear", task_type="CAUSAL_LM"
     )
     if mode == "grpo":
+        LABELS.update(label.lower() for label in dataset["answer"])
         trainer = GRPOTrainer(
             model=model,
             reward_funcs=label_match,

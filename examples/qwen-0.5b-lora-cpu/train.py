@@ -98,13 +98,14 @@ def objective_parts(config: dict, tokenizer, seed: int) -> tuple[list, list, typ
         from finetune.grpo import PromptCollator, build_grpo_datasets, constants, reward_functions
         from finetune.grpo_trainer import GRPOTrainer
 
+        train_rows, eval_rows = build_grpo_datasets(config, tokenizer, seed)
         extra = {
             "data_collator": PromptCollator(tokenizer.pad_token_id),
             "grpo": config["grpo"],
             "rewards": reward_functions(rewards, config["grpo"]["rewards"]),
-            "constants": constants(config),
+            "constants": constants(config, train_rows),
         }
-        return *build_grpo_datasets(config, tokenizer, seed), GRPOTrainer, extra, "prompts"
+        return train_rows, eval_rows, GRPOTrainer, extra, "prompts"
     from finetune.trainer import AnswerOnlyTrainer
 
     data = config["data"]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from finetune import grpo as losses
-from helpers.workspace import run, save_tiny_base
+from helpers.workspace import run, run_json, save_tiny_base
 from tuneforge.planning.answers import Given
 from tuneforge.planning.plan import resolve
 
@@ -82,6 +82,19 @@ def test_train_yaml_and_rewards_py_hold_the_scenarios_rewards_only(new_workspace
 
 
 # ---- the rewards ----------------------------------------------------------------------------------------------
+
+
+def test_the_label_reward_gives_partial_credit_for_naming_the_label_alone(new_workspace):
+    workspace = new_workspace(objective="grpo", targets="pytorch")
+    said = ["Billing.", "This is a billing issue.", "billing or delivery?", "technical", ""]
+    scores = run_json(
+        workspace,
+        "import json, sys, rewards; said = json.loads(sys.argv[1]); "
+        "print(json.dumps(rewards.label_match([[]] * len(said), said, answer=['billing'] * len(said), "
+        "labels=['account', 'billing', 'delivery', 'technical'])))",
+        json.dumps(said),
+    )
+    assert scores == [1.0, 0.5, 0.0, 0.0, 0.0]
 
 
 def test_a_reward_function_that_fails_is_named_with_its_prompt():

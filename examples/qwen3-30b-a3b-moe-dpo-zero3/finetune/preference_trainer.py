@@ -13,15 +13,13 @@ import contextlib
 import hashlib
 import json
 import math
-from collections import defaultdict
 from pathlib import Path
 
 import torch
-from transformers import Trainer
 
 from finetune import losses
 from finetune.config import ConfigError
-from finetune.trainer import answer_logps
+from finetune.trainer import LogsMeans, answer_logps
 
 REFERENCE_FILE = "reference_logps.pt"
 
@@ -38,14 +36,13 @@ def fingerprint(rows: list[dict]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class PreferenceTrainer(Trainer):
+class PreferenceTrainer(LogsMeans):
     def __init__(self, *args, preference: dict, **kwargs):
         super().__init__(*args, **kwargs)
         self.preference = preference
         self.objective = preference["objective"]
         self.reference: torch.Tensor | None = None  # [rows, 2]: the reference log-probability of each row's sequences
         self.model_accepts_loss_kwargs = False  # the loss is a mean over examples; the Trainer divides by accumulation
-        self.logged: dict[str, defaultdict] = {"train": defaultdict(list), "eval": defaultdict(list)}
 
     # ---- the reference ----------------------------------------------------------------------------------
 
@@ -156,12 +153,3 @@ class PreferenceTrainer(Trainer):
             log["rewards/accuracies"] += (chosen > rejected).float().tolist()
         for key, value in extra.items():
             log[key].append(value)
-
-    def log(self, logs: dict, *args, **kwargs) -> None:
-        split = "eval" if any(key.startswith("eval_") for key in logs) else "train"
-        prefix = "eval_" if split == "eval" else ""
-        for key, values in self.logged[split].items():
-            if values:
-                logs[prefix + key] = round(sum(values) / len(values), 4)
-        self.logged[split].clear()
-        super().log(logs, *args, **kwargs)

@@ -98,7 +98,7 @@ def score(
         scores.update(metrics.tools(said, references, config["tools"]))
         if config.get("grpo"):  # each turn rewarded on its own, as training rewards a conversation's last one
             rows = [{"answer": turn.get("content") or "", "turn": turn, "tools": tools} for turn, tools in references]
-            scores.update(rewards(config, asked, said, rows, tokenizer))
+            scores.update(rewards(config, asked, said, rows, tokenizer, labels))
     if scenario in GENERATED:
         predictions = answers(backend, examples, data.get("system_prompt"), config["generation"]["max_new_tokens"])
         references = [e.reference for e in examples]
@@ -118,13 +118,14 @@ def score(
             from finetune.grpo import columns
 
             asked = [with_system(e.prompt, data.get("system_prompt")) for e in examples]
-            scores.update(rewards(config, asked, predictions, [columns(e) for e in examples], tokenizer))
+            rows = [columns(e) for e in examples]
+            scores.update(rewards(config, asked, predictions, rows, tokenizer, labels or sorted(set(references))))
     return scores, predictions
 
 
-def rewards(config: dict, prompts: list, answers: list[str], rows: list[dict], tokenizer) -> dict:
+def rewards(config: dict, prompts: list, answers: list[str], rows: list[dict], tokenizer, labels=None) -> dict:
     """GRPO workspaces: the mean of each reward function of rewards.py that grpo.rewards switches on, and of their
-    weighted sum (`reward`), over the model's answers."""
+    weighted sum (`reward`), over the model's answers (labels: the classification label set, as training has it)."""
     import rewards as module
     from finetune import grpo
 
@@ -134,5 +135,6 @@ def rewards(config: dict, prompts: list, answers: list[str], rows: list[dict], t
         len(tokenizer(a, add_special_tokens=False)["input_ids"]) if tokenizer else len(a.split()) for a in answers
     ]
     extra = {"completion_lengths": lengths, "max_completion_length": config["grpo"]["max_completion_length"]}
-    total, found = grpo.score(functions, prompts, answers, {**columns, **grpo.constants(config), **extra})
+    shared = grpo.constants({**config, "task": {**config["task"], "labels": labels}}, rows)
+    total, found = grpo.score(functions, prompts, answers, {**columns, **shared, **extra})
     return {"reward": float(total.mean()), **{f"reward/{name}": sum(v) / len(v) for name, v in found.items()}}

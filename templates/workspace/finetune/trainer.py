@@ -7,6 +7,8 @@ are prompt, whose logits nobody reads. Asking the model for the logits at answer
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
@@ -44,3 +46,21 @@ class AnswerOnlyTrainer(Trainer):
             # num_items_in_batch counts every process's tokens; the gradients are averaged over processes
             loss = loss * (self.accelerator.num_processes if self.args.n_gpu <= 1 else self.args.n_gpu)
         return (loss, outputs) if return_outputs else loss
+
+
+class LogsMeans(Trainer):
+    """A Trainer that logs the mean of what its loss recorded since the last log (self.logged["train"] or
+    ["eval"]: name -> values), beside the Trainer's own loss: the preference and GRPO trainers' rewards."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.logged: dict[str, defaultdict] = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        split = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        prefix = "eval_" if split == "eval" else ""
+        for key, values in self.logged[split].items():
+            if values:
+                logs[prefix + key] = round(sum(values) / len(values), 4)
+        self.logged[split].clear()
+        super().log(logs, *args, **kwargs)
