@@ -290,3 +290,13 @@ def test_grpo_trains_a_tiny_model_whose_reward_rises_and_resumes(new_workspace):
     refused = run(workspace, "train.py", *common, "training.max_steps=2", "training.output_dir=outputs/broken")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
     assert "rewards.py: broken must return one number per answer" in refused.stderr, refused.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_grpo_trains_in_two_processes(new_workspace):
+    """DDP: each process samples for its own prompts; dapo's token count is averaged over the processes."""
+    workspace = new_workspace(objective="grpo", technique="lora", distributed="ddp", gpu_count=2, targets="pytorch")
+    result = run(workspace, "smoke.py")
+    assert result.returncode == 0 and "[smoke] passed" in result.stdout, result.stdout[-4000:] + result.stderr[-3000:]
+    history = json.loads((workspace / "outputs" / "smoke" / "run" / "log_history.json").read_text())
+    assert len([e for e in history if "rewards/label_match/mean" in e]) == 8, history[-2:]
