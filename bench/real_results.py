@@ -41,6 +41,12 @@ CASES = {
     "smollm2-chat": ("smollm2", {"scenario": "chat"}, []),
     # the tools scenario's sample (plant-shop tools; SmolLM2's template has none, so the catalog's ChatML turns)
     "smollm2-tools": ("smollm2", {"scenario": "tools"}, []),
+    # GRPO on the same support intents: the label reward on 4 sampled answers to each of 4 prompts a step
+    "smollm2-grpo": (
+        "smollm2",
+        {"objective": "grpo", "scenario": "classification", "dataset": "support", "dataset_format": "classification"},
+        ["training.max_steps=48", "training.learning_rate=1e-4", "training.per_device_train_batch_size=4"],
+    ),
     "gemma3-270m-classification": (
         "gemma3-270m",
         {"scenario": "classification", "dataset": "support", "dataset_format": "classification"},

@@ -71,7 +71,7 @@ def test_train_yaml_and_rewards_py_hold_the_scenarios_rewards_only(new_workspace
     config = yaml.safe_load((workspace / "configs" / "train.yaml").read_text())
     assert config["grpo"]["rewards"] == {"answer_f1": 1.0, "length_penalty": 0.0}
     assert config["grpo"]["loss_type"] == "dapo" and config["grpo"]["beta"] == 0.0
-    assert config["grpo"]["max_completion_length"] == config["generation"]["max_new_tokens"]
+    assert config["grpo"]["max_completion_length"] == max(config["generation"]["max_new_tokens"], 32)
     assert "preference" not in config and config["data"]["packing"] is False
     rewards = (workspace / "rewards.py").read_text()
     assert "def answer_f1(" in rewards and "def label_match(" not in rewards and "def thinking_format(" not in rewards

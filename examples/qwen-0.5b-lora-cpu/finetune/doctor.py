@@ -33,6 +33,7 @@ class Report:
     overlap: list[tuple[str, str]] = field(default_factory=list)  # (held-out, training) pairs
     unreasoned: bool = False  # thinking kept, yet no answer holds a <think> block
     sample: str = ""
+    caption: str = "one example as trained ([[...]] is what the loss is computed on):"
     errors: list[str] = field(default_factory=list)  # what training cannot go on with, each with file:line
 
     @property
@@ -93,6 +94,11 @@ def examine(config: dict, tokenizer, limit: int | None = None) -> Report:
     problems: list[str] = []
     train, held_out = load_splits(config, config["training"]["seed"], problems)
     report = Report(examples=len(train), held_out=len(held_out), max_length=data["max_length"], errors=problems)
+    if config.get("grpo"):
+        report.caption = (
+            "one example ([[...]] is the reference answer rewards.py checks; GRPO trains on the answers the model "
+            "samples after the prompt):"
+        )
     stops = stop_ids(tokenizer)
     first_seen: dict[str, str] = {}
     for example in train:
@@ -194,5 +200,5 @@ def describe(report: Report) -> list[str]:
     lines += histogram(report.lengths, report.max_length)
     lines += [f"warning: {w}" for w in report.warnings] or ["no warnings"]
     if report.sample:
-        lines += ["one example as trained ([[...]] is what the loss is computed on):", report.sample]
+        lines += [report.caption, report.sample]
     return lines
