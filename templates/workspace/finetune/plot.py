@@ -17,40 +17,29 @@ def _pyplot():
 
 
 def plot_losses(log_history: list[dict], path: Path) -> Path | None:
-    plt = _pyplot()
-    if plt is None:
-        return None
-    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
-    evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if train:
-        # markers too: a short run logs a handful of points, which a bare line can hide
-        ax.plot(*zip(*train), marker="." if len(train) < 50 else None, label="train loss")
-    if evals:
-        ax.plot(*zip(*evals), marker="o", label="eval loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _by_step(log_history, "loss", "loss", path)
 
 
 def plot_rewards(log_history: list[dict], path: Path) -> Path | None:
     """GRPO: the mean reward of the sampled answers per logged step, training and held out."""
+    return _by_step(log_history, "reward", "mean reward of the sampled answers", path)
+
+
+def _by_step(log_history: list[dict], key: str, title: str, path: Path) -> Path | None:
+    """The training value of key and its held-out one (eval_KEY) by step; None when there is nothing to draw."""
     plt = _pyplot()
-    train = [(e["step"], e["reward"]) for e in log_history if "reward" in e]
-    evals = [(e["step"], e["eval_reward"]) for e in log_history if "eval_reward" in e]
-    if plt is None or not train:
+    train = [(e["step"], e[key]) for e in log_history if key in e]
+    evals = [(e["step"], e[f"eval_{key}"]) for e in log_history if f"eval_{key}" in e]
+    if plt is None or not (train or evals):
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(*zip(*train), marker="." if len(train) < 50 else None, label="train reward")
+    if train:
+        # markers too: a short run logs a handful of points, which a bare line can hide
+        ax.plot(*zip(*train), marker="." if len(train) < 50 else None, label=f"train {key}")
     if evals:
-        ax.plot(*zip(*evals), marker="o", label="eval reward")
+        ax.plot(*zip(*evals), marker="o", label=f"eval {key}")
     ax.set_xlabel("step")
-    ax.set_ylabel("mean reward of the sampled answers")
+    ax.set_ylabel(title)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
