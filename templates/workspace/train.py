@@ -95,15 +95,15 @@ def objective_parts(config: dict, tokenizer, seed: int) -> tuple[list, list, typ
         return *rows, PreferenceTrainer, {"data_collator": collator, "preference": config["preference"]}, unit
     if config.get("grpo"):  # finetune/grpo*.py and rewards.py: in workspaces generated with objective grpo
         import rewards
-        from finetune.grpo import PromptCollator, build_grpo_datasets, constants, reward_functions
+        from finetune.grpo import PromptCollator, build_grpo_datasets, reward_functions
         from finetune.grpo_trainer import GRPOTrainer
 
-        train_rows, eval_rows = build_grpo_datasets(config, tokenizer, seed)
+        train_rows, eval_rows, shared = build_grpo_datasets(config, tokenizer, seed)
         extra = {
             "data_collator": PromptCollator(tokenizer.pad_token_id),
             "grpo": config["grpo"],
             "rewards": reward_functions(rewards, config["grpo"]["rewards"]),
-            "constants": constants(config, train_rows),
+            "constants": shared,
         }
         return train_rows, eval_rows, GRPOTrainer, extra, "prompts"
     from finetune.trainer import AnswerOnlyTrainer

@@ -40,6 +40,19 @@ def with_system(messages: list[dict], system_prompt: str | None) -> list[dict]:
     return list(messages)
 
 
+def prompt_ids(tokenizer, messages: list[dict], tools: list[dict] | None = None, template_kwargs: dict | None = None):
+    """A prompt's tokens as the model is asked it: the messages (and the functions they may call) through the chat
+    template, with its generation prompt."""
+    return tokenizer.apply_chat_template(
+        messages,
+        tools=tools or None,
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        **(template_kwargs or {}),
+    )["input_ids"]
+
+
 def encode(
     example: Example,
     tokenizer,

@@ -97,13 +97,13 @@ def score(
             predictions.append("\n".join(said[len(said) - len(turns) :]))
         scores.update(metrics.tools(said, references, config["tools"]))
         if config.get("grpo"):  # each turn rewarded on its own, as training rewards a conversation's last one
-            rows = [{"answer": turn.get("content") or "", "turn": turn, "tools": tools} for turn, tools in references]
-            scores.update(rewards(config, asked, said, rows, tokenizer, labels))
+            scores.update(rewards(config, asked, said, references, tokenizer))
     if scenario in GENERATED:
         predictions = answers(backend, examples, data.get("system_prompt"), config["generation"]["max_new_tokens"])
         references = [e.reference for e in examples]
+        labels = (labels or sorted(set(references))) if scenario == "classification" else None
         if scenario == "classification":
-            scores.update(metrics.classification(predictions, references, labels or sorted(set(references))))
+            scores.update(metrics.classification(predictions, references, labels))
         elif scenario == "ner":
             scores.update(metrics.ner(predictions, examples))
         elif scenario == "translation":
@@ -115,26 +115,27 @@ def score(
         else:
             scores.update(metrics.text_statistics(predictions))
         if config.get("grpo"):
-            from finetune.grpo import columns
-
             asked = [with_system(e.prompt, data.get("system_prompt")) for e in examples]
-            rows = [columns(e) for e in examples]
-            scores.update(rewards(config, asked, predictions, rows, tokenizer, labels or sorted(set(references))))
+            answered = [(e.turns()[-1][1], e.tools) for e in examples]
+            scores.update(rewards(config, asked, predictions, answered, tokenizer, labels))
     return scores, predictions
 
 
-def rewards(config: dict, prompts: list, answers: list[str], rows: list[dict], tokenizer, labels=None) -> dict:
+def rewards(
+    config: dict, prompts: list, answers: list[str], answered: list[tuple[dict, list | None]], tokenizer, labels=None
+) -> dict:
     """GRPO workspaces: the mean of each reward function of rewards.py that grpo.rewards switches on, and of their
-    weighted sum (`reward`), over the model's answers (labels: the classification label set, as training has it)."""
+    weighted sum (`reward`), over the model's answers; answered: (the data's assistant turn, its tools) for each,
+    labels: the classification label set, as training has it."""
     import rewards as module
     from finetune import grpo
 
     functions = grpo.reward_functions(module, config["grpo"]["rewards"])
+    rows = [grpo.columns(turn, tools) for turn, tools in answered]
     columns = {key: [row[key] for row in rows] for key in rows[0]}
     lengths = [
         len(tokenizer(a, add_special_tokens=False)["input_ids"]) if tokenizer else len(a.split()) for a in answers
     ]
     extra = {"completion_lengths": lengths, "max_completion_length": config["grpo"]["max_completion_length"]}
-    shared = grpo.constants({**config, "task": {**config["task"], "labels": labels}}, rows)
-    total, found = grpo.score(functions, prompts, answers, {**columns, **shared, **extra})
+    total, found = grpo.score(functions, prompts, answers, {**columns, **grpo.constants(config, labels), **extra})
     return {"reward": float(total.mean()), **{f"reward/{name}": sum(v) / len(v) for name, v in found.items()}}

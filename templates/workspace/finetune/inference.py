@@ -68,14 +68,9 @@ class Backend:
 
     def prompt_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
         """The prompt's tokens: the messages (and the functions they may call) through the chat template."""
-        return self.tokenizer.apply_chat_template(
-            messages,
-            tools=tools or None,
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            **self.template_kwargs,
-        )["input_ids"]
+        from finetune.encoding import prompt_ids
+
+        return prompt_ids(self.tokenizer, messages, tools, self.template_kwargs)
 
     def text_ids(self, text: str) -> list[int]:
         """A raw prompt's tokens, no chat template (serve.py's /v1/completions)."""
