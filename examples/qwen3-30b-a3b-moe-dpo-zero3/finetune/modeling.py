@@ -109,6 +109,11 @@ def add_adapter(model, config: dict, gradient_checkpointing: bool):
 
     if config.get("quantization"):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                # bitsandbytes repacks 4-bit weights for its CPU inference kernel at the first eval-mode pass, in a
+                # layout its training pass cannot read: a model that trains on after sampling or evaluating keeps them
+                module.support_avx512bf16_for_cpu = False
     elif gradient_checkpointing:
         model.enable_input_require_grads()
     peft_cfg = config.get("peft")
