@@ -114,6 +114,8 @@ def print_answers(report: dict, examples: list, count: int) -> None:
             if example.messages
             else ""
         )
+        if isinstance(asked, list):  # a question about pictures: its text, and the pictures by name
+            asked = " ".join(p["text"] if p["type"] == "text" else f"[{Path(p['image']).name}]" for p in asked)
         print(f"\n{row['source']}: {asked}")
         for name in ["reference", *report["models"]]:
             if row.get(name) is not None:

@@ -84,6 +84,8 @@ def steps(smoke: dict, train_config: dict) -> list[tuple[str, list[str]]]:
     if onnx_cpu:
         plan.append(("optimize", [sys.executable, "optimize.py", "--smoke", "--target", "onnx-cpu"]))
     chat_model = ["--model", str(merged)]
+    if train_config["generation"].get("example_image"):  # a conversation about a picture: chat.py shows it one
+        chat_model += ["--image", train_config["generation"]["example_image"]]
     plan.append(
         (
             "chat",
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         thinking=smoke.get("thinking_template", False),
         tools=smoke.get("tools_template", False),
         end_of_turn=train_config["data"].get("end_of_turn"),
+        images=smoke.get("images_template", False),
     )
     results = [("tiny model", True, time.time() - started)]
     print(f"[smoke] tiny {smoke['tiny_model']['architecture']} model at {base}", flush=True)

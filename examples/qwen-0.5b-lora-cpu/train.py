@@ -109,6 +109,18 @@ def objective_parts(config: dict, tokenizer, seed: int) -> tuple[list, list, typ
     from finetune.trainer import AnswerOnlyTrainer
 
     data = config["data"]
+    if data["format"] == "images":  # finetune/images.py: each batch's pixels made from its rows' pictures
+        from finetune.images import ImageCollator
+
+        if data.get("packing"):
+            raise ConfigError("data.packing: conversations about pictures are not packed; set data.packing=false")
+
+        return (
+            *build_datasets(config, tokenizer, seed),
+            AnswerOnlyTrainer,
+            {"data_collator": ImageCollator(tokenizer.processor)},
+            "conversations",
+        )
     collator = Collator(tokenizer.pad_token_id, packing=data.get("packing", False), max_length=data["max_length"])
     return *build_datasets(config, tokenizer, seed), AnswerOnlyTrainer, {"data_collator": collator}, "examples"
 
@@ -158,7 +170,9 @@ def train(config: dict, resume: bool = False) -> dict:
             metrics["eval_perplexity"] = math.exp(min(scores["eval_loss"], 50))
     metrics.update(peak_memory(), train_tokens_per_second=_tokens_per_second(trainer, already))
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(args.output_dir)
+        getattr(tokenizer, "processor", tokenizer).save_pretrained(
+            args.output_dir
+        )  # with a processor: it and its tokenizer
         out = Path(args.output_dir)
         write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         write_text(out / "log_history.json", json.dumps(trainer.state.log_history, indent=2) + "\n")

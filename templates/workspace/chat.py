@@ -5,7 +5,8 @@ python chat.py --backend onnx                   # an optimized model: onnx or gg
 python chat.py --prompt "Hello" [--max-new-tokens 128]   # one answer, then exit
 
 A model trained to call tools gets the tools of the first training example (or of --tools FILE); when it calls
-one, you type the result and it answers from it.
+one, you type the result and it answers from it. A model trained on pictures is shown one with --image PATH
+(in the first prompt; in the console, `/image PATH` shows it another).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--greedy", action="store_true", help="greedy decoding, whatever generation.temperature says")
     parser.add_argument("--config", default="configs/train.yaml")
     calls_tools = find_spec("finetune.tool_calls") is not None  # a workspace for the tools scenario
+    sees = find_spec("finetune.images") is not None  # a workspace for conversations about pictures
+    if sees:
+        parser.add_argument("--image", help="a picture (a file) for the model to answer about")
     if calls_tools:
         parser.add_argument(
             "--tools", help="a JSON file of OpenAI's tools list (default: the first training example's)"
@@ -51,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             from finetune.tool_calls import ToolChat
 
             tools = ToolChat(config, args.tools)
-    # ValueError: a tools file's DataError or ToolError
+        image = picture(args.image) if sees and args.image else None
+    # ValueError: a tools file's DataError or ToolError, a picture that cannot be read
     except (ConfigError, FileNotFoundError, AdapterError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -72,7 +77,19 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             if text in ("", "/exit", "/quit"):
                 return 0
-        history.append({"role": "user", "content": text})
+            if sees and text.startswith("/image "):
+                try:
+                    image = picture(text.removeprefix("/image ").strip())
+                except ValueError as error:
+                    print(f"error: {error}")
+                continue
+        if image:  # the picture goes with the next prompt, as an image part beside its text
+            history.append(
+                {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": text}]}
+            )
+            image = None
+        else:
+            history.append({"role": "user", "content": text})
         while True:  # answers, and the answers to the results of the tools it calls
             print("model> ", end="", flush=True)
             answer = ""
@@ -90,6 +107,14 @@ def main(argv: list[str] | None = None) -> int:
                 break
         if args.prompt is not None:
             return 0
+
+
+def picture(path: str) -> str:
+    """The picture's path, once it opens as an image (DataError, a ValueError, names it when it does not)."""
+    from finetune.images import open_image
+
+    open_image(path)
+    return path
 
 
 if __name__ == "__main__":

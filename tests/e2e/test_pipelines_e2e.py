@@ -31,6 +31,7 @@ METRICS = {
     "summarization": {"rougeL"},
     "preference": {"preference_accuracy", "margin", "mean_words", "distinct_2", "repetition"},
     "tools": {"call_accuracy", "valid_calls", "answer_f1"},
+    "images": {"exact_match", "f1"},
 }
 
 
@@ -102,15 +103,18 @@ def test_smoke_passes_and_each_step_did_its_part(new_workspace, name):
         assert benchmark["models"]["onnx_int4"]["decode_tokens_per_s"] > 0
         if not spec.get("thinking"):
             assert benchmark["models"]["onnx_int4"]["perplexity_ratio"] == pytest.approx(1.0, abs=0.1)
-    if catalog.load("architectures")[recorded["model_facts"]["architecture"]].get("image_text"):
-        the_vision_tower_is_kept(smoke, recorded["technique"])
+    image_text = catalog.load("architectures")[recorded["model_facts"]["architecture"]].get("image_text")
+    if image_text:
+        the_vision_tower_is_kept(smoke, recorded["technique"], image_text["frozen_modules"])
+    if scenario == "images":
+        pictures_were_trained_on_and_shown(workspace, smoke, log)
     if recorded["lora_experts"]:
         the_experts_have_adapters(smoke)
     if spec.get("thinking"):
         reasoning_is_learnt_and_kept_alike(workspace, log)
 
 
-def the_vision_tower_is_kept(smoke, technique: str) -> None:
+def the_vision_tower_is_kept(smoke, technique: str, frozen: list[str]) -> None:
     """An image-text model trained on text: no adapter weight on the vision tower or projector, the merged model
     is the whole image-text checkpoint again, its vision weights the base's to the bit, its language model changed."""
     from safetensors.torch import load_file
@@ -126,12 +130,21 @@ def the_vision_tower_is_kept(smoke, technique: str) -> None:
     ) -> bool:  # saved as the hub's checkpoints are: vision_tower.…, language_model.…
         return any(module in name.split(".") for module in modules)
 
-    vision = [name for name in base if part_of(name, "vision_tower", "multi_modal_projector")]
+    vision = [name for name in base if part_of(name, *frozen)]
     assert vision and all(base[name].equal(merged[name]) for name in vision)
-    assert any(not base[name].equal(merged[name]) for name in base if part_of(name, "language_model"))
+    assert any(not base[name].equal(merged[name]) for name in base if part_of(name, "language_model", "text_model"))
     if technique != "full":
         adapter = load_file(str(smoke / "run" / "adapter_model.safetensors"))
-        assert adapter and not [name for name in adapter if part_of(name, "vision_tower", "multi_modal_projector")]
+        assert adapter and not [name for name in adapter if part_of(name, *frozen)]
+
+
+def pictures_were_trained_on_and_shown(workspace, smoke, log: str) -> None:
+    """Conversations about pictures: the data doctor opened them, the merged model keeps the processor that reads
+    them, and chat.py asked it about one."""
+    assert "--image data/images/red_circle.png" in log
+    assert "pictures, 64-64 pixels wide" in log  # check_data.py's report of the sample's pictures
+    for folder in ("run", "merged"):
+        assert json.loads((smoke / folder / "processor_config.json").read_text())["image_processor"], folder
 
 
 def the_experts_have_adapters(smoke) -> None:

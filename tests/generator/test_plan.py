@@ -73,6 +73,16 @@ def plan_for(**answers):
             "a smaller model",
         ),
         ({"compute": "azureml", "hardware": "mps"}, "hardware", "Azure ML", "hardware=cuda"),
+        ({"scenario": "images", "model": "qwen3-0.6b"}, "model", "reads no pictures", "model=smolvlm-256m-instruct"),
+        (
+            {"scenario": "images", "model": "mistral-small-3.1-24b-instruct"},
+            "model",
+            "reads no pictures",
+            "model=gemma-3-4b-it",
+        ),
+        ({"scenario": "images", "targets": "pytorch,gguf"}, "targets", "mmproj", "targets=pytorch"),
+        ({"scenario": "images", "objective": "grpo"}, "objective", "no such check", "objective=sft"),
+        ({"scenario": "images", "objective": "dpo"}, "objective", "preferred and rejected", "objective=sft"),
     ],
 )
 def test_impossible_combinations_say_why_and_what_works(answers, key, words, alternative):
@@ -232,3 +242,15 @@ def test_rocm_gpus_and_their_memory_come_from_rocm_smi_or_are_said_unknown(tmp_p
     assert machine == {"hardware": "rocm", "gpu_count": 1, "gpu_memory_gb": None}
     plan = resolve(Given({}), detected=machine)
     assert plan.values["gpu_memory_gb"] == 64.0 and "not reported by the driver" in plan.origins["gpu_memory_gb"]
+
+
+def test_pictures_bring_a_model_that_reads_them_and_an_export_that_keeps_its_vision_tower():
+    plan = plan_for(scenario="images")
+    assert not plan.problems, plan.problems
+    assert plan.values["model"] == "smolvlm-256m-instruct"
+    assert plan.origins["model"] == "default: reads pictures (scenario=images) and suits cpu"
+    assert plan.values["targets"] == ["pytorch"] and plan.values["dataset_format"] == "images"
+    assert plan.include["images"] and not plan_for().include["images"]
+    assert plan_for(dataset_format="images").values["model"] == "smolvlm-256m-instruct"
+    on_a_gpu = plan_for(scenario="images", hardware="cuda", gpu_memory_gb=24)
+    assert on_a_gpu.values["model"] == "gemma-3-4b-it" and not on_a_gpu.problems

@@ -66,8 +66,10 @@ ALWAYS = {
 }
 
 
-def expected_files(values: dict) -> set[str]:
+def expected_files(values: dict, facts: dict | None = None) -> set[str]:
     files = set(ALWAYS)
+    if "fallback_chat_template" in (facts or {}):  # the turns a model without a (tool-calling) template learns
+        files.add("configs/chat_template.jinja")
     onnx = [t for t in values["targets"] if catalog.is_onnx(t)]
     if values["distributed"].startswith("deepspeed"):
         files.add("configs/deepspeed.json")
@@ -92,6 +94,9 @@ def expected_files(values: dict) -> set[str]:
         files |= {"finetune/grpo.py", "finetune/grpo_trainer.py", "rewards.py"}
     if values["scenario"] == "tools":
         files |= {"finetune/tool_calls.py"}
+    if values["scenario"] == "images":
+        pictures = SOURCE / "data" / "{% if include.images %}images{% endif %}"
+        files |= {"finetune/images.py", *(f"data/images/{p.name}" for p in pictures.glob("*.png"))}
     if onnx:
         files |= {f"olive/{t}.json" for t in onnx} | {
             "optimize.py",
@@ -143,13 +148,16 @@ SOURCES = {rendered_name(p): p for p in SOURCE.rglob("*") if p.is_file() and "{%
 def check_files(root: Path, files: set[str]) -> None:
     for name in files:
         path = root / name
-        text = path.read_text(encoding="utf-8").replace("${{", "")  # Azure ML's own ${{inputs.x}}
         source = SOURCES.get(name, SOURCE / name)
+        if name.endswith(".png"):  # the images scenario's sample pictures
+            assert path.read_bytes() == source.read_bytes(), f"{name} is not copied as it is"
+            continue
+        text = path.read_text(encoding="utf-8").replace("${{", "")  # Azure ML's own ${{inputs.x}}
         if source.is_file() and not source.with_name(source.name + ".jinja").exists():
             # copied as it is, chat templates and all; but a template that lost its .jinja suffix reads our answers
             assert path.read_bytes() == source.read_bytes(), f"{name} is not copied as it is"
             assert not OUR_SYNTAX.search(text), f"{name} reads answers but is copied as it is: name it {name}.jinja"
-        else:
+        elif name not in (".copier-answers.yml", "configs/chat_template.jinja"):  # these hold a chat template's Jinja
             assert "{{" not in text and "{%" not in text, f"{name} holds template syntax that was not rendered"
         if name.endswith(".json"):
             json.loads(re.sub(r'("(?:\\.|[^"\\])*")|//[^\n]*', lambda m: m.group(1) or "", text))
@@ -169,7 +177,7 @@ def check_files(root: Path, files: set[str]) -> None:
 def test_render_combination(row, tmp_path):
     plan = plan_or_none(row)
     files = render_plan(plan, tmp_path / "ws")
-    assert files == expected_files(plan.values)
+    assert files == expected_files(plan.values, plan.facts)
     check_files(tmp_path / "ws", files)
     train = yaml.safe_load((tmp_path / "ws" / "configs" / "train.yaml").read_text())
     technique = plan.values["technique"]

@@ -22,6 +22,8 @@ DIMENSIONS = {
         "llama-3.2-1b-instruct",
         "mistral-7b-v0.3",
         "qwen2.5-0.5b-instruct",
+        "gemma-3-4b-it",  # image-text models: the kind that holds scenario=images (Gemma on a GPU, SmolVLM on a CPU)
+        "smolvlm-256m-instruct",
     ],
     "technique": list(catalog.load("techniques")),
     "hardware": list(catalog.load("hardware")),

@@ -197,11 +197,24 @@ PIPELINES = {
         "targets": "pytorch",
         "gpu_memory_gb": 400,
     },
-    # the image-text models: their language model trains on text, the vision tower keeps its weights
+    # the image-text models: their language model trains on text, or on conversations about pictures through the
+    # model's processor (scenario images); the vision tower keeps its weights either way
     "gemma3-lora": {"model": "gemma-3-4b-it", "technique": "lora", "targets": "pytorch", "gpu_memory_gb": 400},
     "gemma3-qlora": {"model": "gemma-3-4b-it", "technique": "qlora", "targets": "pytorch", "gpu_memory_gb": 400},
     "gemma3-dora": {"model": "gemma-3-4b-it", "technique": "dora", "targets": "pytorch", "gpu_memory_gb": 400},
-    "gemma3-full": {"model": "gemma-3-4b-it", "technique": "full", "targets": "pytorch", "gpu_memory_gb": 400},
+    "gemma3-full-images": {
+        "model": "gemma-3-4b-it",
+        "technique": "full",
+        "scenario": "images",
+        "targets": "pytorch",
+        "gpu_memory_gb": 400,
+    },
+    "smolvlm-qlora-images": {
+        "model": "smolvlm-256m-instruct",
+        "technique": "qlora",
+        "scenario": "images",
+        "targets": "pytorch",
+    },
     "mistral3-lora": {
         "model": "mistral-small-3.1-24b-instruct",
         "technique": "lora",

@@ -32,6 +32,8 @@ class Report:
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     overlap: list[tuple[str, str]] = field(default_factory=list)  # (held-out, training) pairs
     unreasoned: bool = False  # thinking kept, yet no answer holds a <think> block
+    pictures: list[tuple[int, int]] = field(default_factory=list)  # (width, height) of each picture that opens
+    image_tokens: list[int] = field(default_factory=list)  # what each trained example's pictures cost of max_length
     sample: str = ""
     caption: str = "one example as trained ([[...]] is what the loss is computed on):"
     errors: list[str] = field(default_factory=list)  # what training cannot go on with, each with file:line
@@ -110,7 +112,15 @@ def examine(config: dict, tokenizer, limit: int | None = None) -> Report:
         "</think>" in m["content"] for e in train for m in (e.messages or []) if m["role"] == "assistant"
     )
     trained_any_stop = False
+    unreadable: set[str] = set()
+    if any(e.images for e in train + held_out):  # finetune/images.py: every picture opened, each bad one named
+        from finetune.images import check_pictures
+
+        found, report.pictures, unreadable = check_pictures(train + held_out)
+        report.errors += found
     for example in train[:limit]:
+        if example.source in unreadable:
+            continue
         whole = encode(example, tokenizer, NO_LIMIT, data.get("system_prompt"), data.get("chat_template_kwargs"))
         if whole is None:
             continue
@@ -123,6 +133,10 @@ def examine(config: dict, tokenizer, limit: int | None = None) -> Report:
             continue
         if len(whole["input_ids"]) > data["max_length"]:
             report.truncated.append(example.source)
+        if example.images:
+            from finetune.images import image_tokens
+
+            report.image_tokens.append(image_tokens(whole, tokenizer.processor))
         trained = {t for t, label in zip(kept["input_ids"], kept["labels"]) if label != IGNORE_INDEX}
         if trained & stops:
             trained_any_stop = True
@@ -146,15 +160,23 @@ def examine(config: dict, tokenizer, limit: int | None = None) -> Report:
     return report
 
 
+RUN = 8  # a token repeated this often in a row is shown once with its count (a picture's image tokens)
+
+
 def marked(row: dict, tokenizer) -> str:
-    """The example's text with the trained tokens between [[ and ]]."""
-    out, inside = [], False
-    for token, label in zip(row["input_ids"], row["labels"]):
-        trained = label != IGNORE_INDEX
+    """The example's text with the trained tokens between [[ and ]]; a long run of one token as `token x N`."""
+    out, inside, i, ids = [], False, 0, row["input_ids"]
+    while i < len(ids):
+        trained = row["labels"][i] != IGNORE_INDEX
         if trained != inside:
             out.append("[[" if trained else "]]")
             inside = trained
-        out.append(tokenizer.decode([token]))
+        n = 1
+        while i + n < len(ids) and ids[i + n] == ids[i] and (row["labels"][i + n] != IGNORE_INDEX) == trained:
+            n += 1
+        text = tokenizer.decode([ids[i]])
+        out.append(f"{text} x {n} " if n >= RUN else text * n)
+        i += n
     return "".join(out) + ("]]" if inside else "")
 
 
@@ -198,6 +220,15 @@ def describe(report: Report) -> list[str]:
             "activation and logit memory the README's estimate counts for rows that fill max_length"
         )
     lines += histogram(report.lengths, report.max_length)
+    if report.pictures:
+        widths, heights = sorted(w for w, _ in report.pictures), sorted(h for _, h in report.pictures)
+        cost = sorted(report.image_tokens)
+        lines.append(
+            f"{len(report.pictures)} pictures, {widths[0]}-{widths[-1]} pixels wide and {heights[0]}-{heights[-1]} high; "
+            f"their image tokens per example: min {cost[0]}, max {cost[-1]} of max_length {report.max_length}"
+            if cost
+            else f"{len(report.pictures)} pictures"
+        )
     lines += [f"warning: {w}" for w in report.warnings] or ["no warnings"]
     if report.sample:
         lines += [report.caption, report.sample]

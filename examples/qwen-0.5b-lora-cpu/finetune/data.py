@@ -3,7 +3,8 @@
 Formats: messages, prompt-completion, alpaca and text, plus one per task (classification, ner, translation,
 qa, summarization) whose fields the config's task.instruction turns into a prompt, two of preferences
 (preference: a chosen and a rejected answer; kto: one answer marked desirable or not), and tools
-(conversations that call functions). Every error names the file and line it comes from.
+(conversations that call functions), and images (conversations about pictures, finetune/images.py). Every
+error names the file and line it comes from.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ TASK_FORMATS = {
     "summarization": (("document",), "summary"),
     "ner": (("tokens",), "tags"),
 }
-FORMATS = ["messages", "prompt-completion", "alpaca", "text", *TASK_FORMATS, "preference", "kto", "tools"]
+FORMATS = ["messages", "prompt-completion", "alpaca", "text", *TASK_FORMATS, "preference", "kto", "tools", "images"]
 TAG = re.compile(r"^(O|[BI]-[A-Za-z_]+)$")
 
 
@@ -42,6 +43,7 @@ class Example:
     rejected: str | None = None  # preference: the answer not to give (messages end with the chosen one)
     desirable: bool | None = None  # kto: whether the answer that ends messages is one to give
     tools: list[dict] | None = None  # tools: the functions the conversation may call (OpenAI's tools list)
+    images: list[str] | None = None  # images: the pictures its user turns show, in order (paths or data: URLs)
 
     @property
     def prompt(self) -> list[dict]:
@@ -89,7 +91,7 @@ def to_examples(
         try:
             if isinstance(row, DataError):  # a line that is not JSON
                 raise row
-            examples.append(to_example(row, fmt, where, task))
+            examples.append(to_example(row, fmt, where, task, Path(path).parent))
         except DataError as error:
             found.append(str(error))
     if found and problems is None:
@@ -149,7 +151,8 @@ def _read_hub(dataset_id: str, split: str):
     return [(f"{dataset_id}[{split}]:row {i + 1}", row) for i, row in enumerate(rows)]
 
 
-def to_example(row: object, fmt: str, where: str, task: dict | None = None) -> Example:
+def to_example(row: object, fmt: str, where: str, task: dict | None = None, root: Path = Path()) -> Example:
+    """One row as an Example; root: the folder the data file's relative image paths start from."""
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
     if fmt == "messages":
@@ -186,6 +189,10 @@ def to_example(row: object, fmt: str, where: str, task: dict | None = None) -> E
         return _preference_example(row, fmt, where)
     if fmt == "tools":
         return _tools_example(row, where)
+    if fmt == "images":  # finetune/images.py: in workspaces generated with scenario images
+        from finetune.images import images_example
+
+        return images_example(row, where, root)
     if fmt in TASK_FORMATS:
         return _task_example(row, fmt, where, task or {})
     raise DataError(f"unknown data format {fmt!r}; use one of {', '.join(FORMATS)}")

@@ -9,7 +9,7 @@ from finetune import metrics
 from finetune.data import Example
 from finetune.encoding import IGNORE_INDEX, encode_examples, with_system
 
-GENERATED = {"classification", "ner", "translation", "qa", "summarization", "chat", "creative", "preference"}
+GENERATED = {"classification", "ner", "translation", "qa", "summarization", "chat", "creative", "preference", "images"}
 
 
 def nll(log_probs, row: dict) -> tuple[float, int]:
@@ -110,7 +110,7 @@ def score(
             scores.update(metrics.translation(predictions, references))
         elif scenario == "summarization":
             scores.update(metrics.summarization(predictions, references))
-        elif scenario == "qa":
+        elif scenario in ("qa", "images"):  # short answers, about a passage or a picture
             scores.update(metrics.qa(predictions, references))
         else:
             scores.update(metrics.text_statistics(predictions))

@@ -47,6 +47,15 @@ THINKING_CHAT_TEMPLATE = (
     "{%- if enable_thinking is defined and enable_thinking is false %}{{ '<think>\n\n</think>\n\n' }}{%- endif %}{%- endif %}"
 )
 
+# ChatML whose user turns may hold pictures: each image part becomes the model's own placeholder (PLACEHOLDER),
+# which its processor expands into image tokens, as the real template's image parts do
+IMAGES_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}{% if message['content'] is string %}"
+    "{{ message['content'] }}{% else %}{% for part in message['content'] %}{% if part['type'] == 'image' %}"
+    "{{ 'PLACEHOLDER' }}{% else %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}{{ '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
 
 def corpus(data_path: str) -> list[str]:
     """Every string in the data file, whatever its format."""
@@ -73,8 +82,15 @@ def corpus(data_path: str) -> list[str]:
 
 
 def build_tokenizer(
-    texts: list[str], vocab_size: int, thinking: bool = False, tools: bool = False, special: list[str] = ()
+    texts: list[str],
+    vocab_size: int,
+    thinking: bool = False,
+    tools: bool = False,
+    special: list[str] = (),
+    named: dict[str, str] | None = None,
 ):
+    """A byte-level BPE tokenizer trained on the texts, with ChatML's special tokens and those given (named: special
+    tokens the tokenizer knows by name, such as an image-text model's boi_token)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -83,12 +99,17 @@ def build_tokenizer(
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(dict.fromkeys([*SPECIAL_TOKENS, *special])),
+        special_tokens=list(dict.fromkeys([*SPECIAL_TOKENS, *special, *(named or {}).values()])),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<pad>", unk_token=None
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
+        unk_token=None,
+        model_specific_special_tokens=dict(named or {}),
     )
     fast.add_tokens(REASONING_TOKENS)
     fast.chat_template = TOOLS_CHAT_TEMPLATE if tools else THINKING_CHAT_TEMPLATE if thinking else CHAT_TEMPLATE
@@ -103,6 +124,7 @@ def build_model(spec: dict, tokenizer):
 
     spec = dict(spec)
     architecture = spec.pop("architecture")
+    processor = spec.pop("processor", None)
     spec.setdefault("max_position_embeddings", 512)
     if architecture == "phi3":
         # equal lengths keep the ONNX builder off the LongRoPE variant
@@ -114,11 +136,18 @@ def build_model(spec: dict, tokenizer):
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }
+    if processor:  # the config's ids of the image tokens the tiny tokenizer holds
+        tokens |= {key: tokenizer.convert_tokens_to_ids(token) for key, token in processor["config_ids"].items()}
     if "text_config" in spec:
         # an image-text model: the language model's shape goes into text_config, a tiny vision tower beside it
         text = spec.pop("text_config")
-        outer = {k: spec.pop(k) for k in ("vision_config", "mm_tokens_per_image", "tie_word_embeddings") if k in spec}
-        spec = {**outer, "text_config": {**spec, **text, **tokens}}
+        outer = {
+            k: spec.pop(k)
+            for k in ("vision_config", "mm_tokens_per_image", "scale_factor", "tie_word_embeddings")
+            if k in spec
+        }
+        ids = {k: tokens.pop(k) for k in list(tokens) if k not in ("bos_token_id", "eos_token_id", "pad_token_id")}
+        spec = {**outer, **ids, "text_config": {**spec, **text, **tokens}}
     config = AutoConfig.for_model(architecture, **tokens, **spec)
     torch.manual_seed(0)
     return class_for(config.model_type).from_config(config, dtype=torch.float32)
@@ -133,15 +162,37 @@ def save_tiny_model(
     thinking: bool = False,
     tools: bool = False,
     end_of_turn: str | None = None,
+    images: bool = False,
 ) -> Path:
     """A tiny model and a tokenizer trained on the data (and on extra texts such as the prompts it will see);
     thinking: a chat template with a thinking switch, tools: one that writes tool calls, as the real model's has;
     end_of_turn: the token that ends an answer in the workspace's own chat template, one token as in the real
-    model's vocabulary."""
+    model's vocabulary; images: the model's processor beside them (spec's processor: its class, its image
+    tokens), and a template that places pictures."""
     texts = corpus(data_path) + [t for t in extra_texts if t]
-    tokenizer = build_tokenizer(texts, vocab_size, thinking, tools, [end_of_turn] if end_of_turn else [])
-    model = build_model(spec, tokenizer)
+    processor = spec.get("processor") if images else None
+    special = [end_of_turn] if end_of_turn else []
+    if processor:  # its image tokens, in the vocabulary the tiny model's embeddings cover
+        special += [*processor.get("special", []), *processor["config_ids"].values()]
+    tokenizer = build_tokenizer(texts, vocab_size, thinking, tools, special, (processor or {}).get("tokens"))
+    saved = with_processor(tokenizer, processor) if processor else tokenizer
+    model = build_model(spec if processor else {k: v for k, v in spec.items() if k != "processor"}, tokenizer)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    saved.save_pretrained(out)
     return out
+
+
+def with_processor(tokenizer, spec: dict):
+    """The model's processor around the tokenizer, as its class builds it from the tokenizer's named image tokens
+    and an image processor at the tiny tower's size; its chat template places each picture."""
+    import transformers
+
+    images = dict(spec["image_processor"])
+    image_processor = getattr(transformers, images.pop("class"))(**images)
+    extra = {k: v for k, v in spec.items() if k not in ("class", "image_processor", "tokens", "special", "config_ids")}
+    processor = getattr(transformers, spec["class"])(image_processor=image_processor, tokenizer=tokenizer, **extra)
+    placeholder = processor.image_token
+    tokenizer.chat_template = IMAGES_CHAT_TEMPLATE.replace("PLACEHOLDER", placeholder)
+    processor.chat_template = tokenizer.chat_template
+    return processor

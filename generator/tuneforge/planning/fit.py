@@ -106,10 +106,17 @@ def leanest(plan) -> Suggestion | None:
 
 def smaller_models(plan, changes: dict[str, Any], count: int = 2) -> list[str]:
     """The largest catalog models that fit with the plan's answers and these changes, the newest first among
-    equals (the catalog lists older families first)."""
+    equals (the catalog lists older families first); only models the rest of the answers allow (the images scenario
+    needs one that reads pictures)."""
+    from tuneforge.planning.rules import check
+
     fitting = []
     for order, model_id in enumerate(catalog.load("models")):
         facts = resolve_model(model_id)
-        if facts["params_b"] < plan.facts["params_b"] and _estimate(plan, changes, facts).total_gb <= plan.available_gb:
+        if (
+            facts["params_b"] < plan.facts["params_b"]
+            and _estimate(plan, changes, facts).total_gb <= plan.available_gb
+            and not [p for p in check({**plan.values, **changes, "model": model_id}, facts) if p.key == "model"]
+        ):
             fitting.append((facts["params_b"], order, model_id))
     return [model_id for *_, model_id in sorted(fitting, reverse=True)[:count]]

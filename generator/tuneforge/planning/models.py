@@ -29,14 +29,20 @@ SHAPE_KEYS = (
 )
 
 
+def from_catalog(model_id: str, entry: dict) -> dict:
+    """A catalog model's facts; its entry's `source` (where the facts were read) is the catalog's citation, while the
+    facts' source says where the model comes from: the catalog."""
+    return with_architecture({"id": model_id, **{k: v for k, v in entry.items() if k != "source"}, "source": "catalog"})
+
+
 def resolve_model(value: str) -> dict:
     """Return the model's facts: id, hf_id (or local path), architecture, params_b, shape, ..."""
     models = catalog.load("models")
     if value in models:
-        return with_architecture({"id": value, "source": "catalog", **models[value]})
+        return from_catalog(value, models[value])
     found = catalog.model_by_hf_id(value)
     if found:
-        return with_architecture({"id": found[0], "source": "catalog", **found[1]})
+        return from_catalog(*found)
     path = Path(value).expanduser()
     if path.is_dir():
         config_file = path / "config.json"

@@ -22,6 +22,13 @@ DROPOUT_WHY = "default: without dropout LoRA trained 41 % faster on a CPU with 2
 # current models that fit each hardware's default memory: a small Qwen3 trains in fp32 on a CPU or a Mac, a 4B
 # one with LoRA in bf16 on a 24 GB GPU (the plan's verdict says so, tests/generator/test_plan.py checks it)
 DEFAULT_MODELS = {"cpu": "qwen3-0.6b", "mps": "qwen3-1.7b", "cuda": "qwen3-4b", "rocm": "qwen3-4b"}
+# models that train on pictures (scenario=images): SmolVLM-256M in fp32 on a CPU or a Mac, Gemma 3 4B on a GPU
+IMAGE_MODELS = {
+    "cpu": "smolvlm-256m-instruct",
+    "mps": "smolvlm-256m-instruct",
+    "cuda": "gemma-3-4b-it",
+    "rocm": "gemma-3-4b-it",
+}
 GPU_MEMORY_DEFAULTS = {"cuda": 24.0, "rocm": 64.0, "mps": 16.0}
 
 
@@ -144,6 +151,8 @@ class Plan:
             "export_chat": "foundry" in platforms or "kaito" in platforms,
             "chat_template": "fallback_chat_template" in self.facts,
             "tools": v["scenario"] == "tools",
+            # finetune/images.py and the sample pictures: conversations about images, through the model's processor
+            "images": v["scenario"] == "images",
             # preference pairs and their losses: trained by a preference objective, scored by the scenario
             "preference": self.objective_facts["kind"] == "preference" or v["scenario"] == "preference",
             # sampling, rewards.py and the GRPO loss
@@ -204,7 +213,10 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
     r = _Resolver(given)
     r.take("priority", "quality")
     hw, devices = _take_machine(r, detected or hardware.detect())
-    r.take("model", DEFAULT_MODELS[hw], f"default: suits {hw}")
+    if "images" in (given.values.get("scenario"), given.values.get("dataset_format")):
+        r.take("model", IMAGE_MODELS[hw], f"default: reads pictures (scenario=images) and suits {hw}")
+    else:
+        r.take("model", DEFAULT_MODELS[hw], f"default: suits {hw}")
     facts = resolve_model(r.values["model"])
     precision = catalog.load("hardware")[hw]["precision"]
     _take_data(r, given)
@@ -216,7 +228,9 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
         "report_to",
         *(("mlflow", "default: compute=azureml logs to its MLflow") if compute == "azureml" else ("tensorboard",)),
     )
-    if catalog.load("architectures")[facts["architecture"]]["onnx"]:
+    if r.values["scenario"] == "images":
+        r.take("targets", ["pytorch"], "default: scenario=images exports the merged model, which reads pictures")
+    elif catalog.load("architectures")[facts["architecture"]]["onnx"]:
         r.take("targets", ["pytorch", "onnx-cpu"])
     else:
         r.take("targets", ["pytorch"], f"default: the model builder cannot export {facts['architecture']} to ONNX")

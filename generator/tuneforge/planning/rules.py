@@ -141,6 +141,43 @@ def _tools(v: dict, facts: dict) -> list[Problem]:
     ]
 
 
+def image_models() -> list[str]:
+    """The catalog's models whose architecture trains on pictures (architectures.yaml's image_text.images), the
+    smallest first."""
+    architectures = catalog.load("architectures")
+    models = catalog.load("models").items()
+    able = [m for m, f in models if (architectures[f["architecture"]].get("image_text") or {}).get("images")]
+    return sorted(able, key=lambda m: catalog.load("models")[m]["params_b"])
+
+
+def _images(v: dict, facts: dict) -> list[Problem]:
+    """Conversations about pictures need a model that reads them, and a target that keeps its vision tower."""
+    if v["scenario"] != "images":
+        return []
+    problems = []
+    if not (facts.get("image_text") or {}).get("images"):
+        problems.append(
+            Problem(
+                "model",
+                f"{facts['id']} reads no pictures: the images scenario needs an image-text model whose processor "
+                "tuneforge knows.",
+                [f"model={m}" for m in image_models()[:3]] + ["a scenario other than images"],
+            )
+        )
+    others = [t for t in v["targets"] if t != "pytorch"]
+    if others:
+        problems.append(
+            Problem(
+                "targets",
+                f"{', '.join(others)} would answer without the pictures: tuneforge does not yet export the vision tower "
+                "and projector beside the language model (llama.cpp's mmproj file, ONNX Runtime GenAI's vision model), "
+                "nor take pictures in the Azure ML endpoint's or KAITO's requests.",
+                ["targets=pytorch (the merged model reads pictures, in chat.py --image, serve.py and eval.py)"],
+            )
+        )
+    return problems
+
+
 def _objective(v: dict, facts: dict) -> list[Problem]:
     objective, scenario = v["objective"], v["scenario"]
     objectives = catalog.load("objectives")
@@ -433,6 +470,7 @@ RULES = [
     _lora_on_experts,
     _thinking,
     _tools,
+    _images,
     _objective,
     _distributed_on_hardware,
     _compute_platform,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tuneforge import catalog
 from tuneforge.planning.answers import KEYS, format_value
 from tuneforge.planning.memory import sequences
@@ -48,7 +50,24 @@ def format_turns(plan) -> list[str]:
         )
     if plan.values["scenario"] == "tools" and plan.facts.get("tool_calls"):
         lines.append(f"Tool calls: {plan.facts['tool_calls']['format']} (catalog/tool_calls.yaml)")
+    if plan.values["scenario"] == "images" and (plan.facts.get("image_text") or {}).get("images"):
+        lines.append(f"Pictures: {picture_budget(plan)}")
     return lines
+
+
+TEXT_ROOM = 128  # the tokens of a short question and its answer beside the pictures
+
+
+def picture_budget(plan) -> str:
+    """What each picture costs of max_length, and how many fit in it beside a short question and answer."""
+    images = plan.facts["image_text"]["images"]
+    cost, length = images["tokens_per_image"], plan.values["max_length"]
+    settings = f" at data.images {json.dumps(images['processor'])}" if images.get("processor") else ""
+    fit = max(0, (length - TEXT_ROOM) // cost)
+    return (
+        f"each costs {cost} image tokens{settings}; max_length={length} holds {fit} with about {TEXT_ROOM} tokens of "
+        f"text (check_data.py counts your data's); the memory estimate counts them with the text"
+    )
 
 
 def format_memory(plan) -> list[str]:

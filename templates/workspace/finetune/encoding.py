@@ -65,6 +65,10 @@ def encode(
     last_turn_only, as preference pairs compare only their final answers): a tool-calling conversation learns
     its calls and answers, never the tools' results. None if nothing is left to learn. template_kwargs reach the
     chat template as they do when answering (e.g. enable_thinking), and the example's tools with them."""
+    if example.images:  # finetune/images.py: the pictures become the model's image tokens
+        from finetune.images import encode_images
+
+        return encode_images(example, tokenizer.processor, max_length, system_prompt, template_kwargs)
     if example.text is not None:
         ids = tokenizer(example.text, add_special_tokens=True)["input_ids"][: max_length - 1] + [tokenizer.eos_token_id]
         return {"input_ids": ids, "labels": list(ids)}

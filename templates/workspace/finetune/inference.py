@@ -70,6 +70,10 @@ class Backend:
         """The prompt's tokens: the messages (and the functions they may call) through the chat template."""
         from finetune.encoding import prompt_ids
 
+        if any(isinstance(m.get("content"), list) for m in messages):
+            raise ValueError(
+                f"the {self.name} backend reads no pictures: answer about them with --backend pytorch and the merged model"
+            )
         return prompt_ids(self.tokenizer, messages, tools, self.template_kwargs)
 
     def text_ids(self, text: str) -> list[int]:
@@ -212,6 +216,22 @@ class PytorchBackend(Backend):
         if name != self.base_name:
             self.model.set_adapter(name)
 
+    def prompt_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        """The prompt's tokens; a conversation about pictures goes through the model's processor, whose pixels (and
+        whatever else its model reads beside the ids) the next generation takes."""
+        self.pictures: dict = {}
+        processor = getattr(self.tokenizer, "processor", None)
+        if processor is None or not any(isinstance(m.get("content"), list) for m in messages):
+            return super().prompt_ids(messages, tools)
+        from finetune.images import as_parts, images_of, model_inputs
+
+        text = processor.apply_chat_template(
+            as_parts(messages), tokenize=False, add_generation_prompt=True, **self.template_kwargs
+        )
+        inputs = model_inputs(processor, text, images_of(messages))
+        self.pictures = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+        return inputs["input_ids"][0].tolist()
+
     def _steps(self, ids: list[int], max_new_tokens: int, settings: Settings) -> Iterator[tuple[int, object]]:
         """generate() in a thread of its own, handing over each token as it comes; stopped when the loop is."""
         import queue
@@ -258,6 +278,7 @@ class PytorchBackend(Backend):
         with torch.no_grad(), self.model.disable_adapter() if bare else contextlib.nullcontext():
             out = self.model.generate(
                 torch.tensor([ids]),
+                **getattr(self, "pictures", {}),
                 attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                 max_new_tokens=max_new_tokens,
                 do_sample=bool(settings.sampling),

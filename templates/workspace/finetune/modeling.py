@@ -13,7 +13,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def load_tokenizer(name_or_path: str, data: dict | None = None):
     """The model's tokenizer, with the config's data.chat_template where it sets one (the turns the workspace gives
-    a base model, or a model whose own template has no tool calls); one with no template at all needs it."""
+    a base model, or a model whose own template has no tool calls); one with no template at all needs it. For
+    conversations about pictures (data.format images) the model's processor comes with it, as tokenizer.processor."""
     from transformers import AutoTokenizer
 
     from finetune.encoding import use_chat_template
@@ -23,6 +24,10 @@ def load_tokenizer(name_or_path: str, data: dict | None = None):
         use_chat_template(tokenizer, name_or_path, data or {})
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if (data or {}).get("format") == "images":  # finetune/images.py: what turns pictures into the model's inputs
+        from finetune.images import load_processor
+
+        tokenizer.processor = load_processor(name_or_path, tokenizer, data)
     return tokenizer
 
 
