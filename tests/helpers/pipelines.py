@@ -202,12 +202,13 @@ PIPELINES = {
     "gemma3-lora": {"model": "gemma-3-4b-it", "technique": "lora", "targets": "pytorch", "gpu_memory_gb": 400},
     "gemma3-qlora": {"model": "gemma-3-4b-it", "technique": "qlora", "targets": "pytorch", "gpu_memory_gb": 400},
     "gemma3-dora": {"model": "gemma-3-4b-it", "technique": "dora", "targets": "pytorch", "gpu_memory_gb": 400},
-    "gemma3-full-images": {
+    "gemma3-full-images": {  # long enough to learn the sample's answers, which only the pictures tell apart
         "model": "gemma-3-4b-it",
         "technique": "full",
         "scenario": "images",
         "targets": "pytorch",
         "gpu_memory_gb": 400,
+        "steps": 240,
     },
     "smolvlm-qlora-images": {
         "model": "smolvlm-256m-instruct",

@@ -150,7 +150,13 @@ def build_model(spec: dict, tokenizer):
         spec = {**outer, **ids, "text_config": {**spec, **text, **tokens}}
     config = AutoConfig.for_model(architecture, **tokens, **spec)
     torch.manual_seed(0)
-    return class_for(config.model_type).from_config(config, dtype=torch.float32)
+    model = class_for(config.model_type).from_config(config, dtype=torch.float32)
+    for weight in model.parameters():
+        if weight.dim() > 1 and not weight.any():
+            # a matrix initialised to zeros (Gemma 3's image projection), to be learnt in pre-training: a random one
+            # instead, or the tiny model would see every picture as the same nothing
+            torch.nn.init.normal_(weight, std=0.02)
+    return model
 
 
 def save_tiny_model(
