@@ -119,6 +119,7 @@ class ChatHandler(BaseHTTPRequestHandler):
     routes: ClassVar[dict[str, tuple]] = {}
     playground: ClassVar[dict] = {}
     tool_form: ClassVar[dict | None] = None  # how the model writes tool calls (configs/train.yaml's tools)
+    images: ClassVar[bool] = False  # the models read pictures: user messages may hold image_url parts
     busy_seconds = 150.0
     lock: threading.Lock
     protocol_version = "HTTP/1.1"
@@ -187,7 +188,7 @@ class ChatHandler(BaseHTTPRequestHandler):
             self.send_error_json(404, f"no route {self.path}")
             return
         try:
-            request = parse(read_body(self.headers, self.rfile), self.model_names, self.tool_form)
+            request = parse(read_body(self.headers, self.rfile), self.model_names, self.tool_form, self.images)
             request["model"] = request["model"] or self.model_names[0]
             backend, name = self.routes[request["model"]]
             refusal = missing_support(request, backend.supports, backend.name)
@@ -203,6 +204,9 @@ class ChatHandler(BaseHTTPRequestHandler):
                 check_context(len(ids), request["max_tokens"], backend.context_length)
         except BadRequest as error:
             self.send_json(error.status, error_body(error))
+            return
+        except ValueError as error:  # a picture that cannot be read, or a backend that reads none
+            self.send_json(400, error_body(BadRequest(400, str(error), "invalid_value", "messages")))
             return
         defaults = {"temperature": self.playground["temperature"], "top_p": self.playground["top_p"]}
         request["settings"].sampling = sampling_options({**defaults, **request["sampling"]})
@@ -349,12 +353,14 @@ def make_handler(
     busy_seconds: float = 150,
     request_timeout: float = SOCKET_TIMEOUT,
     tool_form: dict | None = None,
+    images: bool = False,
 ):
     """A ChatHandler bound to the models served, with its own lock: one generation at a time (a model is not
     re-entrant, and the active adapter is the model's). routes: the name clients use -> (backend, its name there).
     playground: the page's defaults (system, max_tokens, temperature, top_p, prompt); the temperature and top_p are
     also the server's for a request that sets none (greedy unless given). tool_form: how the model writes tool calls
-    (configs/train.yaml's tools section; None: requests may not offer tools)."""
+    (configs/train.yaml's tools section; None: requests may not offer tools). images: the models read pictures
+    (a workspace for conversations about them), which requests then may send as image_url parts."""
     playground = {"temperature": 0.0, "top_p": 1.0, **(playground or {})}
     return type(
         "BoundChatHandler",
@@ -366,6 +372,7 @@ def make_handler(
             "timeout": request_timeout,
             "lock": threading.Lock(),
             "tool_form": tool_form,
+            "images": images,
         },
     )
 
@@ -407,7 +414,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument(
-        "--backend", choices=backend_names(), default=next(b for b in ("onnx", "gguf") if b in backend_names())
+        "--backend",
+        choices=backend_names(),
+        # the optimized model where the workspace makes one, else PyTorch (the merged model that reads pictures)
+        default=next((b for b in ("onnx", "gguf") if b in backend_names()), "pytorch"),
     )
     parser.add_argument(
         "--model",
@@ -466,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             busy_seconds=args.max_seconds + 30,
             request_timeout=args.request_timeout,
             tool_form=config.get("tools"),
+            images=config["data"]["format"] == "images",
         ),
     )
     backends = ", ".join(dict.fromkeys(backend.name for backend, _ in routes.values()))

@@ -78,10 +78,11 @@ def expected_files(values: dict, facts: dict | None = None) -> set[str]:
     if values["distributed"] != "none":
         files.add("launch.sh")
     if onnx or "gguf" in values["targets"]:
+        files.add("benchmark.py")
+    if onnx or "gguf" in values["targets"] or values["scenario"] == "images":
         files |= {
             "serve.py",
             "finetune/openai_api.py",
-            "benchmark.py",
             "playground/index.html",
             "playground/playground.js",
             "playground/playground.css",

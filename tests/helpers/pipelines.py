@@ -273,6 +273,18 @@ def smoked(name: str, new_workspace) -> tuple[Path, str]:
             )
             bench = run(workspace, "benchmark.py", "--smoke", "--prompts", "2", *tokens)
             assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
+        if spec.get("scenario") == "images" and spec.get("steps"):  # what the trained model answers about each picture
+            smoke = workspace / "outputs" / "smoke"
+            scored = run(
+                workspace,
+                "eval.py",
+                "--split",
+                "train",
+                "--show",
+                "50",
+                *("--base", str(smoke / "base"), "--tuned", str(smoke / "merged"), "--out", str(smoke / "eval-train")),
+            )
+            assert scored.returncode == 0, scored.stdout[-3000:] + scored.stderr[-3000:]
 
     folder = cache.cached(f"smoked-{name}", cache.key_of(rendered), build)
     return folder / "ws", (folder / "smoke.log").read_text()

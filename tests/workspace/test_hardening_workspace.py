@@ -20,10 +20,8 @@ from finetune.config import ConfigError, apply_overrides, check_ranges
 from finetune.data import DataError, read_examples
 
 # serve.py as the template holds it (its file name carries the condition that renders it)
-template_module(
-    WORKSPACE / "finetune" / "{% if include.local_runtime %}openai_api.py{% endif %}", "finetune.openai_api"
-)
-serve = template_module(WORKSPACE / "{% if include.local_runtime %}serve.py{% endif %}", "serve")
+template_module(WORKSPACE / "finetune" / "{% if include.serve %}openai_api.py{% endif %}", "finetune.openai_api")
+serve = template_module(WORKSPACE / "{% if include.serve %}serve.py{% endif %}", "serve")
 
 CONFIG = {
     "training": {

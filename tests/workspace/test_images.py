@@ -230,5 +230,27 @@ def test_the_doctor_opens_every_picture_and_names_each_bad_one(tmp_path):
     data = tmp_path / "data.jsonl"
     assert sizes == [(64, 64)] and bad == {f"{data}:2", f"{data}:3", f"{data}:4"}
     assert problems[0] == f"{data}:2: image {tmp_path / 'missing.png'} not found (paths are relative to the data file)"
-    assert problems[1].startswith(f"{data}:3: image {tmp_path / 'broken.png'} cannot be read as an image")
+    assert (
+        problems[1]
+        == f"{data}:3: image {tmp_path / 'broken.png'} is not a picture Pillow reads (PNG, JPEG, WebP, GIF, BMP, TIFF)"
+    )
     assert problems[2] == f"{data}:4: an image's data: URL is not base64 (data:image/png;base64,...)"
+
+
+def test_the_server_takes_pictures_as_openai_sends_them_only_where_the_model_reads_them():
+    from finetune.openai_api import BadRequest, parse_chat
+
+    picture = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    body = json.dumps(
+        {"messages": [{"role": "user", "content": [picture, {"type": "text", "text": "What?"}]}]}
+    ).encode()
+    parsed = parse_chat(body, images=True)
+    assert parsed["messages"][0]["content"] == [
+        {"type": "image", "image": "data:image/png;base64,iVBORw0KGgo="},
+        {"type": "text", "text": "What?"},
+    ]
+    with pytest.raises(BadRequest) as refused:
+        parse_chat(body)  # a model of text: the part is refused by name, never dropped
+    assert refused.value.param == "messages[0].content[0]" and "the models here read text" in str(refused.value)
+    text_only = json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}).encode()
+    assert parse_chat(text_only, images=True)["messages"][0]["content"] == "hi"

@@ -16,7 +16,7 @@ from helpers.workspace import template_module
 
 # the module as the template holds it (its file name carries the condition that renders it: a local runtime)
 api = template_module(
-    WORKSPACE_TEMPLATE / "finetune" / "{% if include.local_runtime %}openai_api.py{% endif %}", "finetune.openai_api"
+    WORKSPACE_TEMPLATE / "finetune" / "{% if include.serve %}openai_api.py{% endif %}", "finetune.openai_api"
 )
 BadRequest, check_context, check_json = api.BadRequest, api.check_context, api.check_json
 legacy_logprobs, missing_support, parse_chat, parse_completion = (

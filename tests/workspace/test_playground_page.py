@@ -12,7 +12,7 @@ from helpers.browser import chrome, wait_for
 from helpers.project import ROOT
 from helpers.servers import in_thread
 
-PAGE = ROOT / "templates" / "workspace" / "{% if include.local_runtime %}playground{% endif %}"
+PAGE = ROOT / "templates" / "workspace" / "{% if include.serve %}playground{% endif %}"
 SETTINGS = {
     "models": ["base", "tuned"],
     "system": "Be brief.",

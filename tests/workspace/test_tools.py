@@ -204,7 +204,7 @@ def test_the_metric_scores_calls_as_json_and_answers_by_f1():
 
 
 api = template_module(
-    WORKSPACE_TEMPLATE / "finetune" / "{% if include.local_runtime %}openai_api.py{% endif %}", "finetune.openai_api"
+    WORKSPACE_TEMPLATE / "finetune" / "{% if include.serve %}openai_api.py{% endif %}", "finetune.openai_api"
 )
 
 
@@ -257,7 +257,7 @@ def test_the_server_takes_tools_and_tool_turns_and_refuses_what_it_cannot_honour
         assert error.value.param == param
 
 
-serve = template_module(WORKSPACE_TEMPLATE / "{% if include.local_runtime %}serve.py{% endif %}", "serve")
+serve = template_module(WORKSPACE_TEMPLATE / "{% if include.serve %}serve.py{% endif %}", "serve")
 
 
 class Scripted(Backend):

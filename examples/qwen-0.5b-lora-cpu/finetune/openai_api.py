@@ -170,20 +170,54 @@ def _common(request: dict, model_names: list[str] | None, default_max_tokens: in
     }
 
 
-def _content(i: int, content) -> str:
-    """A message's text: a string, or a list of text parts (as LangChain and OpenAI's Agents SDK send it)."""
+TEXT_PART = '{"type": "text", "text": "..."}'
+IMAGE_PART = '{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}'
+
+
+def _content(i: int, content, images: bool = False) -> str | list[dict]:
+    """A message's text: a string, or a list of text parts (as LangChain and OpenAI's Agents SDK send it); with
+    images (a model that reads pictures), image_url parts too, each a data: URL, kept as the chat templates' image
+    parts beside the text."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list) and content:
-        texts = []
-        for j, part in enumerate(content):
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise _bad(
-                    f"messages[{i}].content[{j}]", 'must be {"type": "text", "text": "..."}: the models here read text'
-                )
-            texts.append(part["text"])
-        return "\n".join(texts)
-    raise _bad(f"messages[{i}].content", "must be a string or a list of text parts")
+    if not isinstance(content, list) or not content:
+        raise _bad(f"messages[{i}].content", "must be a string or a list of text parts")
+    parts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            parts.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url" and images:
+            parts.append({"type": "image", "image": _picture(part, f"messages[{i}].content[{j}].image_url")})
+        else:
+            allowed = f"{TEXT_PART} or {IMAGE_PART}" if images else f"{TEXT_PART}: the models here read text"
+            raise _bad(f"messages[{i}].content[{j}]", f"must be {allowed}")
+    if not any(p["type"] == "image" for p in parts):
+        return "\n".join(p["text"] for p in parts)
+    return parts
+
+
+def _picture(part: dict, param: str) -> str:
+    """An image_url part's picture: a data: URL (the server fetches nothing); detail other than auto is refused,
+    since the model reads every picture at its processor's one resolution."""
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else None
+    if not isinstance(url, str) or not url.startswith("data:image/"):
+        raise _bad(
+            f"{param}.url",
+            "must be a data: URL of the picture (data:image/png;base64,...); this server fetches nothing",
+        )
+    unknown = sorted(set(image) - {"url", "detail"})
+    if unknown:
+        raise _bad(f"{param}.{unknown[0]}", "is not supported")
+    if image.get("detail", "auto") != "auto":
+        raise BadRequest(
+            400,
+            f"{param}.detail: only auto: the model reads every picture at its processor's resolution (data.images)",
+            "unsupported_parameter",
+            f"{param}.detail",
+        )
+    return url
 
 
 def _response_format(request: dict) -> dict | None:
@@ -251,7 +285,7 @@ def _tools(request: dict, tool_form: dict | None) -> tuple[list | None, str]:
     return (None if choice == "none" else tools), choice
 
 
-def _message(i: int, message: object, tool_form: dict | None) -> dict:
+def _message(i: int, message: object, tool_form: dict | None, images: bool = False) -> dict:
     """One message of a chat request as the chat templates take it."""
     role = message.get("role") if isinstance(message, dict) else None
     if role == "tool" and tool_form is None:
@@ -272,17 +306,22 @@ def _message(i: int, message: object, tool_form: dict | None) -> dict:
             raise _bad(f"messages[{i}].tool_calls", str(error)) from None
         content = message.get("content")
         return {"role": "assistant", "content": _content(i, content) if content else "", "tool_calls": found}
-    turn = {"role": "system" if role == "developer" else role, "content": _content(i, message.get("content"))}
+    turn = {"role": "system" if role == "developer" else role, "content": _content(i, message.get("content"), images)}
+    if isinstance(turn["content"], list) and role != "user":
+        raise _bad(f"messages[{i}].content", "only user messages may hold pictures")
     if role == "tool" and isinstance(message.get("tool_call_id"), str):
         turn["tool_call_id"] = message["tool_call_id"]
     return turn
 
 
-def parse_chat(body: bytes, model_names: list[str] | None = None, tool_form: dict | None = None) -> dict:
+def parse_chat(
+    body: bytes, model_names: list[str] | None = None, tool_form: dict | None = None, images: bool = False
+) -> dict:
     """A chat completion request, checked: {model, messages, max_tokens, stream, usage, n, sampling, settings,
     logprobs, tools, tool_choice} (model None if not given; sampling: the temperature and top_p given, the server's
     own for the rest). tool_form: how the model writes calls (configs/train.yaml's tools section), None for a
-    model not trained to call tools, whose requests may not offer any."""
+    model not trained to call tools, whose requests may not offer any. images: the model reads pictures, so user
+    messages may hold image_url parts (data: URLs)."""
     request = _load(body)
     _refuse_unknown(request, CHAT, "/v1/chat/completions")
     parsed = _common(request, model_names, 256)
@@ -290,7 +329,7 @@ def parse_chat(body: bytes, model_names: list[str] | None = None, tool_form: dic
     if not isinstance(messages, list) or not messages:
         raise _bad("messages", "must be a non-empty list")
     # OpenAI's developer messages are the system prompt of newer clients; the chat templates know system
-    checked = [_message(i, message, tool_form) for i, message in enumerate(messages)]
+    checked = [_message(i, message, tool_form, images) for i, message in enumerate(messages)]
     parsed["tools"], parsed["tool_choice"] = _tools(request, tool_form)
     logprobs = _flag(request, "logprobs")
     top = _integer(request, "top_logprobs", 0, 20, None)
@@ -301,7 +340,9 @@ def parse_chat(body: bytes, model_names: list[str] | None = None, tool_form: dic
     return {**parsed, "messages": checked, "logprobs": logprobs}
 
 
-def parse_completion(body: bytes, model_names: list[str] | None = None, tool_form: dict | None = None) -> dict:
+def parse_completion(
+    body: bytes, model_names: list[str] | None = None, tool_form: dict | None = None, images: bool = False
+) -> dict:
     """A (legacy) completion request, checked: as parse_chat, with prompts (a list of texts) for messages (and
     no tools: tool_form is not used)."""
     request = _load(body)

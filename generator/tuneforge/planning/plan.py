@@ -141,6 +141,8 @@ class Plan:
             "deploy": bool(platforms),
             "gguf": "gguf" in targets,
             "local_runtime": bool(self.onnx_targets) or "gguf" in targets,
+            # serve.py, its OpenAI API and the playground: over the local runtimes, or PyTorch answering about pictures
+            "serve": bool(self.onnx_targets) or "gguf" in targets or v["scenario"] == "images",
             "azureml": "azureml" in platforms,
             "azureml_job": v["compute"] == "azureml",
             "azureml_endpoint": "azureml-endpoint" in targets,

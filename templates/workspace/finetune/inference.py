@@ -21,6 +21,13 @@ class AdapterError(ValueError):
     """An adapter that cannot be served: missing, or trained on another base."""
 
 
+class Prompt(list):
+    """A prompt's token ids, with what else its model reads beside them (inputs: a picture's pixels), so that they
+    travel together from prompt_ids to the generation."""
+
+    inputs: dict
+
+
 def sampling_options(generation: dict) -> dict:
     """Sampling settings from the config's generation section; empty (greedy decoding) when temperature is 0."""
     temperature = float(generation.get("temperature") or 0)
@@ -218,8 +225,7 @@ class PytorchBackend(Backend):
 
     def prompt_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
         """The prompt's tokens; a conversation about pictures goes through the model's processor, whose pixels (and
-        whatever else its model reads beside the ids) the next generation takes."""
-        self.pictures: dict = {}
+        whatever else its model reads beside the ids) go with them, as a Prompt's inputs."""
         processor = getattr(self.tokenizer, "processor", None)
         if processor is None or not any(isinstance(m.get("content"), list) for m in messages):
             return super().prompt_ids(messages, tools)
@@ -229,8 +235,9 @@ class PytorchBackend(Backend):
             as_parts(messages), tokenize=False, add_generation_prompt=True, **self.template_kwargs
         )
         inputs = model_inputs(processor, text, images_of(messages))
-        self.pictures = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
-        return inputs["input_ids"][0].tolist()
+        prompt = Prompt(inputs["input_ids"][0].tolist())
+        prompt.inputs = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+        return prompt
 
     def _steps(self, ids: list[int], max_new_tokens: int, settings: Settings) -> Iterator[tuple[int, object]]:
         """generate() in a thread of its own, handing over each token as it comes; stopped when the loop is."""
@@ -278,7 +285,7 @@ class PytorchBackend(Backend):
         with torch.no_grad(), self.model.disable_adapter() if bare else contextlib.nullcontext():
             out = self.model.generate(
                 torch.tensor([ids]),
-                **getattr(self, "pictures", {}),
+                **getattr(ids, "inputs", {}),
                 attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                 max_new_tokens=max_new_tokens,
                 do_sample=bool(settings.sampling),
