@@ -157,7 +157,7 @@ class ChatHandler(BaseHTTPRequestHandler):
         elif path == "/favicon.ico":
             self.send_bytes(204, b"", "image/x-icon")
         elif path == "/v1/playground":
-            self.send_json(200, {**self.playground, "models": self.model_names})
+            self.send_json(200, {**self.playground, "models": self.model_names, "images": self.images})
         elif self.path.rstrip("/") == "/v1/models":
             self.send_json(
                 200,

@@ -69,6 +69,7 @@ def test_each_request_carries_the_pages_settings_and_the_configs_top_p():
     with stand_in_api(received) as port, chrome() as driver:
         driver.get(f"http://127.0.0.1:{port}/")
         wait_for(driver, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+        assert not driver.find_element(By.ID, "picture-label").is_displayed()  # a model of text: no picture offered
         driver.find_element(By.ID, "compare").click()
         driver.find_element(By.ID, "send").click()
         wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".speed[data-tokens='1']")) == 2)
@@ -80,3 +81,34 @@ def test_each_request_carries_the_pages_settings_and_the_configs_top_p():
             {"role": "user", "content": SETTINGS["prompt"]},
         ]
         assert request["stream"] is True and request["stream_options"] == {"include_usage": True}
+
+
+def test_a_picture_goes_with_the_message_where_the_models_read_pictures(monkeypatch):
+    """A workspace about pictures: the page offers a file; the chosen picture goes as OpenAI's image_url part with
+    a data: URL before the text, is shown in the conversation, and is not sent again with the next message."""
+    import base64
+
+    from selenium.webdriver.common.by import By
+
+    picture = ROOT / "templates" / "workspace" / "data" / "{% if include.images %}images{% endif %}" / "red_circle.png"
+    monkeypatch.setitem(SETTINGS, "images", True)
+    received: list[dict] = []
+    with stand_in_api(received) as port, chrome() as driver:
+        driver.get(f"http://127.0.0.1:{port}/")
+        wait_for(driver, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+        assert driver.find_element(By.ID, "picture-label").is_displayed()
+        driver.find_element(By.ID, "picture").send_keys(str(picture))
+        driver.find_element(By.ID, "send").click()
+        wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".speed[data-tokens='1']")) == 1)
+        assert driver.find_elements(By.CSS_SELECTOR, ".turn.user img")
+        driver.find_element(By.ID, "prompt").send_keys("And now?")
+        driver.find_element(By.ID, "send").click()
+        wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".speed[data-tokens='1']")) == 2)
+    first, second = received
+    url = "data:image/png;base64," + base64.b64encode(picture.read_bytes()).decode()
+    assert first["messages"][-1] == {
+        "role": "user",
+        "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": SETTINGS["prompt"]}],
+    }
+    assert second["messages"][-1] == {"role": "user", "content": "And now?"}  # the picture went once
+    assert second["messages"][1] == first["messages"][-1]  # and stays in the conversation

@@ -21,12 +21,27 @@ function column(name) {
   return box;
 }
 
-function turn(box, role, text) {
+function turn(box, role, text, picture) {
   const node = document.createElement("div");
   node.className = `turn ${role}`;
   node.textContent = text;
+  if (picture) {  // the picture sent with the message, shown above its text
+    const image = document.createElement("img");
+    image.src = picture;
+    image.alt = "the picture sent";
+    node.prepend(image);
+  }
   box.append(node);
   return node;
+}
+
+function dataUrl(file) {  // a chosen picture as the data: URL OpenAI's image_url part carries
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new Error(`cannot read ${file.name}`));
+    reader.readAsDataURL(file);
+  });
 }
 
 function shownModels() {
@@ -39,12 +54,13 @@ function layout() {
   names.forEach(column);
 }
 
-async function ask(name, prompt) {
+async function ask(name, prompt, picture) {
   const box = column(name);
   const messages = history[name] = history[name] || [];
   if (!messages.length && $("system").value.trim()) messages.push({role: "system", content: $("system").value});
-  messages.push({role: "user", content: prompt});
-  turn(box, "user", prompt);
+  const content = picture ? [{type: "image_url", image_url: {url: picture}}, {type: "text", text: prompt}] : prompt;
+  messages.push({role: "user", content});
+  turn(box, "user", prompt, picture);
   const answer = turn(box, "assistant", "");
   const speed = document.createElement("div");
   speed.className = "speed";
@@ -99,8 +115,11 @@ async function send(event) {
   $("send").disabled = true;
   $("error").textContent = "";
   try {
-    for (const name of shownModels()) await ask(name, prompt);  // one after another: the server runs one at a time
+    const file = $("picture").files[0];
+    const picture = file ? await dataUrl(file) : null;
+    for (const name of shownModels()) await ask(name, prompt, picture);  // one after another: the server runs one at a time
     $("prompt").value = "";
+    $("picture").value = "";
   } catch (error) {
     $("error").textContent = error.message;
   } finally {
@@ -118,6 +137,7 @@ async function start() {
   $("max-tokens").value = settings.max_tokens;
   $("prompt").value = settings.prompt;
   $("compare").disabled = settings.models.length < 2;
+  $("picture-label").hidden = !settings.images;  // a model that reads pictures: one may go with each message
   $("model").addEventListener("change", layout);
   $("compare").addEventListener("change", layout);
   $("clear").addEventListener("click", () => { history = {}; $("answers").replaceChildren(); layout(); });
