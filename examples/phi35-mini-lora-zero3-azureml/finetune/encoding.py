@@ -78,13 +78,19 @@ def encode(
     spans = spans[-1:] if last_turn_only else spans
     encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids = encoded["input_ids"][:max_length]
-    labels = [IGNORE_INDEX] * len(ids)
-    for t, (start, end) in enumerate(encoded["offset_mapping"][: len(ids)]):
-        if any(s <= start < e for s, e in spans) and end > start:
-            labels[t] = ids[t]
+    labels = span_labels(ids, encoded["offset_mapping"], spans)
     if all(label == IGNORE_INDEX for label in labels):
         return None
     return {"input_ids": ids, "labels": labels}
+
+
+def span_labels(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
+    """Each token's label: the token itself where it starts inside one of the character spans (the assistant turns),
+    else IGNORE_INDEX."""
+    return [
+        token if end > start and any(s <= start < e for s, e in spans) else IGNORE_INDEX
+        for token, (start, end) in zip(ids, offsets)
+    ]
 
 
 def assistant_spans(

@@ -77,9 +77,10 @@ class Backend:
         """The prompt's tokens: the messages (and the functions they may call) through the chat template."""
         from finetune.encoding import prompt_ids
 
-        if any(isinstance(m.get("content"), list) for m in messages):
+        if shows_pictures(messages):
             raise ValueError(
-                f"the {self.name} backend reads no pictures: answer about them with --backend pytorch and the merged model"
+                f"the {self.name} backend here reads no pictures: a workspace for conversations about pictures answers "
+                "about them in PyTorch, with its merged model"
             )
         return prompt_ids(self.tokenizer, messages, tools, self.template_kwargs)
 
@@ -227,7 +228,7 @@ class PytorchBackend(Backend):
         """The prompt's tokens; a conversation about pictures goes through the model's processor, whose pixels (and
         whatever else its model reads beside the ids) go with them, as a Prompt's inputs."""
         processor = getattr(self.tokenizer, "processor", None)
-        if processor is None or not any(isinstance(m.get("content"), list) for m in messages):
+        if processor is None or not shows_pictures(messages):
             return super().prompt_ids(messages, tools)
         from finetune.images import as_parts, images_of, model_inputs
 
@@ -312,6 +313,11 @@ class PytorchBackend(Backend):
         with torch.no_grad():
             for ids in rows:
                 yield self.model(input_ids=torch.tensor([ids])).logits[0, :-1].float().log_softmax(-1).numpy()
+
+
+def shows_pictures(messages: list[dict]) -> bool:
+    """Whether a turn holds content parts: pictures beside text (chat.py, serve.py join text-only parts into text)."""
+    return any(isinstance(m.get("content"), list) for m in messages)
 
 
 def log_softmax(logits):
