@@ -9,7 +9,8 @@ ONNX int4 (SmolLM2 only: onnxruntime-genai's builder does not take Gemma 3), exp
 (base, tuned and each export on the scenario's metric; eval.py says when an export falls more than 5 points
 below the tuned model) and benchmark.py (size, decode speed, and how many of each export's first 20 greedy
 tokens are the merged model's; it says when an 8-bit export agrees on under 90 %). Prints one table; writes
-real_results.json in the work folder. --size small: SmolLM2 on support messages only, Q8_0 only (the test's size).
+real_results.json in the work folder. --size small (the test's size): SmolLM2 on support messages only, Q8_0 only,
+scored on the first 25 held-out messages with the first 2 shown, benchmark.py on 2 prompts of 24 tokens and 8 examples.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def run_case(name: str, work: Path, env: dict, small: bool) -> dict:
     step([python, "export_gguf.py", "--llama-cpp-source", str(source_archive())], ws, env)
     # eval.py scores base, tuned and each export (the first GGUF type; the others one by one after)
     names = {"onnx": "onnx_int4", "gguf": f"gguf_{types[0].lower()}"}
-    step([python, "eval.py"], ws, env)
+    step([python, "eval.py", *(["--limit", "25", "--show", "2"] if small else [])], ws, env)
     report = json.loads((ws / "eval" / "report.json").read_text())
     metric = report["metric"]
     scores = {names.get(n, n): s[metric] for n, s in report["models"].items()}
@@ -113,7 +114,12 @@ def run_case(name: str, work: Path, env: dict, small: bool) -> dict:
         other = json.loads((ws / "eval" / kind / "report.json").read_text())
         scores[f"gguf_{kind.lower()}"] = other["models"]["gguf"][metric]
         below.update({f"gguf_{kind.lower()}": why for n, why in other["below_gate"].items() if n == "gguf"})
-    step([python, "benchmark.py", "--prompts", "4", "--new-tokens", "64"], ws, env)
+    sizes = (
+        ["--prompts", "2", "--new-tokens", "24", "--parity-steps", "20", "--eval-examples", "8"]
+        if small
+        else ["--prompts", "4", "--new-tokens", "64"]
+    )
+    step([python, "benchmark.py", *sizes], ws, env)
     measured = json.loads((ws / "outputs" / "benchmark.json").read_text())
     return {
         "case": name,

@@ -45,9 +45,10 @@ def train(workspace, steps: int, lr: float, batch: int) -> list[float]:
 
 
 def test_smollm2_learns_the_intents_and_keeps_them_in_onnx_and_gguf(tmp_path):
-    """bench/real_results.py at its smallest size: the README's steps on SmolLM2 with 150 support messages, 50 more
-    held out whole (data.eval_path), exported to ONNX int4 and GGUF Q8_0; eval.py's gate names exactly the exports
-    more than 5 points below the tuned model, and the GGUF model answers the official client."""
+    """bench/real_results.py at its smallest size: the README's steps on SmolLM2 with 150 support messages, 25 of 50
+    more held out whole (data.eval_path) scored, exported to ONNX int4 and GGUF Q8_0; eval.py shows each model's
+    answers and its gate names exactly the exports more than 5 points below the tuned model, and the GGUF model
+    answers the official client."""
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "real_results.py"), "--size", "small", "--workdir", str(tmp_path)],
         capture_output=True,
@@ -58,7 +59,7 @@ def test_smollm2_learns_the_intents_and_keeps_them_in_onnx_and_gguf(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads((tmp_path / "real_results.json").read_text())[0]
     scores, exports = result["scores"], ("onnx_int4", "gguf_q8_0")
-    assert result["examples"] == 50 and set(scores) == {"base", "tuned", *exports}, result
+    assert result["examples"] == 25 and set(scores) == {"base", "tuned", *exports}, result
     assert scores["tuned"] >= 0.75 and scores["tuned"] > scores["base"] + 0.3, scores
     assert min(scores[n] for n in exports) >= scores["tuned"] - 0.25, scores  # int4 and Q8_0 keep most of it
     gated = {line.split(":")[0] for line in result["below_gate"]}
@@ -67,9 +68,10 @@ def test_smollm2_learns_the_intents_and_keeps_them_in_onnx_and_gguf(tmp_path):
     workspace = tmp_path / "smollm2-classification"
     history = losses(workspace / "outputs" / "run")
     assert sum(history[-3:]) / 3 < sum(history[:3]) / 3 / 2, history
-    shown = run(workspace, "eval.py", "--limit", "2", "--show", "2", "--no-onnx", "--out", "outputs/eval-shown")
-    lines = [line.split()[0] for line in shown.stdout.splitlines() if re.match(r"  [a-z]+: ", line)]
-    assert shown.returncode == 0 and lines == ["reference:", "base:", "tuned:", "gguf:"] * 2, shown.stdout[-3000:]
+    shown = [
+        line.split()[0] for line in done.stdout.splitlines() if re.match(r"  (reference|base|tuned|onnx|gguf): ", line)
+    ]
+    assert shown == ["reference:", "base:", "tuned:", "onnx:", "gguf:"] * 2, done.stdout[-3000:]
     with serving(workspace, "--backend", "gguf") as base:
         speaks_openai(
             base,
