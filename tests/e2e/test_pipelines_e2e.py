@@ -44,13 +44,21 @@ def test_the_runs_cover_every_scenario_format_technique_architecture_launcher_an
     assert not [name for name, plan in plans.items() if plan.problems]
     seen = {
         key: {str(plan.values[key]) for plan in plans.values()}
-        for key in ("scenario", "technique", "distributed", "thinking", "lora_experts", "adapter_export")
+        for key in (
+            "scenario",
+            "technique",
+            "distributed",
+            "thinking",
+            "lora_experts",
+            "adapter_export",
+            "train_vision",
+        )
     }
     assert seen["scenario"] == set(SCENARIOS)
     assert seen["technique"] == set(catalog.load("techniques"))
     assert {"none", "ddp", "deepspeed-zero2", "deepspeed-zero3"} <= seen["distributed"]
     assert seen["thinking"] == {"off", "keep"} and seen["lora_experts"] == {"True", "False"}
-    assert seen["adapter_export"] == {"merged", "adapters"}
+    assert seen["adapter_export"] == {"merged", "adapters"} and seen["train_vision"] == {"none", "projector", "all"}
     formats = {plan.values["dataset_format"] for plan in plans.values()}
     assert {"messages", "text", "alpaca", "prompt-completion"} <= formats
     architectures = {plan.facts["architecture"] for plan in plans.values()}
@@ -105,7 +113,7 @@ def test_smoke_passes_and_each_step_did_its_part(new_workspace, name):
             assert benchmark["models"]["onnx_int4"]["perplexity_ratio"] == pytest.approx(1.0, abs=0.1)
     image_text = catalog.load("architectures")[recorded["model_facts"]["architecture"]].get("image_text")
     if image_text:
-        the_vision_tower_is_kept(smoke, recorded["technique"], image_text["frozen_modules"])
+        the_vision_parts_train_as_asked(smoke, recorded["technique"], image_text, recorded["train_vision"])
     if scenario == "images":
         pictures_were_trained_on_and_shown(workspace, smoke, log, learnt=bool(spec.get("steps")))
     if recorded["lora_experts"]:
@@ -114,9 +122,10 @@ def test_smoke_passes_and_each_step_did_its_part(new_workspace, name):
         reasoning_is_learnt_and_kept_alike(workspace, log)
 
 
-def the_vision_tower_is_kept(smoke, technique: str, frozen: list[str]) -> None:
-    """An image-text model trained on text: no adapter weight on the vision tower or projector, the merged model
-    is the whole image-text checkpoint again, its vision weights the base's to the bit, its language model changed."""
+def the_vision_parts_train_as_asked(smoke, technique: str, image_text: dict, train: str) -> None:
+    """An image-text model: the merged model is the whole image-text checkpoint again, its language model changed;
+    the vision tower and projector keep the base's weights to the bit unless train_vision trained them, and then
+    changed (an adapter run saves the projector whole beside its LoRA, and LoRA on the tower for train_vision=all)."""
     from safetensors.torch import load_file
 
     base, merged = (load_file(str(smoke / folder / "model.safetensors")) for folder in ("base", "merged"))
@@ -125,17 +134,20 @@ def the_vision_tower_is_kept(smoke, technique: str, frozen: list[str]) -> None:
         "ForConditionalGeneration"
     )
 
-    def part_of(
-        name: str, *modules: str
-    ) -> bool:  # saved as the hub's checkpoints are: vision_tower.…, language_model.…
-        return any(module in name.split(".") for module in modules)
+    def part_of(name: str, module: str) -> bool:  # saved as the hub's checkpoints are: vision_tower.…, language_model.…
+        return module in name.split(".")
 
-    vision = [name for name in base if part_of(name, *frozen)]
-    assert vision and all(base[name].equal(merged[name]) for name in vision)
-    assert any(not base[name].equal(merged[name]) for name in base if part_of(name, "language_model", "text_model"))
+    trained = {"none": [], "projector": ["projector"], "all": ["projector", "tower"]}[train]
+    for part in ("tower", "projector"):
+        names = [name for name in base if part_of(name, image_text[part])]
+        changed = [name for name in names if not base[name].equal(merged[name])]
+        assert names and bool(changed) == (part in trained), (part, train, changed[:3])
+    language = [name for name in base if part_of(name, "language_model") or part_of(name, "text_model")]
+    assert any(not base[name].equal(merged[name]) for name in language)
     if technique != "full":
         adapter = load_file(str(smoke / "run" / "adapter_model.safetensors"))
-        assert adapter and not [name for name in adapter if part_of(name, *frozen)]
+        for part in ("tower", "projector"):
+            assert any(part_of(name, image_text[part]) for name in adapter) == (part in trained), (part, train)
 
 
 COLOURS = {"Red.", "Green.", "Blue.", "Yellow."}

@@ -83,6 +83,25 @@ def plan_for(**answers):
         ({"scenario": "images", "targets": "pytorch,gguf"}, "targets", "mmproj", "targets=pytorch"),
         ({"scenario": "images", "objective": "grpo"}, "objective", "no such check", "objective=sft"),
         ({"scenario": "images", "objective": "dpo"}, "objective", "preferred and rejected", "objective=sft"),
+        ({"train_vision": "all", "model": "qwen3-0.6b"}, "train_vision", "no vision tower", "train_vision=none"),
+        (
+            {"train_vision": "projector", "model": "smolvlm-256m-instruct"},
+            "train_vision",
+            "holds no pictures",
+            "scenario=images",
+        ),
+        (
+            {"train_vision": "projector", "model": "mistral-small-3.1-24b-instruct", "scenario": "chat"},
+            "train_vision",
+            "no vision tower tuneforge knows",
+            "model=smolvlm-256m-instruct",
+        ),
+        (
+            {"scenario": "images", "train_vision": "all", "technique": "ia3"},
+            "train_vision",
+            "no place in the vision tower",
+            "train_vision=projector",
+        ),
     ],
 )
 def test_impossible_combinations_say_why_and_what_works(answers, key, words, alternative):
@@ -254,3 +273,20 @@ def test_pictures_bring_a_model_that_reads_them_and_an_export_that_keeps_its_vis
     assert plan_for(dataset_format="images").values["model"] == "smolvlm-256m-instruct"
     on_a_gpu = plan_for(scenario="images", hardware="cuda", gpu_memory_gb=24)
     assert on_a_gpu.values["model"] == "gemma-3-4b-it" and not on_a_gpu.problems
+
+
+@pytest.mark.parametrize("technique", ["lora", "full"])
+def test_training_the_projector_and_the_tower_adds_their_weights_and_the_towers_activations(technique):
+    """train_vision=projector adds the projector's weights (SigLIP's 1152 features into Gemma 3 4B's 2560) to what
+    trains; all adds the tower's (LoRA r on six matrices a layer, or all of them) and the activations of every
+    picture's 4096 patches through its 27 layers; none leaves the estimate as a text run's."""
+    answers = {"scenario": "images", "model": "gemma-3-4b-it", "hardware": "cuda", "gpu_memory_gb": 80}
+    none, projector, tower = (
+        plan_for(**answers, technique=technique, train_vision=v).memory for v in ("none", "projector", "all")
+    )
+    assert projector.trainable_params - none.trainable_params == 1152 * 2560
+    h, i, layers, r = 1152, 4304, 27, plan_for(**answers).values["lora_r"]
+    weights = layers * (4 * h * h + 2 * h * i) if technique == "full" else layers * r * (8 * h + 2 * (h + i))
+    assert tower.trainable_params - projector.trainable_params == weights
+    assert projector.activations_gb == none.activations_gb < tower.activations_gb
+    assert none.total_gb < projector.total_gb < tower.total_gb

@@ -35,6 +35,7 @@ DIMENSIONS = {
     "dataset_format": list(catalog.formats()),
     "objective": list(catalog.load("objectives")),
     "num_nodes": [1, 2],
+    "train_vision": ["none", "projector", "all"],
 }
 KEYS = list(DIMENSIONS)
 

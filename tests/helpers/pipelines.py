@@ -7,7 +7,7 @@ fine-tuning; DoRA, whose targets are LoRA's, on one model of each layout (Llama,
 of experts: the CI budget); and on those same runs every
 value of the other dimensions at least once, spread over different architectures and techniques: every scenario
 (with its data format and metric), each plain data format, both ONNX modes (merged, separate adapters), the
-launchers (torchrun's two processes, DeepSpeed ZeRO-2 and ZeRO-3), thinking=keep on each architecture whose
+launchers (torchrun's two processes, DeepSpeed ZeRO-2 and ZeRO-3), each train_vision, thinking=keep on each architecture whose
 template has the switch, and lora_experts on each mixture of experts. tests/e2e/test_pipelines_e2e.py checks the
 table covers them. The preference objectives train in tests/workspace/test_preference.py, GRPO in one run here and in
 tests/workspace/test_grpo.py, GGUF in
@@ -190,23 +190,25 @@ PIPELINES = {
         "targets": "pytorch",
         "gpu_memory_gb": 400,
     },
-    # the image-text models: their language model trains on text, or on conversations about pictures through the
-    # model's processor (scenario images); the vision tower keeps its weights either way (DoRA excludes it as LoRA
-    # does, so it runs on the text models only: the CI budget)
+    # the image-text models: their language model trains on text (the vision tower and projector keep their weights),
+    # or on conversations about pictures through the model's processor (scenario images), with the projector
+    # (train_vision=projector) or the tower too (all)
     "gemma3-lora": {"model": "gemma-3-4b-it", "technique": "lora", "targets": "pytorch", "gpu_memory_gb": 400},
     "gemma3-qlora": {"model": "gemma-3-4b-it", "technique": "qlora", "targets": "pytorch", "gpu_memory_gb": 400},
     "gemma3-full-images": {  # long enough to learn the sample's answers, which only the pictures tell apart
         "model": "gemma-3-4b-it",
         "technique": "full",
         "scenario": "images",
+        "train_vision": "projector",
         "targets": "pytorch",
         "gpu_memory_gb": 400,
         "steps": 240,
     },
-    "smolvlm-qlora-images": {
+    "smolvlm-qlora-images": {  # the tower's LoRA on 4-bit layers, the projector kept in 16 bits to train in full
         "model": "smolvlm-256m-instruct",
         "technique": "qlora",
         "scenario": "images",
+        "train_vision": "all",
         "targets": "pytorch",
     },
     "mistral3-lora": {

@@ -16,7 +16,8 @@ import pytest
 from finetune.data import DataError, to_examples
 from finetune.encoding import IGNORE_INDEX, encode
 from finetune.images import ImageCollator, check_pictures, image_token_id
-from finetune.tiny import build_tokenizer, with_processor
+from finetune.modeling import add_adapter
+from finetune.tiny import build_model, build_tokenizer, with_processor
 from helpers.project import ROOT
 from tuneforge import catalog
 
@@ -203,6 +204,84 @@ def test_the_collator_makes_each_batchs_pixels_from_its_rows(tokenizer, sample):
     rows[1]["input_ids"] = rows[1]["input_ids"][:-1] + [0]
     with pytest.raises(DataError, match="tokenized a conversation otherwise"):
         ImageCollator(tokenizer.processor)(rows)
+
+
+GEMMA3 = catalog.load("architectures")["gemma3"]
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma3(tokenizer):
+    """The smoke test's tiny Gemma 3: two language layers, a one-layer SigLIP tower and the projector."""
+    shape = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
+    return build_model({"architecture": "gemma3", **shape, "intermediate_size": 128, **GEMMA3["tiny"]}, tokenizer)
+
+
+@pytest.mark.parametrize(
+    "train, technique",
+    [
+        ("none", "lora"),
+        ("projector", "lora"),
+        ("all", "lora"),
+        ("none", "full"),
+        ("projector", "full"),
+        ("all", "full"),
+    ],
+)
+def test_vision_train_says_which_of_the_tower_and_the_projector_learn(tiny_gemma3, train, technique):
+    """vision.train none: the language model alone; projector: its weights too, in full (saved beside an adapter);
+    all: the tower too, with LoRA on exactly the catalog's tower modules (or every weight with full fine-tuning),
+    while the language model's adapters stay on its own layers."""
+    import copy
+
+    image_text = GEMMA3["image_text"]
+    vision = {"train": train, **{k: image_text[k] for k in ("tower", "projector", "tower_lora_modules")}}
+    config = {"model": {"name_or_path": "tiny"}, "vision": vision}
+    if technique == "lora":
+        modules = GEMMA3["lora_target_modules"]
+        config["peft"] = {
+            "method": "lora",
+            "lora_r": 4,
+            "lora_alpha": 8,
+            "lora_dropout": 0.0,
+            "target_modules": modules,
+        }
+    model = add_adapter(copy.deepcopy(tiny_gemma3), config, gradient_checkpointing=False)
+    trained = [name for name, p in model.named_parameters() if p.requires_grad]
+    tower = [n for n in trained if ".vision_tower." in n]
+    projector = [n for n in trained if ".multi_modal_projector." in n]
+    language = [n for n in trained if ".language_model." in n]
+    assert language and sorted(tower + projector + language) == sorted(trained)
+    assert bool(projector) == (train != "none") and bool(tower) == (train == "all")
+    if technique == "full":
+        everything = [n for n, _ in model.named_parameters() if ".vision_tower." in n]
+        assert tower == (everything if train == "all" else [])
+        return
+    adapted = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n in trained if ".lora_A." in n}
+    assert adapted == set(modules) | (set(image_text["tower_lora_modules"]) if train == "all" else set())
+    assert all(".lora_" in n for n in tower + language)  # adapters, never the frozen weights under them
+    assert {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n in tower if ".lora_A." in n} == (
+        set(image_text["tower_lora_modules"]) if train == "all" else set()
+    )
+    assert all("modules_to_save" in n for n in projector)  # trained in full, saved beside the adapter
+
+
+@pytest.mark.parametrize(
+    "vision, says",
+    [
+        ({"train": "tower"}, "vision.train must be none, projector, all, got 'tower'"),
+        (
+            {"train": "all", "tower_lora_modules": []},
+            "vision.train all with an adapter needs vision.tower_lora_modules",
+        ),
+    ],
+)
+def test_a_vision_setting_that_cannot_train_is_refused_by_name(tmp_path, vision, says):
+    from finetune.config import ConfigError, load_config
+
+    config = {"peft": {"method": "lora"}, "vision": {"tower": "vision_tower", "projector": "p", **vision}}
+    (tmp_path / "train.yaml").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=says):
+        load_config(tmp_path / "train.yaml")
 
 
 def test_the_doctor_opens_every_picture_and_names_each_bad_one(tmp_path):

@@ -160,6 +160,10 @@ RANGES = {
 }
 
 
+# an image-text model's vision parts that train beside its language model (configs/train.yaml's vision.train)
+VISION_TRAINING = {"none": (), "projector": ("projector",), "all": ("projector", "tower")}
+
+
 def check_ranges(config: dict, source: str = "config") -> None:
     for dotted, check in RANGES.items():
         section, key = dotted.split(".")
@@ -173,6 +177,18 @@ def check_ranges(config: dict, source: str = "config") -> None:
         raise ConfigError(
             f"peft.lora_dropout must be 0 with peft.target_parameters (PEFT's LoRA on the experts' fused "
             f"weights has no dropout), got {peft['lora_dropout']!r} (in {source} or on the command line)"
+        )
+
+    vision = config.get("vision") or {}
+    if vision and vision.get("train") not in VISION_TRAINING:
+        raise ConfigError(
+            f"vision.train must be {', '.join(VISION_TRAINING)}, got {vision.get('train')!r} "
+            f"(in {source} or on the command line)"
+        )
+    if vision.get("train") == "all" and peft and not vision.get("tower_lora_modules"):
+        raise ConfigError(
+            "vision.train all with an adapter needs vision.tower_lora_modules, the tower's layers LoRA adapts "
+            f"(in {source} or on the command line)"
         )
 
 

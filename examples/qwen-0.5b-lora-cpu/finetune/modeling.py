@@ -6,6 +6,7 @@ import re
 
 import torch
 
+from finetune.config import VISION_TRAINING
 from finetune.hub import base_model_of, from_pretrained, model_file
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -73,11 +74,37 @@ def class_for(model_type: str):
     return transformers.AutoModelForImageTextToText
 
 
+def vision_trained(config: dict) -> tuple[str, ...]:
+    """Which of an image-text model's vision parts train (configs/train.yaml's vision.train, checked by
+    finetune.config): none, the projector, or the projector and the tower; () for a text model."""
+    vision = config.get("vision")
+    return VISION_TRAINING[vision["train"]] if vision else ()
+
+
 def frozen(config: dict) -> str | None:
-    """The modules training leaves as they are (an image-text model's vision tower and projector), as the regular
-    expression PEFT's exclude_modules matches against module names; None when there are none."""
-    names = config["model"].get("frozen_modules") or []
+    """The modules training leaves as they are (an image-text model's vision tower and projector, unless vision.train
+    trains them), as the regular expression PEFT's exclude_modules matches against module names; None when none."""
+    vision, trained = config.get("vision") or {}, vision_trained(config)
+    names = [vision[part] for part in ("tower", "projector") if vision and part not in trained]
     return rf"(.*\.)?({'|'.join(map(re.escape, names))})(\..*)?" if names else None
+
+
+def lora_targets(config: dict) -> list[str] | str:
+    """The modules LoRA adapts: peft.target_modules, and with vision.train all also vision.tower_lora_modules inside
+    the tower (one regular expression, so that neither list reaches into the other's part of the model)."""
+    modules, vision = config["peft"]["target_modules"], config.get("vision") or {}
+    if "tower" not in vision_trained(config):
+        return modules
+    parts = "|".join(map(re.escape, (vision["tower"], vision["projector"])))
+    language = "|".join(map(re.escape, modules))
+    tower = "|".join(map(re.escape, vision["tower_lora_modules"]))
+    return rf"(?!(.*\.)?({parts})\.)(.*\.)?({language})|(.*\.)?{re.escape(vision['tower'])}\.(.*\.)?({tower})"
+
+
+def trained_whole(config: dict) -> list[str] | None:
+    """Modules an adapter run trains in full and saves beside the adapter (PEFT's modules_to_save): the projector
+    when vision.train trains it; None when there are none."""
+    return [config["vision"]["projector"]] if "projector" in vision_trained(config) else None
 
 
 def load_base_model(config: dict, for_training: bool = True):
@@ -95,6 +122,13 @@ def load_base_model(config: dict, for_training: bool = True):
             bnb_4bit_use_double_quant=quant.get("bnb_4bit_use_double_quant", True),
             bnb_4bit_compute_dtype=DTYPES[quant.get("bnb_4bit_compute_dtype", "bfloat16")],
             bnb_4bit_quant_storage=dtype,
+            # a projector that trains in full stays in 16 bits, as the output head does (transformers matches each
+            # name from the start of a module's, so the pattern reaches it wherever it sits)
+            llm_int8_skip_modules=(
+                ["lm_head", *(rf"(.*\.)?{re.escape(m)}" for m in trained_whole(config))]
+                if trained_whole(config)
+                else None
+            ),
         )
     return from_pretrained(model_class(model_cfg["name_or_path"]), model_cfg["name_or_path"], **kwargs)
 
@@ -134,6 +168,7 @@ def add_adapter(model, config: dict, gradient_checkpointing: bool):
             target_modules=peft_cfg["target_modules"],
             feedforward_modules=peft_cfg["feedforward_modules"],
             exclude_modules=keep,
+            modules_to_save=trained_whole(config),
         )
     else:
         adapter = LoraConfig(
@@ -141,8 +176,9 @@ def add_adapter(model, config: dict, gradient_checkpointing: bool):
             r=peft_cfg["lora_r"],
             lora_alpha=peft_cfg["lora_alpha"],
             lora_dropout=peft_cfg["lora_dropout"],
-            target_modules=peft_cfg["target_modules"],
+            target_modules=lora_targets(config),
             exclude_modules=keep,
+            modules_to_save=trained_whole(config),
             use_dora=peft_cfg.get("use_dora", False),
             use_rslora=peft_cfg.get("use_rslora", False),
             target_parameters=peft_cfg.get("target_parameters"),  # a mixture of experts' fused expert weights

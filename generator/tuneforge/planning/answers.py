@@ -69,6 +69,7 @@ PRIORITIES = {
 ADAPTER_EXPORTS = ["merged", "adapters"]
 TRACKERS = ["tensorboard", "mlflow", "wandb", "none"]
 THINKING = ["off", "keep"]
+VISION_TRAINING = ["none", "projector", "all"]
 
 # A project name ends up in shell scripts, YAML, JSON and cloud resource names, so it is kept to
 # characters that need no quoting anywhere and that Azure ML and Kubernetes names accept.
@@ -130,6 +131,15 @@ SPEC: list[Answer] = [
         "Reasoning models whose chat template has a thinking switch (Qwen3, SmolLM3): off trains "
         "and answers with thinking switched off; keep trains on and answers with <think> reasoning blocks",
         lambda: THINKING,
+    ),
+    Answer(
+        "train_vision",
+        "choice",
+        "Image-text models on pictures (scenario=images): none trains the language model alone and keeps the vision "
+        "tower and projector as they are; projector also trains the projector (the layer that turns the tower's "
+        "features into the language model's tokens) in full; all trains the vision tower too (LoRA on its layers, "
+        "or every weight with technique=full), for pictures unlike what the tower saw (documents, screenshots)",
+        lambda: VISION_TRAINING,
     ),
     Answer("learning_rate", "float", "Peak learning rate", group="hyper", minimum=0, maximum=1, above=True),
     Answer("num_train_epochs", "float", "Epochs over the data", group="hyper", minimum=0, maximum=1000, above=True),

@@ -31,6 +31,7 @@ class Setup:
     generates: bool = False  # each step first samples its sequences (GRPO): a KV cache for all of them
     lora_experts: bool = False  # LoRA also on a mixture of experts' expert projections
     lora_dropout: float = 0.0  # an adapter's dropout keeps one more copy of each adapted layer's input
+    train_vision: str = "none"  # an image-text model's projector (and vision tower) training too
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,33 @@ def trainable_parameters(
     return shape["num_hidden_layers"] * per_layer
 
 
+def vision_trainable(tower: dict, text_hidden: int, setup: Setup) -> int:
+    """The weights train_vision adds: the projector in full (its input width by the language model's), and with
+    all the vision tower's too (LoRA on its attention and MLP, or every weight with full fine-tuning)."""
+    if setup.train_vision == "none":
+        return 0
+    trained = tower["projector_inputs"] * text_hidden
+    if setup.train_vision == "all":
+        h, i, layers = tower["hidden_size"], tower["intermediate_size"], tower["num_hidden_layers"]
+        if setup.technique == "full":
+            trained += layers * (4 * h * h + 2 * h * i)
+        else:  # q, k, v and out (h to h), fc1 (h to i) and fc2 (i to h)
+            trained += layers * setup.lora_r * (4 * 2 * h + 2 * (h + i))
+    return trained
+
+
+def tower_activations(tower: dict, setup: Setup, copies: int, act_bytes: int) -> float:
+    """What the backward pass through a training vision tower keeps: one picture per example (its patches through
+    every tower layer), as the language model's layers keep their tokens; nothing when the tower is frozen."""
+    if setup.train_vision != "all":
+        return 0
+    patches = setup.batch * setup.sequences * tower["patches"]
+    layer = patches * tower["hidden_size"] * act_bytes
+    if setup.gradient_checkpointing:
+        return layer * tower["num_hidden_layers"] + layer * copies
+    return layer * copies * tower["num_hidden_layers"]
+
+
 def setup_for(values: dict, precision: str, devices: int) -> Setup:
     """The Setup a plan's answers describe."""
     objective = catalog.load("objectives")[values.get("objective", "sft")]
@@ -96,6 +124,7 @@ def setup_for(values: dict, precision: str, devices: int) -> Setup:
         generates=objective.get("generates", False),
         lora_experts=values.get("lora_experts", False),
         lora_dropout=values.get("lora_dropout", 0.0),
+        train_vision=values.get("train_vision", "none"),
     )
 
 
@@ -128,8 +157,9 @@ def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
     if offload:
         weights = weights * 0.1  # only the layer being computed is gathered on the device
 
-    # an image-text model's vision tower stays frozen: full fine-tuning trains its language model
+    # an image-text model's vision tower and projector keep their weights unless train_vision trains them
     language = count_parameters(shape) if facts.get("image_text") else params
+    tower = (facts.get("image_text") or {}).get("tower_shape")
     trainable = trainable_parameters(
         shape,
         setup.technique,
@@ -137,7 +167,7 @@ def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
         language,
         facts["lora_target_modules"],
         facts.get("lora_target_parameters", []) if setup.lora_experts else [],
-    )
+    ) + (vision_trainable(tower, h, setup) if tower else 0)
     if setup.technique == "full":
         # grads in the training dtype, AdamW moments in fp32 (and fp32 master weights for 16-bit)
         grads = trainable * half
@@ -172,6 +202,8 @@ def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
         activations = max(activations, device.get("checkpoint_resident", 0) * (every_layer + attention * layers))
     else:
         activations = every_layer + attention * layers
+    if tower:
+        activations += tower_activations(tower, setup, copies, act_bytes)
     logits = (
         tokens * vocab * 4 * device.get("logits_copies", 1)
     )  # fp32 logits (on GPU their gradient reuses the buffer)

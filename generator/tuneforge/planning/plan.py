@@ -249,6 +249,8 @@ def resolve(given: Given, detected: dict | None = None) -> Plan:
         r.take("gguf_types", list(gguf["default"]))
     # most data has no reasoning in its answers: train and answer as the template's thinking switch set off does
     r.take("thinking", "off")
+    # the tower already reads pictures: most tuning teaches the language model what to say about them
+    r.take("train_vision", "none")
     r.take("project_name", "finetune")
 
     values = {k: r.values[k] for k in KEYS}

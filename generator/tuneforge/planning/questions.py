@@ -27,6 +27,7 @@ ORDER = [
     "dataset_format",
     "objective",
     "thinking",
+    "train_vision",
 ]
 HYPER = [a.key for a in BY_KEY.values() if a.group == "hyper"]
 
@@ -40,6 +41,8 @@ def relevant(key: str, plan: Plan) -> bool:
         return len(catalog.load("hardware")[v["hardware"]]["distributed"]) > 1
     if key == "thinking":
         return bool(plan.facts.get("thinking"))
+    if key == "train_vision":
+        return v["scenario"] == "images" and bool((plan.facts.get("image_text") or {}).get("tower_lora_modules"))
     if key == "lora_experts":
         return bool(plan.facts.get("moe")) and v["technique"] in expert_techniques()
     if key == "objective":

@@ -178,6 +178,40 @@ def _images(v: dict, facts: dict) -> list[Problem]:
     return problems
 
 
+def _vision_training(v: dict, facts: dict) -> list[Problem]:
+    """The vision tower and projector learn from pictures alone, of a model whose tower the catalog describes."""
+    if v["train_vision"] == "none":
+        return []
+    if not (facts.get("image_text") or {}).get("tower_lora_modules"):
+        return [
+            Problem(
+                "train_vision",
+                f"{facts['id']} has no vision tower tuneforge knows how to train.",
+                ["train_vision=none"]
+                + (["scenario=images (its default model reads pictures)"] if v["scenario"] != "images" else [])
+                + [f"model={m}" for m in image_models()[:2]],
+            )
+        ]
+    if v["scenario"] != "images":
+        return [
+            Problem(
+                "train_vision",
+                f"the {v['scenario']} scenario's data holds no pictures, so the vision tower and projector would "
+                "learn nothing from it.",
+                ["train_vision=none", "scenario=images"],
+            )
+        ]
+    if v["technique"] == "ia3" and v["train_vision"] == "all":
+        return [
+            Problem(
+                "train_vision",
+                "IA3 scales the language model's feed-forward layers; it has no place in the vision tower.",
+                ["technique=lora", "train_vision=projector"],
+            )
+        ]
+    return []
+
+
 def _objective(v: dict, facts: dict) -> list[Problem]:
     objective, scenario = v["objective"], v["scenario"]
     objectives = catalog.load("objectives")
@@ -471,6 +505,7 @@ RULES = [
     _thinking,
     _tools,
     _images,
+    _vision_training,
     _objective,
     _distributed_on_hardware,
     _compute_platform,

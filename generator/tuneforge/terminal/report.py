@@ -64,10 +64,17 @@ def picture_budget(plan) -> str:
     cost, length = images["tokens_per_image"], plan.values["max_length"]
     settings = f" at data.images {json.dumps(images['processor'])}" if images.get("processor") else ""
     fit = max(0, (length - TEXT_ROOM) // cost)
-    return (
+    text = (
         f"each costs {cost} image tokens{settings}; max_length={length} holds {fit} with about {TEXT_ROOM} tokens of "
         f"text (check_data.py counts your data's); the memory estimate counts them with the text"
     )
+    tower = plan.facts["image_text"].get("tower_shape")
+    if plan.values["train_vision"] == "all" and tower:
+        text += (
+            f"; train_vision=all keeps each picture's {tower['patches']} patches through the tower's "
+            f"{tower['num_hidden_layers']} layers for the backward pass, counted for one picture an example"
+        )
+    return text
 
 
 def format_memory(plan) -> list[str]:
