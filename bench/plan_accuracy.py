@@ -6,7 +6,8 @@ Trains generated workspaces on thirteen CPU configurations (Llama-shaped models 
 32000-id vocabulary; LoRA, QLoRA and full fine-tuning; batch and length varied; packing, gradient checkpointing
 and LoRA dropout on and off), the figures in the catalog's hardware.yaml are fitted on, and seven held out on the two
 real pretrained models (bench/real_models.py: SmolLM2-135M-Instruct, tied 49k-id embeddings; Gemma 3 270M, a
-262k-id vocabulary), for a few steps each, with the workspace's own train.py on rows that fill
+262k-id vocabulary) and on a random model of SmolVLM-256M's shape with pictures (its vision tower frozen, and trained
+with train_vision=all), for a few steps each, with the workspace's own train.py on rows that fill
 max_length, and sets the plan's estimate (`tuneforge plan`, the same numbers the README and the form show)
 against the peak resident memory of the training process. On a CUDA machine the same command compares
 against torch.cuda.max_memory_reserved (train.py writes it to metrics.json).
@@ -62,6 +63,30 @@ MODELS = {  # name: Llama shape; parameters with the 32000-id vocabulary and unt
         "intermediate_size": 3456,
     },
 }
+# SmolVLM-256M's shape (the catalog's smolvlm-256m-instruct and its idefics3 tower), random, with the smoke test's
+# processor at the workspace's 512-pixel setting (64 image tokens a picture) and its 49,280-id vocabulary
+SMOLVLM = {
+    "architecture": "idefics3",
+    "hidden_size": 576,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "intermediate_size": 1536,
+    "vocab_size": 49280,
+    "max_position_embeddings": 8192,
+    "tie_word_embeddings": False,
+    "text_config": {"model_type": "llama", "head_dim": 64},
+    "vision_config": {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "image_size": 512,
+        "patch_size": 16,
+    },
+    "scale_factor": 4,
+}
+PICTURES = {"scenario": "images", "dataset_format": "images", "packing": False}
 CASES = {  # name: (model, answers)
     "20m-lora-b4-512": ("20m", {"technique": "lora", "per_device_train_batch_size": 4, "max_length": 512}),
     "20m-full-b8-256-nopack": (
@@ -123,6 +148,15 @@ CASES = {  # name: (model, answers)
         "gemma3-270m",
         {"technique": "lora", "per_device_train_batch_size": 2, "max_length": 512, "gradient_checkpointing": True},
     ),
+    # held out: conversations about the images scenario's sample pictures, the vision tower frozen or trained
+    "smolvlm-lora-b8-96-images": (
+        "smolvlm",
+        {"technique": "lora", "per_device_train_batch_size": 8, "max_length": 96, **PICTURES},
+    ),
+    "smolvlm-lora-b8-96-images-tower": (
+        "smolvlm",
+        {"technique": "lora", "per_device_train_batch_size": 8, "max_length": 96, "train_vision": "all", **PICTURES},
+    ),
 }
 SMALL = ["20m-lora-b4-512", "20m-full-b8-256-nopack"]  # --size small: a check of this script
 # runs a script and prints the peak resident memory of its process
@@ -161,6 +195,25 @@ def build_model(folder: Path, shape: dict, env: dict) -> None:
     )
 
 
+def build_image_model(folder: Path, env: dict) -> None:
+    """A random model of SmolVLM-256M's shape, its tokenizer trained on the images scenario's sample conversations."""
+    from tuneforge import catalog
+
+    spec = {**SMOLVLM, "processor": catalog.load("architectures")["idefics3"]["tiny"]["processor"]}
+    code = (
+        "import json, sys; from pathlib import Path; from finetune.tiny import save_tiny_model; "
+        "save_tiny_model(json.loads(sys.argv[1]), sys.argv[2], 4000, Path(sys.argv[3]), images=True)"
+    )
+    sample = ROOT / "templates" / "includes" / "samples" / "images" / "images.jsonl"
+    subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec), str(sample), str(folder)],
+        cwd=ROOT / "templates" / "workspace",
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
 def rows(path: Path, count: int = 64) -> None:
     """Plain-text rows long enough that every one fills max_length after tokenization."""
     rng = random.Random(0)
@@ -177,7 +230,7 @@ def run_case(name: str, work: Path, env: dict, steps: int) -> dict:
     else:
         folder = work / "models" / model
         if not folder.exists():
-            build_model(folder, MODELS[model], env)
+            build_image_model(folder, env) if model == "smolvlm" else build_model(folder, MODELS[model], env)
     sets = [
         f"--set={k}={str(v).lower() if isinstance(v, bool) else v}"
         for k, v in {
@@ -204,7 +257,8 @@ def run_case(name: str, work: Path, env: dict, steps: int) -> dict:
     ws = work / name
     if not ws.exists():
         tuneforge("new", str(ws), "--defaults", *sets, env=env)
-    (ws / "data" / "sample.jsonl").write_text((work / "rows.jsonl").read_text())
+    if answers.get("scenario") != "images":  # pictures: the scenario's own sample, most rows 85 tokens
+        (ws / "data" / "sample.jsonl").write_text((work / "rows.jsonl").read_text())
     command = [
         sys.executable,
         "-c",
@@ -237,7 +291,7 @@ def run_case(name: str, work: Path, env: dict, steps: int) -> dict:
 
 
 def held_out(case: str) -> bool:
-    return CASES[case][0] in real_models.MODELS
+    return CASES[case][0] in (*real_models.MODELS, "smolvlm")
 
 
 def main() -> int:
