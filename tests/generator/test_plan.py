@@ -84,6 +84,9 @@ def plan_for(**answers):
         ({"scenario": "images", "objective": "grpo"}, "objective", "no such check", "objective=sft"),
         ({"scenario": "images", "objective": "dpo"}, "objective", "preferred and rejected", "objective=sft"),
         ({"train_vision": "all", "model": "qwen3-0.6b"}, "train_vision", "no vision tower", "train_vision=none"),
+        ({"scenario": "images", "packing": True}, "packing", "pictures go with its own row", "packing=false"),
+        ({"objective": "kto", "packing": True}, "packing", "scored whole", "packing=false"),
+        ({"objective": "grpo", "packing": True}, "packing", "grpo samples answers", "packing=false"),
         (
             {"train_vision": "projector", "model": "smolvlm-256m-instruct"},
             "train_vision",
@@ -269,6 +272,7 @@ def test_pictures_bring_a_model_that_reads_them_and_an_export_that_keeps_its_vis
     assert plan.values["model"] == "smolvlm-256m-instruct"
     assert plan.origins["model"] == "default: reads pictures (scenario=images) and suits cpu"
     assert plan.values["targets"] == ["pytorch"] and plan.values["dataset_format"] == "images"
+    assert plan.values["packing"] is False and "pictures" in plan.origins["packing"] and plan_for().values["packing"]
     assert plan.include["images"] and not plan_for().include["images"]
     assert plan_for(dataset_format="images").values["model"] == "smolvlm-256m-instruct"
     on_a_gpu = plan_for(scenario="images", hardware="cuda", gpu_memory_gb=24)

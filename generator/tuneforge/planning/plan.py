@@ -12,7 +12,7 @@ from tuneforge.planning.answers import DERIVED_KEYS, KEYS, Given, coerce
 from tuneforge.planning.fit import Suggestion, leanest, smaller_models, what_fits
 from tuneforge.planning.memory import Estimate, plan_memory, setup_for
 from tuneforge.planning.models import resolve_model, tool_fallback
-from tuneforge.planning.rules import Problem, check
+from tuneforge.planning.rules import Problem, check, unpacked_because
 
 DEFAULT_ORIGINS = ("default", "detected")
 # measured by bench/training.py --model smollm2 --examples 48 (SmolLM2-135M-Instruct, LoRA r16, batch 8, 2 cores):
@@ -360,7 +360,8 @@ def _take_training(r: _Resolver, given: Given, facts: dict, precision: str, devi
     )
     r.take("num_train_epochs", 3)
     r.take("max_steps", -1)
-    r.take("packing", True)
+    unpacked = unpacked_because(r.values)
+    r.take("packing", not unpacked, f"default: {unpacked}" if unpacked else "default")
     r.take("seed", 42)
 
 

@@ -450,8 +450,22 @@ def _targets(v: dict, facts: dict) -> list[Problem]:
     return problems
 
 
+def unpacked_because(v: dict) -> str | None:
+    """Why a run's examples cannot be packed into shared rows (train.py's data.packing), or None where they can."""
+    if catalog.load("objectives")[v["objective"]]["kind"] == "preference":
+        return "preference pairs are scored whole, each answer beside its prompt"
+    if v["objective"] != "sft":
+        return f"{v['objective']} samples answers to whole prompts"
+    if v["scenario"] == "images":
+        return "each conversation's pictures go with its own row"
+    return None
+
+
 def _hyperparameters(v: dict, facts: dict) -> list[Problem]:
     problems = []
+    why = unpacked_because(v)
+    if v["packing"] and why:
+        problems.append(Problem("packing", f"rows cannot be packed here: {why}.", ["packing=false"]))
     if v["max_length"] > facts["context_length"]:
         problems.append(
             Problem(
