@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from tuneforge import catalog
-from tuneforge.planning.shapes import count_parameters, linear_sizes
+from tuneforge.planning.shapes import count_parameters, linear_sizes, tower_linear_sizes, tower_parameters
 
 GB = 1024**3
 NF4_BYTES = 0.55  # 4-bit weights plus quantization constants (double quantization)
@@ -80,18 +80,20 @@ def trainable_parameters(
     return shape["num_hidden_layers"] * per_layer
 
 
-def vision_trainable(tower: dict, text_hidden: int, setup: Setup) -> int:
+def vision_trainable(image_text: dict, text_hidden: int, setup: Setup) -> int:
     """The weights train_vision adds: the projector in full (its input width by the language model's), and with
-    all the vision tower's too (LoRA on its attention and MLP, or every weight with full fine-tuning)."""
+    all the vision tower's too (LoRA on its tower_lora_modules, or every weight with full fine-tuning)."""
     if setup.train_vision == "none":
         return 0
+    tower = image_text["tower_shape"]
     trained = tower["projector_inputs"] * text_hidden
-    if setup.train_vision == "all":
-        h, i, layers = tower["hidden_size"], tower["intermediate_size"], tower["num_hidden_layers"]
-        if setup.technique == "full":
-            trained += layers * (4 * h * h + 2 * h * i)
-        else:  # q, k, v and out (h to h), fc1 (h to i) and fc2 (i to h)
-            trained += layers * setup.lora_r * (4 * 2 * h + 2 * (h + i))
+    if setup.train_vision == "all" and setup.technique == "full":
+        trained += tower_parameters(tower)
+    elif setup.train_vision == "all":
+        sizes = tower_linear_sizes(tower)
+        trained += (
+            tower["num_hidden_layers"] * setup.lora_r * sum(sum(sizes[m]) for m in image_text["tower_lora_modules"])
+        )
     return trained
 
 
@@ -159,7 +161,8 @@ def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
 
     # an image-text model's vision tower and projector keep their weights unless train_vision trains them
     language = count_parameters(shape) if facts.get("image_text") else params
-    tower = (facts.get("image_text") or {}).get("tower_shape")
+    image_text = facts.get("image_text") or {}
+    tower = image_text.get("tower_shape")
     trainable = trainable_parameters(
         shape,
         setup.technique,
@@ -167,7 +170,7 @@ def plan_memory(facts: dict, setup: Setup, device: dict) -> Estimate:
         language,
         facts["lora_target_modules"],
         facts.get("lora_target_parameters", []) if setup.lora_experts else [],
-    ) + (vision_trainable(tower, h, setup) if tower else 0)
+    ) + (vision_trainable(image_text, h, setup) if tower else 0)
     if setup.technique == "full":
         # grads in the training dtype, AdamW moments in fp32 (and fp32 master weights for 16-bit)
         grads = trainable * half

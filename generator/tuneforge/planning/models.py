@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tuneforge import catalog
 from tuneforge.planning.answers import AnswerError, suggest
-from tuneforge.planning.shapes import count_parameters
+from tuneforge.planning.shapes import count_parameters, tower_parameters
 
 # what the hub accepts as a repository id: owner/name of letters, digits, '-', '_' and '.'
 HF_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
@@ -284,5 +284,4 @@ def vision_parameters(vision_config: dict) -> int:
     sizes = [vision_config.get(k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers")]
     if not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n < 10**6 for n in sizes):
         return 0
-    hidden, intermediate, layers = sizes
-    return layers * (4 * hidden * hidden + 2 * hidden * intermediate)
+    return tower_parameters(vision_config)

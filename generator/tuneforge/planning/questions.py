@@ -5,7 +5,7 @@ from __future__ import annotations
 from tuneforge import catalog
 from tuneforge.planning.answers import BY_KEY
 from tuneforge.planning.plan import Plan
-from tuneforge.planning.rules import expert_techniques
+from tuneforge.planning.rules import expert_techniques, trains_vision
 
 ORDER = [
     "priority",
@@ -42,7 +42,7 @@ def relevant(key: str, plan: Plan) -> bool:
     if key == "thinking":
         return bool(plan.facts.get("thinking"))
     if key == "train_vision":
-        return v["scenario"] == "images" and bool((plan.facts.get("image_text") or {}).get("tower_lora_modules"))
+        return v["scenario"] == "images" and trains_vision(plan.facts)
     if key == "lora_experts":
         return bool(plan.facts.get("moe")) and v["technique"] in expert_techniques()
     if key == "objective":

@@ -178,11 +178,16 @@ def _images(v: dict, facts: dict) -> list[Problem]:
     return problems
 
 
+def trains_vision(facts: dict) -> bool:
+    """Whether the catalog describes the model's vision tower well enough to train it (architectures.yaml)."""
+    return bool((facts.get("image_text") or {}).get("tower_lora_modules"))
+
+
 def _vision_training(v: dict, facts: dict) -> list[Problem]:
     """The vision tower and projector learn from pictures alone, of a model whose tower the catalog describes."""
     if v["train_vision"] == "none":
         return []
-    if not (facts.get("image_text") or {}).get("tower_lora_modules"):
+    if not trains_vision(facts):
         return [
             Problem(
                 "train_vision",

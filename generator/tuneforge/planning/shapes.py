@@ -26,6 +26,24 @@ def linear_sizes(shape: dict) -> dict[str, tuple[int, int]]:
     }
 
 
+def tower_linear_sizes(tower: dict) -> dict[str, tuple[int, int]]:
+    """(in, out) features of each linear layer of one vision-tower block (SigLIP's: attention and a two-matrix MLP)."""
+    h, inter = tower["hidden_size"], tower["intermediate_size"]
+    return {
+        "q_proj": (h, h),
+        "k_proj": (h, h),
+        "v_proj": (h, h),
+        "out_proj": (h, h),
+        "fc1": (h, inter),
+        "fc2": (inter, h),
+    }
+
+
+def tower_parameters(tower: dict) -> int:
+    """The weights of a vision tower's layers (hidden_size, intermediate_size, num_hidden_layers)."""
+    return tower["num_hidden_layers"] * sum(i * o for i, o in tower_linear_sizes(tower).values())
+
+
 def count_parameters(shape: dict, active: bool = False) -> int:
     """Parameters of a decoder-only transformer of this shape; active: those one token runs through."""
     sizes = linear_sizes(shape)

@@ -86,7 +86,12 @@ def frozen(config: dict) -> str | None:
     trains them), as the regular expression PEFT's exclude_modules matches against module names; None when none."""
     vision, trained = config.get("vision") or {}, vision_trained(config)
     names = [vision[part] for part in ("tower", "projector") if vision and part not in trained]
-    return rf"(.*\.)?({'|'.join(map(re.escape, names))})(\..*)?" if names else None
+    return within(names) if names else None
+
+
+def within(names: list[str]) -> str:
+    """A regular expression for the modules of these names and everything inside them, wherever they sit."""
+    return rf"(.*\.)?({'|'.join(map(re.escape, names))})(\..*)?"
 
 
 def lora_targets(config: dict) -> list[str] | str:
@@ -115,6 +120,7 @@ def load_base_model(config: dict, for_training: bool = True):
     dtype = DTYPES[model_cfg.get("torch_dtype", "float32")]
     kwargs = {"dtype": dtype, "attn_implementation": model_cfg.get("attn_implementation", "sdpa")}
     quant = config.get("quantization")
+    whole = trained_whole(config)
     if quant and for_training:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=quant.get("load_in_4bit", True),
@@ -124,11 +130,7 @@ def load_base_model(config: dict, for_training: bool = True):
             bnb_4bit_quant_storage=dtype,
             # a projector that trains in full stays in 16 bits, as the output head does (transformers matches each
             # name from the start of a module's, so the pattern reaches it wherever it sits)
-            llm_int8_skip_modules=(
-                ["lm_head", *(rf"(.*\.)?{re.escape(m)}" for m in trained_whole(config))]
-                if trained_whole(config)
-                else None
-            ),
+            llm_int8_skip_modules=["lm_head", within(whole)] if whole else None,
         )
     return from_pretrained(model_class(model_cfg["name_or_path"]), model_cfg["name_or_path"], **kwargs)
 
